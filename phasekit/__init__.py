@@ -1,0 +1,16 @@
+"""phasekit: learning-rate phase diagrams of quadratic models and wide networks.
+
+See ``../shared/SPEC.md`` for the physics; equation numbers refer to Meltzer &
+Liu, "Catapult Dynamics and Phase Transitions in Quadratic Nets".
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .hookspecs import hookimpl
+
+try:
+    __version__ = version("phasekit")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0+unknown"
+
+__all__ = ["hookimpl", "__version__"]

@@ -1,0 +1,136 @@
+"""Command line: ``phasekit run`` and ``phasekit plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .api import build_config
+from .config import resolve_config
+from .dataset import DataError
+from .manager import get_plugin_manager
+from .options import ConfigError
+from .progress import Progress
+from .storage import SweepFileError, open_sweep, write_sweep
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phasekit",
+        description="Learning-rate phase diagrams of quadratic models and wide networks.")
+    parser.add_argument("--version", action="version", version=f"phasekit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a sweep over (seed, eta_lambda0) and store it",
+                         description="Run a sweep. With no CONFIG and no --preset, runs the "
+                                     "built-in 'default' preset (fig1's setting, coarse grid).")
+    run.add_argument("config", nargs="?", help="config TOML file ([model], [dataset], [sweep])")
+    run.add_argument("--preset", help="start from a named preset (see 'phasekit presets')")
+    run.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE",
+                     help="override one key with a TOML value, e.g. --set sweep.max_steps=200")
+    run.add_argument("-o", "--output", default="sweep.nc", help="output netCDF file "
+                     "(default: sweep.nc)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing output written with a different config")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
+
+    sub.add_parser("plugins", help="list registered models, datasets, observables, presets")
+    sub.add_parser("presets", help="list the presets with their descriptions")
+    return parser
+
+
+def _check_output(path: Path, config_toml: str, overwrite: bool) -> None:
+    """Refuse to replace a stored sweep of a different config without --overwrite."""
+    if not path.exists() or overwrite:
+        return
+    try:
+        old = open_sweep(path)
+    except SweepFileError:
+        raise ConfigError(f"output {path} exists and is not a phasekit sweep; choose another "
+                          f"-o or pass --overwrite") from None
+    if old.attrs.get("config") != config_toml:
+        raise ConfigError(f"output {path} holds a sweep with a different config; choose "
+                          f"another -o, or pass --overwrite to replace it")
+
+
+def summary_table(ds) -> str:
+    """Per eta_lambda0: status counts, theta^2_inf/theta^2_0 and final sharpness."""
+    ratio = ds["final_weight_norm"] / ds["weight_norm"].isel(step=0)
+    lines = [f"{'eta_lambda0':>11}  {'converged':>9} {'diverged':>8} {'max_steps':>9}  "
+             f"{'theta2_inf/theta2_0':>19}  {'final sharpness':>15}"]
+    for j, c in enumerate(ds["eta_lambda0"].values):
+        status = ds["status"].values[:, j]
+        counts = [int((status == s).sum()) for s in ("converged", "diverged", "max_steps")]
+        finite = status != "diverged"
+        r = ratio.values[:, j][finite]
+        sh = ds["final_sharpness"].values[:, j][finite]
+        r_txt = f"{np.mean(r):.4g}" if r.size else "-"
+        s_txt = f"{np.mean(sh):.4g}" if sh.size else "-"
+        lines.append(f"{c:>11.4g}  {counts[0]:>9} {counts[1]:>8} {counts[2]:>9}  "
+                     f"{r_txt:>19}  {s_txt:>15}")
+    bounds = [v for v in ds.data_vars if v.startswith("bound_")]
+    for b in bounds:
+        vals = ds[b].values
+        lines.append(f"{b} ({ds[b].attrs.get('equation', '')}): mean {np.nanmean(vals):.4g} "
+                     f"over {len(vals)} seed(s)")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    from .sweep import run_sweep
+
+    manager = get_plugin_manager()
+    raw = build_config(args.config, preset=args.preset, overrides=args.overrides)
+    config, data = resolve_config(raw, manager)
+    out = Path(args.output)
+    _check_output(out, config.to_toml(), args.overwrite)
+    progress = None if args.quiet else Progress()
+    started = time.perf_counter()
+    ds = run_sweep(config, data, manager, progress=progress)
+    write_sweep(ds, out)
+    if not args.quiet:
+        print(summary_table(ds))
+        print(f"wrote {out} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    manager = get_plugin_manager()
+    rows = [(r.kind, r.name, r.distribution, r.version, r.plugin)
+            for r in manager.registrations()]
+    header = ("kind", "name", "distribution", "version", "plugin")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    for fail in manager.failures:
+        print(f"FAILED  {fail.plugin} ({fail.distribution} {fail.version}): {fail.error}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name, preset in sorted(get_plugin_manager().presets().items()):
+        print(f"{name:10} {preset.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    handler = {"run": cmd_run, "plugins": cmd_plugins, "presets": cmd_presets}[args.command]
+    try:
+        return handler(args)
+    except (ConfigError, DataError, SweepFileError) as exc:
+        print(f"phasekit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nphasekit: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

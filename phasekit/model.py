@@ -1,0 +1,135 @@
+"""Model plugin base class and the autograd reference implementations.
+
+Every model works on a *batch of grid points*: parameters are a tensor
+``theta`` of shape ``(G, P)``, one flat parameter vector per grid point, and
+every method returns tensors with that leading grid dimension.  The engine
+never loops over grid points.
+
+A new model subclasses :class:`Model`, sets ``name`` and ``options`` and
+implements :meth:`Model.setup` and :meth:`Model.forward`.  Gradients and the NTK
+then come from autograd (:func:`autograd_loss_gradient`, :func:`autograd_ntk`);
+a model with closed forms overrides :meth:`Model.loss_gradient` and
+:meth:`Model.ntk`, and the test suite checks them against these references.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from .dataset import Data
+from .options import Option
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A sufficient condition of SPEC 3 on the learning rate, for one seed.
+
+    ``eta`` is the bound on the (unnormalised) learning rate; the engine stores
+    ``eta * lambda0`` as ``bound_<name>`` in ``eta_lambda0`` units.
+    ``kind`` is ``"catapult"`` (below it the weight norm, or the quantity of
+    eq. 79, decreases at every step) or ``"divergence"`` (above it the weight
+    norm increases at every step).
+    """
+
+    name: str
+    eta: float
+    kind: str
+    equation: str
+    long_name: str
+
+
+class Model:
+    """Base class of model plugins (see the module docstring)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+    #: True when z(lambda*theta) = lambda^2 z(theta) (eq. 11), so that eq. 12 holds
+    #: on the toy dataset.
+    homogeneous: ClassVar[bool] = False
+
+    def __init__(self, settings: dict[str, Any], data: Data):
+        self.settings = settings
+        self.data = data
+
+    # -- configuration ------------------------------------------------------------
+    @classmethod
+    def resolve(cls, settings: dict[str, Any], data: Data) -> dict[str, Any]:
+        """Fill in derived defaults and check the settings against the data.
+
+        Called before any training; raise :class:`phasekit.options.ConfigError`
+        naming the key for an invalid combination.  Returns the settings that
+        are stored in the sweep's config.
+        """
+        return dict(settings)
+
+    # -- numerics, batched over the grid ---------------------------------------
+    def setup(self, seed: int, device: torch.device, dtype: torch.dtype
+              ) -> tuple[Any, torch.Tensor]:
+        """Draw this seed's fixed random objects and its initial parameters.
+
+        Returns ``(features, theta0)`` with ``theta0`` of shape ``(P,)``.  All
+        randomness must come from ``seed`` (draw on the CPU in float64 with a
+        ``torch.Generator`` and move the result, so devices agree).
+        """
+        raise NotImplementedError
+
+    def forward(self, features: Any, theta: torch.Tensor, split: str = "train"
+                ) -> tuple[torch.Tensor, Any]:
+        """Outputs ``z`` of shape ``(G, D)`` on ``split`` and a cache for the
+        gradient and NTK of the same parameters."""
+        raise NotImplementedError
+
+    def loss_gradient(self, features: Any, theta: torch.Tensor, cache: Any,
+                      eps: torch.Tensor) -> torch.Tensor:
+        """``grad_theta L = (1/D) sum_alpha eps_alpha dz_alpha/dtheta`` (SPEC 1), ``(G, P)``."""
+        return autograd_loss_gradient(self, features, theta, eps)
+
+    def ntk(self, features: Any, theta: torch.Tensor, cache: Any) -> torch.Tensor:
+        """The NTK of eq. 4, ``H = (1/D) J J^T``, shape ``(G, D, D)``."""
+        return autograd_ntk(self, features, theta)
+
+    def weight_norm(self, features: Any, theta: torch.Tensor) -> torch.Tensor:
+        """``theta^2 = sum_mu theta_mu^2`` (SPEC 1), shape ``(G,)``."""
+        return (theta * theta).sum(-1)
+
+    def bounds(self, features: Any, theta0: torch.Tensor, lambda0: float) -> list[Bound]:
+        """The SPEC 3 bounds that apply to this model and dataset, for one seed."""
+        return []
+
+
+# -- autograd references ------------------------------------------------------------
+
+def autograd_loss_gradient(model: Model, features: Any, theta: torch.Tensor,
+                           eps: torch.Tensor) -> torch.Tensor:
+    """``(1/D) sum_alpha eps_alpha dz_alpha/dtheta`` by reverse-mode autograd.
+
+    Grid points are independent, so one backward pass of the summed objective
+    gives every point's gradient.
+    """
+    with torch.enable_grad():
+        th = theta.detach().requires_grad_(True)
+        z, _ = model.forward(features, th)
+        objective = (z * eps.detach()).sum() / z.shape[-1]
+        (grad,) = torch.autograd.grad(objective, th)
+    return grad
+
+
+def autograd_jacobian(model: Model, features: Any, theta: torch.Tensor,
+                      split: str = "train") -> torch.Tensor:
+    """Per-sample Jacobian ``dz_alpha/dtheta_mu``, shape ``(G, D, P)``, via torch.func."""
+
+    def outputs(th: torch.Tensor) -> torch.Tensor:
+        return model.forward(features, th.unsqueeze(0), split)[0][0]
+
+    with torch.enable_grad():
+        return torch.func.vmap(torch.func.jacrev(outputs))(theta.detach())
+
+
+def autograd_ntk(model: Model, features: Any, theta: torch.Tensor) -> torch.Tensor:
+    """NTK of eq. 4 from the autograd Jacobian: ``H = J J^T / D``."""
+    jac = autograd_jacobian(model, features, theta)
+    return jac @ jac.transpose(-1, -2) / jac.shape[1]

@@ -1,0 +1,234 @@
+"""The sweep engine: full-batch gradient descent on a grid of (seed, eta_lambda0).
+
+The grid is cut into *chunks*: learning rates of one seed that share that
+seed's initialisation and fixed features.  All grid points of a chunk advance
+together as one batched tensor program -- parameters carry a leading grid
+dimension and no Python loop runs over grid points inside a step.  A run that
+stops (converged, diverged or out of steps) leaves the batch.
+
+Conventions (SPEC 1):
+
+* loss ``L = 1/(2D) sum_alpha (z_alpha - y_alpha)^2``, update
+  ``theta <- theta - eta grad L`` with ``eta = c / lambda_max(H_0)`` per seed;
+* a value recorded at step ``t`` describes ``theta_t``, *before* the t-th update
+  (step 0 is the initialisation);
+* a run has converged at step t when ``|L_t - L_(t-1)| < tol``; it has diverged
+  once ``L_t`` is non-finite or above ``divergence_loss``; otherwise it stops at
+  ``max_steps``.  ``steps`` is the number of updates made.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import ResolvedConfig
+from .dataset import Data
+from .manager import PluginManager
+from .model import Bound, Model
+from .observables import Observable, Snapshot
+from .options import ConfigError
+
+STATUSES = ("converged", "diverged", "max_steps")
+CORE = ("loss", "weight_norm", "sharpness")
+
+
+def record_schedule(max_steps: int, dense: int, per_decade: int) -> np.ndarray:
+    """Steps at which trajectories are recorded: every step below ``dense``, then
+    ``per_decade`` log-spaced steps per decade up to ``max_steps`` (included)."""
+    steps = set(range(min(dense, max_steps + 1)))
+    if per_decade > 0 and max_steps >= dense:
+        start = max(dense, 1)
+        num = max(2, int(math.ceil(per_decade * math.log10(max(max_steps, 2) / start))) + 1)
+        steps.update(int(round(s)) for s in np.geomspace(start, max_steps, num))
+    steps.add(max_steps)
+    return np.array(sorted(steps), dtype=np.int64)
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"sweep.device = {name!r} but no CUDA device is available; "
+                          f"use sweep.device = \"cpu\"")
+    return device
+
+
+def dtype_of(name: str) -> torch.dtype:
+    return {"float64": torch.float64, "float32": torch.float32}[name]
+
+
+@dataclass
+class Chunk:
+    """A piece of the grid: one seed and some learning-rate indices."""
+
+    seed_index: int
+    seed: int
+    c_index: list[int]
+
+
+def make_chunks(sweep: dict) -> list[Chunk]:
+    """Deterministic chunking of the grid (depends on the config only)."""
+    n_c = len(sweep["eta_lambda0"])
+    size = sweep["chunk_size"] or n_c
+    return [Chunk(si, seed, list(range(start, min(start + size, n_c))))
+            for si, seed in enumerate(sweep["seeds"])
+            for start in range(0, n_c, size)]
+
+
+@dataclass
+class ChunkResult:
+    chunk: Chunk
+    lambda0: float
+    bounds: list[Bound]
+    eta: np.ndarray                       # (g,)
+    traj: dict[str, np.ndarray]           # name -> (g, R, *extra)
+    final: dict[str, np.ndarray]          # name -> (g, *extra)
+    steps: np.ndarray                     # (g,)
+    status: np.ndarray                    # (g,) of str
+    extra_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _lambda_max(H: torch.Tensor) -> torch.Tensor:
+    """lambda_max of each symmetric D x D matrix; NaN where H is not finite."""
+    out = torch.full(H.shape[:1], math.nan, dtype=H.dtype, device=H.device)
+    ok = torch.isfinite(H).all(-1).all(-1)
+    if bool(ok.any()):
+        out[ok] = torch.linalg.eigvalsh(H[ok])[..., -1]
+    return out
+
+
+class Engine:
+    """Runs chunks of a resolved config (one model instance, one dataset)."""
+
+    def __init__(self, config: ResolvedConfig, data: Data, manager: PluginManager):
+        self.config = config
+        self.sweep = config.sweep
+        self.data = data
+        settings = {k: v for k, v in config.model.items() if k != "name"}
+        self.model: Model = manager.get("model", config.model["name"])(settings, data)
+        self.observables: list[Observable] = [
+            obs for _, obs in sorted(manager.observables().items())
+            if obs.applies(self.model, data)]
+        self.device = resolve_device(self.sweep["device"])
+        self.dtype = dtype_of(self.sweep["dtype"])
+        self.schedule = record_schedule(self.sweep["max_steps"], self.sweep["record_dense"],
+                                        self.sweep["record_per_decade"])
+
+    def observable_coords(self) -> dict[str, dict[str, list]]:
+        return {obs.name: (obs.coords(self.model, self.data) if obs.coords else {})
+                for obs in self.observables}
+
+    def run_chunk(self, chunk: Chunk, progress: Callable[[int, int], None] | None = None
+                  ) -> ChunkResult:
+        """Train every grid point of ``chunk`` to its stop (see the module docstring)."""
+        model, sweep = self.model, self.sweep
+        feats, theta0 = model.setup(chunk.seed, self.device, self.dtype)
+        y = self.data.y_train.to(self.device, self.dtype)
+        H0 = model.ntk(feats, theta0[None], None)[0]
+        lambda0 = float(_lambda_max(H0[None])[0])
+        if not (math.isfinite(lambda0) and lambda0 > 0):
+            raise RuntimeError(f"lambda_max(H_0) = {lambda0} for seed {chunk.seed}: the learning "
+                               f"rate cannot be normalised (SPEC 1)")
+        bounds = model.bounds(feats, theta0, lambda0)
+        c = torch.tensor([sweep["eta_lambda0"][i] for i in chunk.c_index],
+                         dtype=self.dtype, device=self.device)
+        eta_all = c / lambda0                                         # SPEC 1: eta = c/lambda_0
+        g = len(chunk.c_index)
+        n_rec = len(self.schedule)
+        rec_pos = {int(s): k for k, s in enumerate(self.schedule)}
+
+        names = list(CORE) + [obs.name for obs in self.observables]
+        traj: dict[str, np.ndarray] = {}
+        final: dict[str, np.ndarray] = {}
+        steps = np.zeros(g, dtype=np.int64)
+        status = np.empty(g, dtype=object)
+
+        theta = theta0.expand(g, -1).clone()
+        active = torch.arange(g)
+        eta = eta_all.clone()
+        prev_loss = None
+        max_steps, tol, limit = sweep["max_steps"], sweep["tol"], sweep["divergence_loss"]
+
+        for t in range(max_steps + 1):
+            z, cache = model.forward(feats, theta)
+            eps = z - y
+            loss = 0.5 * (eps * eps).mean(-1)                          # SPEC 1
+            diverged = ~torch.isfinite(loss) | (loss > limit)
+            if prev_loss is None:
+                converged = torch.zeros_like(diverged)
+            else:
+                converged = ((loss - prev_loss).abs() < tol) & ~diverged
+            stop = diverged | converged
+            if t == max_steps:
+                stop = torch.ones_like(stop)
+            any_stop = bool(stop.any())
+            k = rec_pos.get(t)
+            if k is not None or any_stop:
+                ntk = model.ntk(feats, theta, cache)
+                snap = Snapshot(model, self.data, feats, theta, theta0, z, eps, loss, ntk, eta,
+                                lambda0, t)
+                values = {"loss": loss, "weight_norm": model.weight_norm(feats, theta),
+                          "sharpness": eta * _lambda_max(ntk)}
+                for obs in self.observables:
+                    values[obs.name] = obs.compute(snap)
+                idx = active.numpy()
+                for name in names:
+                    val = values[name].detach().to("cpu", torch.float64).numpy()
+                    if name not in traj:
+                        traj[name] = np.full((g, n_rec) + val.shape[1:], np.nan)
+                        final[name] = np.full((g,) + val.shape[1:], np.nan)
+                    if k is not None:
+                        traj[name][idx, k] = val
+                    if any_stop:
+                        stop_np = stop.cpu().numpy()
+                        final[name][idx[stop_np]] = val[stop_np]
+                if any_stop:
+                    stop_np = stop.cpu().numpy()
+                    div_np = diverged.cpu().numpy()
+                    conv_np = converged.cpu().numpy()
+                    for j, gi in enumerate(idx):
+                        if stop_np[j]:
+                            steps[gi] = t
+                            status[gi] = ("diverged" if div_np[j] else
+                                          "converged" if conv_np[j] else "max_steps")
+            if any_stop:
+                keep = ~stop
+                n_done = int(stop.sum())
+                if progress:
+                    progress(0, n_done)
+                if not bool(keep.any()):
+                    break
+                theta, eta, active = theta[keep], eta[keep], active[keep.cpu()]
+                loss = loss[keep]
+                # The model's cache belongs to the old batch: recompute for the kept rows.
+                z, cache = model.forward(feats, theta)
+                eps = z - y
+            grad = model.loss_gradient(feats, theta, cache, eps)
+            theta = theta - eta[:, None] * grad                         # gradient descent
+            prev_loss = loss
+            if progress:
+                progress(int(theta.shape[0]), 0)
+
+        extra_dims = {obs.name: obs.dims for obs in self.observables}
+        return ChunkResult(chunk, lambda0, bounds, eta_all.cpu().double().numpy(), traj, final,
+                           steps, status.astype(str), extra_dims)
+
+
+def run_sweep(config: ResolvedConfig, data: Data, manager: PluginManager,
+              progress=None, chunks: Iterable[Chunk] | None = None):
+    """Run every chunk of ``config`` and return the labelled xarray dataset."""
+    from .storage import build_dataset
+
+    engine = Engine(config, data, manager)
+    todo = list(make_chunks(config.sweep) if chunks is None else chunks)
+    if progress is not None:
+        progress.start(total_points=sum(len(ch.c_index) for ch in todo))
+    results = [engine.run_chunk(chunk, progress.advance if progress else None)
+               for chunk in todo]
+    if progress is not None:
+        progress.finish()
+    return build_dataset(engine, results)

@@ -1,0 +1,335 @@
+"""Quadratic models (SPEC 2.1-2.3): ``quadratic`` and ``quadratic_bias``.
+
+Outputs (eq. 1, SPEC 2.2-2.3), with theta = (theta_phi, theta_psi)::
+
+    z_alpha = phi_alpha . theta_phi + (zeta/2) theta_psi^T psi_alpha theta_psi
+
+The pure quadratic model is the case n_phi = 0.  phi lives on its own block of
+theta, so psi phi = 0 as the paper requires.  With v_alpha = psi_alpha theta_psi
+every quantity of a step follows from one matrix product:
+
+* gradient  dz_alpha/dtheta = (phi_alpha, zeta v_alpha)
+* NTK       H_ab = (1/D) (phi_a . phi_b + zeta^2 v_a . v_b)          (eq. 4, SPEC 2.3)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from phasekit import hookimpl
+from phasekit.dataset import Data
+from phasekit.model import Bound, Model
+from phasekit.observables import Observable, Snapshot
+from phasekit.options import ConfigError, Option, positive, positive_even
+
+ACTIVATIONS = ("identity", "tanh", "relu", "leaky_relu")
+
+
+# -- meta-feature and feature functions (eq. 184-187) ---------------------------------
+
+def draw_meta_feature_matrices(gen: torch.Generator, n: int, d: int, eigen_low: float,
+                               eigen_high: float) -> torch.Tensor:
+    """``W^i = q^T diag(lambda) q`` for i = 1..d, shape ``(d, n, n)`` (eq. 186).
+
+    ``q = expm(B)`` with ``B = (b - b^T)/sqrt(2)`` and ``b`` i.i.d. N(0, 1)
+    (eq. 187), an orthogonal matrix.  The n/2 positive eigenvalues are drawn
+    from U[eigen_low, eigen_high] and paired with their negatives (SPEC 2.1).
+    """
+    mats = []
+    for _ in range(d):
+        b = torch.randn(n, n, generator=gen, dtype=torch.float64)
+        q = torch.linalg.matrix_exp((b - b.T) / math.sqrt(2.0))
+        pos = eigen_low + (eigen_high - eigen_low) * torch.rand(n // 2, generator=gen,
+                                                                dtype=torch.float64)
+        lam = torch.cat([pos, -pos])
+        w = q.T @ (lam[:, None] * q)
+        mats.append(0.5 * (w + w.T))  # exactly symmetric
+    return torch.stack(mats)
+
+
+def activation_fn(name: str, slope: float):
+    if name == "identity":
+        return lambda s: s
+    if name == "tanh":
+        return torch.tanh
+    if name == "relu":
+        return torch.relu
+    if name == "leaky_relu":
+        return lambda s: torch.nn.functional.leaky_relu(s, slope)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+@dataclass
+class FeatureMap:
+    """The fixed functions psi(x) and phi(x) of a quadratic model.
+
+    ``psi(x) = g(sum_i x_i W^i / sqrt(d))`` (eq. 185 with the authors' 1/sqrt(d),
+    SPEC 2.1), ``g`` applied element-wise; ``phi(x) = U x * phi_scale`` with
+    ``phi_scale = 1/sqrt(d n_phi)`` (eq. 184, SPEC 2.1).  A teacher-student
+    dataset hands the model its projected maps (eq. 190-191) through this class.
+    """
+
+    W: torch.Tensor            # (d, n, n), symmetric
+    U: torch.Tensor | None     # (n_phi, d) or None for the pure quadratic model
+    activation: str
+    slope: float
+    phi_scale: float
+
+    @property
+    def width(self) -> int:
+        return int(self.W.shape[-1])
+
+    @property
+    def feature_width(self) -> int:
+        return 0 if self.U is None else int(self.U.shape[0])
+
+    def psi(self, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """Meta-features of the rows of ``x``, shape ``(D, n, n)`` (eq. 185)."""
+        g = activation_fn(self.activation, self.slope)
+        d = x.shape[1]
+        W = self.W.to(x)
+        out = []
+        for start in range(0, x.shape[0], batch):  # bounds the (batch, n, n) temporary
+            xb = x[start:start + batch]
+            out.append(g(torch.einsum("ai,inm->anm", xb, W) / math.sqrt(d)))
+        return torch.cat(out)
+
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of the rows of ``x``, shape ``(D, n_phi)`` (eq. 184)."""
+        if self.U is None:
+            return x.new_zeros(x.shape[0], 0)
+        return x @ self.U.to(x).T * self.phi_scale
+
+    def project(self, psi_index: torch.Tensor, phi_index: torch.Tensor | None) -> FeatureMap:
+        """The student's maps ``Q psi Q^T`` and ``Q phi`` (eq. 190-191).
+
+        Since ``g`` acts element-wise, restricting ``W`` to the kept coordinates
+        and then applying ``g`` equals projecting ``psi`` itself.
+        """
+        W = self.W[:, psi_index][:, :, psi_index]
+        U = None if phi_index is None or self.U is None else self.U[phi_index]
+        return FeatureMap(W, U, self.activation, self.slope, self.phi_scale)
+
+
+@dataclass
+class QuadraticFeatures:
+    """One seed's fixed objects, on the compute device."""
+
+    zeta: float
+    n_phi: int
+    psi: dict[str, torch.Tensor]   # split -> (D, n, n)
+    phi: dict[str, torch.Tensor]   # split -> (D, n_phi)
+    phi_eff: torch.Tensor | None = None   # eq. 164 (or phi itself for one point)
+
+
+def _model_options(with_bias: bool) -> dict[str, Option]:
+    opts = {
+        "width": Option(1000 if not with_bias else 100,
+                        "n (n_psi with bias): number of weights of the quadratic part; even",
+                        check=positive_even),
+        "zeta": Option(None, "zeta; default sqrt(2/width) (SPEC 2.2)", type=float,
+                       check=positive),
+        "eigen_low": Option(1.0, "positive eigenvalues of W^i ~ U[eigen_low, eigen_high]",
+                            check=positive),
+        "eigen_high": Option(1.0, "upper end of the eigenvalue distribution", check=positive),
+        "activation": Option("identity", "element-wise g in psi(x) = g(sum_i x_i W^i/sqrt(d))",
+                             choices=ACTIVATIONS),
+        "leaky_slope": Option(0.01, "negative slope of g = leaky_relu"),
+    }
+    if with_bias:
+        opts["feature_width"] = Option(10, "n_phi: dimension of the linear feature phi(x)",
+                                       check=positive)
+    return opts
+
+
+class QuadraticBias(Model):
+    """Quadratic model with bias, ``z = phi^T theta + (zeta/2) theta^T psi theta`` (SPEC 2.3)."""
+
+    name = "quadratic_bias"
+    description = "quadratic model with bias: z = phi.theta + (zeta/2) theta^T psi theta"
+    options = _model_options(with_bias=True)
+    homogeneous = False
+
+    # -- configuration ------------------------------------------------------------
+    @classmethod
+    def _n_phi(cls, settings: dict) -> int:
+        return settings.get("feature_width", 0)
+
+    @classmethod
+    def resolve(cls, settings: dict, data: Data) -> dict:
+        settings = dict(settings)
+        if settings["eigen_low"] > settings["eigen_high"]:
+            raise ConfigError(f"model.eigen_low ({settings['eigen_low']}) must not exceed "
+                              f"model.eigen_high ({settings['eigen_high']})")
+        given = data.extras.get("quadratic_features")
+        if given is not None:
+            for key, have in (("width", given.width), ("feature_width", given.feature_width)):
+                want = settings.get(key, 0)
+                if want != have:
+                    raise ConfigError(f"model.{key} = {want} does not match the dataset's "
+                                      f"student features ({have}); set model.{key} = {have}")
+        if settings["zeta"] is None:
+            settings["zeta"] = math.sqrt(2.0 / settings["width"])  # SPEC 2.2, 2.3
+        return settings
+
+    # -- set-up ---------------------------------------------------------------------
+    def feature_map(self, gen: torch.Generator) -> FeatureMap:
+        given = self.data.extras.get("quadratic_features")
+        if given is not None:
+            return given
+        s = self.settings
+        d = self.data.input_dim
+        W = draw_meta_feature_matrices(gen, s["width"], d, s["eigen_low"], s["eigen_high"])
+        n_phi = self._n_phi(s)
+        U = torch.randn(n_phi, d, generator=gen, dtype=torch.float64) if n_phi else None
+        scale = 1.0 / math.sqrt(d * n_phi) if n_phi else 0.0
+        return FeatureMap(W, U, s["activation"], s["leaky_slope"], scale)
+
+    def setup(self, seed, device, dtype):
+        gen = torch.Generator().manual_seed(seed)
+        fmap = self.feature_map(gen)
+        n_phi = self._n_phi(self.settings)
+        theta0 = torch.randn(n_phi + fmap.width, generator=gen, dtype=torch.float64)
+        splits = ["train"] + (["test"] if self.data.has_test else [])
+        psi = {s: fmap.psi(self.data.inputs(s)).to(device, dtype) for s in splits}
+        phi = {s: fmap.phi(self.data.inputs(s)).to(device, dtype) for s in splits}
+        feats = QuadraticFeatures(self.settings["zeta"], n_phi, psi, phi)
+        theta0 = theta0.to(device, dtype)
+        if n_phi:
+            e = _top_eigenvector(self.ntk(feats, theta0[None], None)[0])
+            feats.phi_eff = effective(e, phi["train"])  # eq. 164
+        return feats, theta0
+
+    # -- numerics -------------------------------------------------------------------
+    def _v(self, feats: QuadraticFeatures, theta: torch.Tensor, split: str) -> torch.Tensor:
+        """v_alpha = psi_alpha theta_psi, shape (G, D, n); psi is symmetric."""
+        psi = feats.psi[split]
+        D, n, _ = psi.shape
+        return (theta[:, feats.n_phi:] @ psi.reshape(D * n, n).T).reshape(-1, D, n)
+
+    def forward(self, feats, theta, split="train"):
+        v = self._v(feats, theta, split)
+        th_psi = theta[:, feats.n_phi:]
+        z = 0.5 * feats.zeta * (v * th_psi[:, None, :]).sum(-1)        # SPEC 2.2
+        if feats.n_phi:
+            z = z + theta[:, :feats.n_phi] @ feats.phi[split].T         # SPEC 2.3
+        return z, v
+
+    def loss_gradient(self, feats, theta, cache, eps):
+        D = eps.shape[-1]
+        grad_psi = feats.zeta / D * torch.einsum("ga,gan->gn", eps, cache)
+        if not feats.n_phi:
+            return grad_psi
+        grad_phi = eps @ feats.phi["train"] / D
+        return torch.cat([grad_phi, grad_psi], dim=-1)
+
+    def ntk(self, feats, theta, cache):
+        v = self._v(feats, theta, "train") if cache is None else cache
+        D = v.shape[1]
+        H = feats.zeta ** 2 * (v @ v.transpose(-1, -2)) / D              # SPEC 2.2
+        if feats.n_phi:
+            phi = feats.phi["train"]
+            H = H + (phi @ phi.T / D)[None]                               # SPEC 2.3
+        return H
+
+    # -- bounds (SPEC 3) ------------------------------------------------------------
+    def bounds(self, feats, theta0, lambda0):
+        psi = feats.psi["train"]
+        D = psi.shape[0]
+        zeta2 = feats.zeta ** 2
+        theta2 = float((theta0 ** 2).sum())
+        e = _top_eigenvector(self.ntk(feats, theta0[None], None)[0])
+        if D == 1:
+            psi_eff = psi[0]
+        else:
+            psi_eff = effective(e, psi)                                   # eq. 155 / 165
+        ev = torch.linalg.eigvalsh(psi_eff)
+        lmax_psi2 = float((ev ** 2).max())
+        lmin_psi2 = float((ev ** 2).min())
+        if feats.n_phi:
+            phi_eff = feats.phi_eff
+            phi2 = float((phi_eff ** 2).sum())
+            overlap2 = float((phi_eff @ theta0[:feats.n_phi]) ** 2)
+            quantity = theta2 + (overlap2 / phi2 if phi2 > 0 else 0.0)    # eq. 79
+            eta = 4.0 / (2.0 * phi2 + zeta2 * lmax_psi2 * quantity)
+            if D == 1:
+                return [Bound("eq77", eta, "catapult", "eq. 77",
+                              "theta^2 + (phi.theta)^2/phi^2 decreases below this "
+                              "(quadratic model with bias, one point)")]
+            return [Bound("eq163", eta, "catapult", "eq. 163",
+                          "catapult bound of the quadratic model with bias, several points")]
+        if D == 1:
+            out = [Bound("eq60", 4.0 / (zeta2 * theta2 * lmax_psi2), "catapult", "eq. 60",
+                         "theta^2 decreases at every step below this (pure quadratic)")]
+            if lmin_psi2 > 0:
+                out.append(Bound("eq68", 4.0 / (zeta2 * theta2 * lmin_psi2), "divergence",
+                                 "eq. 68",
+                                 "theta^2 increases at every step above this (pure quadratic)"))
+            return out
+        omega_max = zeta2 / D * float(torch.linalg.eigvalsh((psi @ psi).sum(0)).max())  # eq. 143
+        return [
+            Bound("method1", 4.0 / (omega_max * theta2), "catapult", "eq. 138",
+                  "method 1 catapult bound, 4/(lambda_max(Omega) theta_0^2)"),
+            Bound("method2", 4.0 / (zeta2 * theta2 * lmax_psi2), "catapult", "eq. 154",
+                  "method 2 catapult bound, 4/(zeta^2 theta_0^2 lambda_max(psi_eff^2))"),
+        ]
+
+
+class Quadratic(QuadraticBias):
+    """Pure quadratic model, ``z = (zeta/2) theta^T psi theta`` (SPEC 2.2)."""
+
+    name = "quadratic"
+    description = "pure quadratic model: z = (zeta/2) theta^T psi theta"
+    options = _model_options(with_bias=False)
+    homogeneous = True
+
+
+def _top_eigenvector(H: torch.Tensor) -> torch.Tensor:
+    """Unit top eigenvector e of a symmetric D x D matrix (sign fixed: sum e >= 0)."""
+    _, vecs = torch.linalg.eigh(H)
+    e = vecs[:, -1]
+    return e if e.sum() >= 0 else -e
+
+
+def effective(e: torch.Tensor, per_point: torch.Tensor) -> torch.Tensor:
+    """``D^(-1/2) sum_alpha e_alpha f_alpha`` (eq. 155, 164, 165)."""
+    return torch.tensordot(e, per_point, dims=([0], [0])) / math.sqrt(per_point.shape[0])
+
+
+def bias_quantity(snap: Snapshot) -> torch.Tensor:
+    """``theta^2 + (phi_eff . theta)^2 / phi_eff^2`` (eq. 79; eq. 167 with e at init)."""
+    feats = snap.features
+    phi = feats.phi_eff
+    theta2 = snap.model.weight_norm(feats, snap.theta)
+    phi2 = (phi ** 2).sum()
+    if phi2 == 0:
+        return theta2
+    return theta2 + (snap.theta[:, :feats.n_phi] @ phi) ** 2 / phi2
+
+
+BIAS_QUANTITY = Observable(
+    name="bias_norm",
+    long_name="theta^2 + (phi.theta)^2/phi^2, decreasing below the eq. 77 bound",
+    compute=bias_quantity,
+    applies=lambda model, data: isinstance(model, QuadraticBias) and model._n_phi(
+        model.settings) > 0,
+    equation="eq. 79 (eq. 81 for its update)",
+)
+
+
+@hookimpl
+def phasekit_register_models(register):
+    register(Quadratic)
+    register(QuadraticBias)
+
+
+@hookimpl
+def phasekit_register_observables(register):
+    register(BIAS_QUANTITY)
+
+
+__all__ = ["FeatureMap", "Quadratic", "QuadraticBias", "QuadraticFeatures",
+           "draw_meta_feature_matrices", "effective"]
