@@ -61,24 +61,26 @@ def _check_output(path: Path, config_toml: str, overwrite: bool) -> None:
 
 def summary_table(ds) -> str:
     """Per eta_lambda0: status counts, theta^2_inf/theta^2_0 and final sharpness."""
+    from .sweep import STATUSES
+
     ratio = ds["final_weight_norm"] / ds["weight_norm"].isel(step=0)
-    lines = [f"{'eta_lambda0':>11}  {'converged':>9} {'diverged':>8} {'max_steps':>9}  "
-             f"{'theta2_inf/theta2_0':>19}  {'final sharpness':>15}"]
+    status = ds["status"].values
+    shown = [s for s in STATUSES if s != "trivial" or (status == s).any()]
+    lines = ["eta_lambda0  " + " ".join(f"{s:>9}" for s in shown)
+             + f"  {'theta2_inf/theta2_0':>19}  {'final sharpness':>15}"]
     for j, c in enumerate(ds["eta_lambda0"].values):
-        status = ds["status"].values[:, j]
-        counts = [int((status == s).sum()) for s in ("converged", "diverged", "max_steps")]
-        finite = status != "diverged"
+        col = status[:, j]
+        counts = " ".join(f"{int((col == s).sum()):>9}" for s in shown)
+        finite = col != "diverged"
         r = ratio.values[:, j][finite]
         sh = ds["final_sharpness"].values[:, j][finite]
         r_txt = f"{np.mean(r):.4g}" if r.size else "-"
         s_txt = f"{np.mean(sh):.4g}" if sh.size else "-"
-        lines.append(f"{c:>11.4g}  {counts[0]:>9} {counts[1]:>8} {counts[2]:>9}  "
-                     f"{r_txt:>19}  {s_txt:>15}")
-    bounds = [v for v in ds.data_vars if v.startswith("bound_")]
-    for b in bounds:
+        lines.append(f"{c:>11.4g}  {counts}  {r_txt:>19}  {s_txt:>15}")
+    for b in (v for v in ds.data_vars if v.startswith("bound_")):
         vals = ds[b].values
         lines.append(f"{b} ({ds[b].attrs.get('equation', '')}): mean {np.nanmean(vals):.4g} "
-                     f"over {len(vals)} seed(s)")
+                     f"over {len(vals)} seed(s), in eta_lambda0 units")
     return "\n".join(lines)
 
 

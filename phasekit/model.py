@@ -96,6 +96,13 @@ class Model:
         """``theta^2 = sum_mu theta_mu^2`` (SPEC 1), shape ``(G,)``."""
         return (theta * theta).sum(-1)
 
+    def is_trivial(self, features: Any, theta: torch.Tensor, ntk: torch.Tensor
+                   ) -> torch.Tensor | None:
+        """For converged runs: which ones ended as a *trivial* model (SPEC 1: every
+        unit dead, NTK ~ 0, constant output).  ``(G,)`` booleans, or ``None`` when
+        the model has no trivial phase."""
+        return None
+
     def bounds(self, features: Any, theta0: torch.Tensor, lambda0: float) -> list[Bound]:
         """The SPEC 3 bounds that apply to this model and dataset, for one seed."""
         return []

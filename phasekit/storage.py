@@ -27,7 +27,8 @@ import xarray as xr
 from . import __version__
 
 STATUS_DOC = ("why the run stopped: converged (|L_t - L_(t-1)| < tol), diverged (loss "
-              "non-finite or above divergence_loss), max_steps (ran out of steps)")
+              "non-finite or above divergence_loss), max_steps (ran out of steps), trivial "
+              "(converged to a dead network: every unit inactive, NTK ~ 0)")
 
 CORE_DOCS = {
     "loss": ("training loss L_t = 1/(2D) sum_alpha (z_alpha - y_alpha)^2", "SPEC 1"),
@@ -111,9 +112,10 @@ def build_dataset(engine, results) -> xr.Dataset:
                                       {**attrs, "long_name": f"{long_name}, at the stop"})
     data_vars["steps"] = (grid, steps, {"long_name": "gradient-descent updates made before "
                                         "the run stopped"})
-    data_vars["status"] = (grid, status, {"long_name": "how the run ended",
-                                          "flag_meanings": "converged diverged max_steps",
-                                          "description": STATUS_DOC})
+    data_vars["status"] = (grid, status, {
+        "long_name": "how the run ended",
+        "flag_meanings": "converged diverged max_steps trivial",
+        "description": STATUS_DOC})
     for name, values in bounds.items():
         b = bound_meta[name]
         data_vars[f"bound_{name}"] = (("seed",), values, {

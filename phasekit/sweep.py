@@ -14,7 +14,8 @@ Conventions (SPEC 1):
   (step 0 is the initialisation);
 * a run has converged at step t when ``|L_t - L_(t-1)| < tol``; it has diverged
   once ``L_t`` is non-finite or above ``divergence_loss``; otherwise it stops at
-  ``max_steps``.  ``steps`` is the number of updates made.
+  ``max_steps``.  A converged run the model calls trivial (``Model.is_trivial``:
+  a dead network) gets status ``trivial``.  ``steps`` is the number of updates made.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .model import Bound, Model
 from .observables import Observable, Snapshot
 from .options import ConfigError
 
-STATUSES = ("converged", "diverged", "max_steps")
+STATUSES = ("converged", "diverged", "max_steps", "trivial")
 CORE = ("loss", "weight_norm", "sharpness")
 
 
@@ -190,11 +191,15 @@ class Engine:
                     stop_np = stop.cpu().numpy()
                     div_np = diverged.cpu().numpy()
                     conv_np = converged.cpu().numpy()
+                    trivial = model.is_trivial(feats, theta, ntk)
+                    triv_np = (np.zeros_like(conv_np) if trivial is None
+                               else trivial.cpu().numpy().astype(bool))
                     for j, gi in enumerate(idx):
                         if stop_np[j]:
                             steps[gi] = t
                             status[gi] = ("diverged" if div_np[j] else
-                                          "converged" if conv_np[j] else "max_steps")
+                                          ("trivial" if triv_np[j] else "converged")
+                                          if conv_np[j] else "max_steps")
             if any_stop:
                 keep = ~stop
                 n_done = int(stop.sum())
