@@ -28,7 +28,8 @@ from . import __version__
 
 STATUS_DOC = ("why the run stopped: converged (|L_t - L_(t-1)| < tol), diverged (loss "
               "non-finite or above divergence_loss), max_steps (ran out of steps), trivial "
-              "(converged to a dead network: every unit inactive, NTK ~ 0)")
+              "(converged to a dead network: every unit inactive, NTK ~ 0), pending (not run: "
+              "the grid point was not evaluated)")
 
 CORE_DOCS = {
     "loss": ("training loss L_t = 1/(2D) sum_alpha (z_alpha - y_alpha)^2", "SPEC 1"),
@@ -114,7 +115,7 @@ def build_dataset(engine, results) -> xr.Dataset:
                                         "the run stopped"})
     data_vars["status"] = (grid, status, {
         "long_name": "how the run ended",
-        "flag_meanings": "converged diverged max_steps trivial",
+        "flag_meanings": "converged diverged max_steps trivial pending",
         "description": STATUS_DOC})
     for name, values in bounds.items():
         b = bound_meta[name]

@@ -64,20 +64,28 @@ def dtype_of(name: str) -> torch.dtype:
 
 @dataclass
 class Chunk:
-    """A piece of the grid: one seed and some learning-rate indices."""
+    """A piece of the grid: one seed and some learning rates.
+
+    ``c_index`` locates the learning rates ``c_values`` in the sweep's
+    ``eta_lambda0`` grid (used when assembling the dataset).
+    """
 
     seed_index: int
     seed: int
     c_index: list[int]
+    c_values: list[float]
 
 
 def make_chunks(sweep: dict) -> list[Chunk]:
     """Deterministic chunking of the grid (depends on the config only)."""
-    n_c = len(sweep["eta_lambda0"])
-    size = sweep["chunk_size"] or n_c
-    return [Chunk(si, seed, list(range(start, min(start + size, n_c))))
-            for si, seed in enumerate(sweep["seeds"])
-            for start in range(0, n_c, size)]
+    cs = sweep["eta_lambda0"]
+    size = sweep["chunk_size"] or len(cs)
+    chunks = []
+    for si, seed in enumerate(sweep["seeds"]):
+        for start in range(0, len(cs), size):
+            idx = list(range(start, min(start + size, len(cs))))
+            chunks.append(Chunk(si, seed, idx, [cs[i] for i in idx]))
+    return chunks
 
 
 @dataclass
@@ -135,10 +143,9 @@ class Engine:
             raise RuntimeError(f"lambda_max(H_0) = {lambda0} for seed {chunk.seed}: the learning "
                                f"rate cannot be normalised (SPEC 1)")
         bounds = model.bounds(feats, theta0, lambda0)
-        c = torch.tensor([sweep["eta_lambda0"][i] for i in chunk.c_index],
-                         dtype=self.dtype, device=self.device)
+        c = torch.tensor(chunk.c_values, dtype=self.dtype, device=self.device)
         eta_all = c / lambda0                                         # SPEC 1: eta = c/lambda_0
-        g = len(chunk.c_index)
+        g = len(chunk.c_values)
         n_rec = len(self.schedule)
         rec_pos = {int(s): k for k, s in enumerate(self.schedule)}
 
@@ -231,7 +238,7 @@ def run_sweep(config: ResolvedConfig, data: Data, manager: PluginManager,
     engine = Engine(config, data, manager)
     todo = list(make_chunks(config.sweep) if chunks is None else chunks)
     if progress is not None:
-        progress.start(total_points=sum(len(ch.c_index) for ch in todo))
+        progress.start(total_points=sum(len(ch.c_values) for ch in todo))
     results = [engine.run_chunk(chunk, progress.advance if progress else None)
                for chunk in todo]
     if progress is not None:
