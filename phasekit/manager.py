@@ -133,9 +133,9 @@ class PluginManager:
         }
         for kind, hook in hooks.items():
             # Each implementation is called on its own so one failing plugin
-            # cannot take the others down.  pluggy lists them last-registered
-            # first; reverse so built-ins (loaded first) win name clashes.
-            for impl in reversed(hook.get_hookimpls()):
+            # cannot take the others down.  pluggy lists them in registration
+            # order, so built-ins (loaded first) win name clashes.
+            for impl in hook.get_hookimpls():
                 plugin_name = impl.plugin_name
                 dist, version = self._origin.get(plugin_name, ("(local)", ""))
 
