@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from phasekit.model import autograd_ntk
 from phasekit.options import ConfigError
 from phasekit.sweep import Engine, run_sweep
 
-EXAMPLE = Path(__file__).parent / "plugin_example"
+EXAMPLE = Path(__file__).parents[1] / "docs" / "examples" / "phasekit-tanh-net"
+BROKEN = Path(__file__).parent / "plugin_example"
 
 
 def install_fake_distribution(root: Path, name: str, version: str, entry_points: dict) -> Path:
@@ -33,15 +35,17 @@ def install_fake_distribution(root: Path, name: str, version: str, entry_points:
 
 @pytest.fixture
 def third_party(tmp_path, monkeypatch):
-    site = install_fake_distribution(tmp_path, "phasekit-tanh-net", "0.3",
-                                     {"tanh_net": "phasekit_tanh_net"})
+    # The example distribution of docs/plugins.md, "installed" with its own metadata.
+    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
+    site = install_fake_distribution(tmp_path, project["name"], project["version"],
+                                     project["entry-points"]["phasekit"])
     broken = install_fake_distribution(tmp_path / "b", "phasekit-broken", "1.0",
                                        {"broken": "broken_plugin"})
-    for path in (site, broken, EXAMPLE):
+    for path in (site, broken, EXAMPLE, BROKEN):
         monkeypatch.syspath_prepend(str(path))
     monkeypatch.delenv("PHASEKIT_PLUGINS", raising=False)
     monkeypatch.delenv("PHASEKIT_DISABLE_PLUGINS", raising=False)
-    return os.pathsep.join(str(p) for p in (site, broken, EXAMPLE))
+    return os.pathsep.join(str(p) for p in (site, broken, EXAMPLE, BROKEN))
 
 
 def test_builtins_come_from_entry_points():
