@@ -13,10 +13,12 @@ from . import __version__
 from .api import build_config
 from .config import resolve_config
 from .dataset import DataError
+from .dryrun import dry_run_report
 from .manager import get_plugin_manager
 from .options import ConfigError
 from .progress import Progress
-from .storage import SweepFileError, open_sweep, write_sweep
+from .runner import PartStore, execute
+from .storage import SweepFileError, open_sweep
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -39,16 +41,26 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing output written with a different config")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print grid size, chunking, memory and a calibrated time estimate, "
+                          "then stop")
+    run.add_argument("--workers", type=int, default=0, metavar="N",
+                     help="run chunks on a local Dask cluster of N worker processes")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run chunks on an existing dask.distributed scheduler")
 
     sub.add_parser("plugins", help="list registered models, datasets, observables, presets")
     sub.add_parser("presets", help="list the presets with their descriptions")
     return parser
 
 
-def _check_output(path: Path, config_toml: str, overwrite: bool) -> None:
-    """Refuse to replace a stored sweep of a different config without --overwrite."""
+def _existing_output(path: Path, config_toml: str, overwrite: bool) -> bool:
+    """True when ``path`` already holds this very sweep (nothing to do).
+
+    Refuses to replace a stored sweep of a different config without --overwrite.
+    """
     if not path.exists() or overwrite:
-        return
+        return False
     try:
         old = open_sweep(path)
     except SweepFileError:
@@ -57,6 +69,7 @@ def _check_output(path: Path, config_toml: str, overwrite: bool) -> None:
     if old.attrs.get("config") != config_toml:
         raise ConfigError(f"output {path} holds a sweep with a different config; choose "
                           f"another -o, or pass --overwrite to replace it")
+    return not PartStore(path).folder.exists()
 
 
 def summary_table(ds) -> str:
@@ -85,17 +98,23 @@ def summary_table(ds) -> str:
 
 
 def cmd_run(args) -> int:
-    from .sweep import run_sweep
-
     manager = get_plugin_manager()
     raw = build_config(args.config, preset=args.preset, overrides=args.overrides)
     config, data = resolve_config(raw, manager)
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be zero or positive, got {args.workers}")
+    if args.dry_run:
+        print(dry_run_report(config, data, manager))
+        return 0
     out = Path(args.output)
-    _check_output(out, config.to_toml(), args.overwrite)
+    if _existing_output(out, config.to_toml(), args.overwrite):
+        print(f"{out} already holds this sweep (same config); nothing to do. "
+              f"Pass --overwrite to recompute it.")
+        return 0
     progress = None if args.quiet else Progress()
     started = time.perf_counter()
-    ds = run_sweep(config, data, manager, progress=progress)
-    write_sweep(ds, out)
+    ds = execute(config, data, manager, out, progress=progress, workers=args.workers,
+                 scheduler=args.scheduler, overwrite=args.overwrite)
     if not args.quiet:
         print(summary_table(ds))
         print(f"wrote {out} ({time.perf_counter() - started:.1f} s)")

@@ -4,35 +4,48 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 
 
 class Progress:
-    """Counts finished grid points and run-steps per second.
+    """Counts grid points by status, runs in flight, and run-steps per second.
 
     The engine calls :meth:`advance(active, finished)` once per step with the
-    number of runs that made a step and the number that just stopped.
+    number of runs that are still training and the statuses of those that just
+    stopped.
     """
 
-    def __init__(self, stream=None, min_interval: float = 0.2, width: int = 28):
+    def __init__(self, stream=None, min_interval: float = 0.2, width: int = 24):
         self.stream = stream if stream is not None else sys.stderr
         self.min_interval = min_interval
         self.width = width
         self.total = 0
-        self.done = 0
+        self.counts: Counter = Counter()
+        self.running = 0
         self.run_steps = 0
         self._t0 = self._last = 0.0
 
-    def start(self, total_points: int) -> None:
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def start(self, total_points: int, already=()) -> None:
         self.total = total_points
-        self.done = 0
+        self.counts = Counter(already)
+        self.resumed = len(already)
+        self.running = 0
         self.run_steps = 0
         self._t0 = self._last = time.perf_counter()
+        if self.resumed:
+            self.stream.write(f"resuming: {self.resumed} of {total_points} grid points "
+                              f"already done\n")
         self._draw(force=True)
 
-    def advance(self, active: int, finished: int) -> None:
+    def advance(self, active: int, finished=()) -> None:
         self.run_steps += active
-        self.done += finished
-        self._draw(force=finished > 0 and self.done == self.total)
+        self.running = active
+        self.counts.update(finished)
+        self._draw(force=bool(finished) and self.done == self.total)
 
     def _draw(self, force: bool = False) -> None:
         now = time.perf_counter()
@@ -43,11 +56,14 @@ class Progress:
         filled = int(round(frac * self.width))
         rate = self.run_steps / max(now - self._t0, 1e-9)
         bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} grid points  "
-                          f"{rate:,.0f} run-steps/s  {now - self._t0:6.1f}s")
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
+        self.stream.write(f"\r[{bar}] {self.done}/{self.total} done ({detail or 'none yet'}), "
+                          f"{self.running} running, {rate:,.0f} run-steps/s, "
+                          f"{now - self._t0:.1f}s ")
         self.stream.flush()
 
     def finish(self) -> None:
+        self.running = 0
         self._draw(force=True)
         self.stream.write("\n")
         self.stream.flush()

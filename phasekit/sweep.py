@@ -131,9 +131,12 @@ class Engine:
         return {obs.name: (obs.coords(self.model, self.data) if obs.coords else {})
                 for obs in self.observables}
 
-    def run_chunk(self, chunk: Chunk, progress: Callable[[int, int], None] | None = None
+    def run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None = None
                   ) -> ChunkResult:
-        """Train every grid point of ``chunk`` to its stop (see the module docstring)."""
+        """Train every grid point of ``chunk`` to its stop (see the module docstring).
+
+        ``progress(active, finished_statuses=())`` is called after every step.
+        """
         model, sweep = self.model, self.sweep
         feats, theta0 = model.setup(chunk.seed, self.device, self.dtype)
         y = self.data.y_train.to(self.device, self.dtype)
@@ -209,9 +212,9 @@ class Engine:
                                           if conv_np[j] else "max_steps")
             if any_stop:
                 keep = ~stop
-                n_done = int(stop.sum())
                 if progress:
-                    progress(0, n_done)
+                    progress(int(keep.sum()), [status[gi] for gi in
+                                               active[stop.cpu()].tolist()])
                 if not bool(keep.any()):
                     break
                 theta, eta, active = theta[keep], eta[keep], active[keep.cpu()]
@@ -223,7 +226,7 @@ class Engine:
             theta = theta - eta[:, None] * grad                         # gradient descent
             prev_loss = loss
             if progress:
-                progress(int(theta.shape[0]), 0)
+                progress(int(theta.shape[0]))
 
         extra_dims = {obs.name: obs.dims for obs in self.observables}
         return ChunkResult(chunk, lambda0, bounds, eta_all.cpu().double().numpy(), traj, final,
@@ -232,15 +235,9 @@ class Engine:
 
 def run_sweep(config: ResolvedConfig, data: Data, manager: PluginManager,
               progress=None, chunks: Iterable[Chunk] | None = None):
-    """Run every chunk of ``config`` and return the labelled xarray dataset."""
-    from .storage import build_dataset
+    """Run every chunk of ``config`` (or the given ``chunks``) in this process and
+    return the labelled xarray dataset, writing nothing.  See
+    :func:`phasekit.runner.execute` for resumable, file-backed and Dask runs."""
+    from .runner import execute
 
-    engine = Engine(config, data, manager)
-    todo = list(make_chunks(config.sweep) if chunks is None else chunks)
-    if progress is not None:
-        progress.start(total_points=sum(len(ch.c_values) for ch in todo))
-    results = [engine.run_chunk(chunk, progress.advance if progress else None)
-               for chunk in todo]
-    if progress is not None:
-        progress.finish()
-    return build_dataset(engine, results)
+    return execute(config, data, manager, None, progress=progress, chunks=chunks)

@@ -72,7 +72,7 @@ def test_cli_run_writes_sweep_and_table(tmp_path, capsys):
     assert main(["run", "--preset", "fig1", *SMALL, "-o", str(out)]) == 0
     printed = capsys.readouterr()
     assert "eta_lambda0" in printed.out and "bound_eq60" in printed.out
-    assert "grid points" in printed.err                            # the progress bar
+    assert "done (" in printed.err and "running" in printed.err     # the progress bar
     ds = open_sweep(out)
     assert ds.sizes["seed"] == 2 and list(ds.eta_lambda0.values) == [0.5, 2.5, 6.0]
     assert ds.status.sel(eta_lambda0=6.0).values.tolist() == ["diverged", "diverged"]
