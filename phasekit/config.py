@@ -45,6 +45,10 @@ SWEEP_OPTIONS: dict[str, Option] = {
                     choices=("float64", "float32")),
     "chunk_size": Option(0, "grid points (learning rates of one seed) advanced together; "
                          "0 = all learning rates of a seed in one chunk", check=non_negative),
+    "threads": Option(1, "torch threads per process while training; matrix-product rounding "
+                      "depends on it, so runs are bit-identical across resume and Dask workers "
+                      "at equal threads (0 = torch's default); use --workers to spread the grid "
+                      "over cores", check=non_negative),
     "record_dense": Option(200, "trajectories are recorded at every step t < record_dense",
                            check=non_negative),
     "record_per_decade": Option(50, "after record_dense, recorded steps are log-spaced with "

@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .config import ResolvedConfig
 from .dataset import Data
@@ -142,15 +141,14 @@ def _first_difference(a: str, b: str) -> str:
 _ENGINES: dict[str, Engine] = {}
 
 
-def run_chunk_task(config_toml: str, chunk: Chunk, threads: int) -> ChunkResult:
+def run_chunk_task(config_toml: str, chunk: Chunk) -> ChunkResult:
     """A Dask task: rebuild the engine from the config text (cached per worker
-    process) and run one chunk with the submitting process's torch threads."""
+    process) and run one chunk (with the config's ``sweep.threads``)."""
     import tomllib
 
     from .config import resolve_config
     from .manager import get_plugin_manager
 
-    torch.set_num_threads(threads)
     engine = _ENGINES.get(config_toml)
     if engine is None:
         manager = get_plugin_manager()
@@ -171,12 +169,11 @@ def _dask_results(engine: Engine, todo: list[Chunk], workers: int, scheduler: st
         client = Client(scheduler)
     else:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
+                               host="127.0.0.1", dashboard_address="127.0.0.1:0")
         client = Client(cluster)
     try:
         text = engine.config.to_toml()
-        threads = torch.get_num_threads()
-        futures = [client.submit(run_chunk_task, text, chunk, threads, pure=False,
+        futures = [client.submit(run_chunk_task, text, chunk, pure=False,
                                  key=f"phasekit-{chunk_key(chunk)}-{os.getpid()}")
                    for chunk in todo]
         for future in as_completed(futures):

@@ -20,6 +20,7 @@ Conventions (SPEC 1):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -101,6 +102,18 @@ class ChunkResult:
     extra_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch intra-op threads (0: leave torch's setting alone)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _lambda_max(H: torch.Tensor) -> torch.Tensor:
     """lambda_max of each symmetric D x D matrix; NaN where H is not finite."""
     out = torch.full(H.shape[:1], math.nan, dtype=H.dtype, device=H.device)
@@ -137,6 +150,10 @@ class Engine:
 
         ``progress(active, finished_statuses=())`` is called after every step.
         """
+        with torch_threads(self.sweep["threads"]):
+            return self._run_chunk(chunk, progress)
+
+    def _run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None) -> ChunkResult:
         model, sweep = self.model, self.sweep
         feats, theta0 = model.setup(chunk.seed, self.device, self.dtype)
         y = self.data.y_train.to(self.device, self.dtype)

@@ -1,0 +1,168 @@
+"""Crash-safe resume and Dask-distributed sweeps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from phasekit.api import build_config
+from phasekit.cli import main
+from phasekit.config import merge, resolve_config
+from phasekit.runner import PartStore, ResumeError, chunk_key, execute, save_result
+from phasekit.sweep import Engine, make_chunks
+
+from .helpers import toy_quadratic
+
+EXE = os.path.join(os.path.dirname(sys.executable), "phasekit")
+
+
+def small(**sweep_kw):
+    raw = toy_quadratic(40, 1.0, 2.0)
+    return merge(raw, {"sweep": {"eta_lambda0": [0.5, 2.5, 3.5, 6.0], "seeds": [0, 1, 2],
+                                 "chunk_size": 2, "max_steps": 2000, **sweep_kw}})
+
+
+def test_resume_computes_only_missing_chunks(manager, tmp_path):
+    config, data = resolve_config(small(), manager)
+    reference = execute(config, data, manager)                   # uninterrupted, in memory
+    out = tmp_path / "r.nc"
+    # A crash after two chunks: their files exist, nothing else does.
+    store = PartStore(out)
+    store.open(config.to_toml())
+    engine = Engine(config, data, manager)
+    chunks = make_chunks(config.sweep)
+    for chunk in chunks[:2]:
+        store.save(engine.run_chunk(chunk))
+    calls = []
+    original = Engine.run_chunk
+
+    def counting(self, chunk, progress=None):
+        calls.append(chunk_key(chunk))
+        return original(self, chunk, progress)
+
+    Engine.run_chunk = counting
+    try:
+        resumed = execute(config, data, manager, out)
+    finally:
+        Engine.run_chunk = original
+    assert calls == [chunk_key(c) for c in chunks[2:]]
+    xr.testing.assert_identical(resumed, reference)
+    xr.testing.assert_identical(xr.open_dataset(out), reference)
+    assert not store.folder.exists()                              # cleaned up
+
+
+def test_different_config_is_refused(manager, tmp_path):
+    config, data = resolve_config(small(), manager)
+    out = tmp_path / "r.nc"
+    store = PartStore(out)
+    store.open(config.to_toml())
+    save_result(Engine(config, data, manager).run_chunk(make_chunks(config.sweep)[0]),
+                store.folder / "chunk-s0000-c00000.npz")
+    other, data2 = resolve_config(small(max_steps=100), manager)
+    with pytest.raises(ResumeError, match=r"different config \(sweep.max_steps: stored "
+                                          r"'2000', now '100'\)"):
+        execute(other, data2, manager, out)
+    assert (store.folder / "chunk-s0000-c00000.npz").exists()    # nothing was lost
+    execute(other, data2, manager, out, overwrite=True)           # explicit discard works
+    assert out.exists()
+
+
+def test_torn_chunk_file_is_recomputed(manager, tmp_path):
+    config, data = resolve_config(small(), manager)
+    out = tmp_path / "r.nc"
+    store = PartStore(out)
+    store.open(config.to_toml())
+    (store.folder / "chunk-s0000-c00000.npz").write_bytes(b"PK\x03\x04 torn")
+    xr.testing.assert_identical(execute(config, data, manager, out),
+                                execute(config, data, manager))
+
+
+def _count_chunks(folder: Path) -> int:
+    return len(list(folder.glob("chunk-*.npz"))) if folder.exists() else 0
+
+
+def test_sigkill_mid_sweep_then_resume(tmp_path):
+    """Kill a real ``phasekit run`` with SIGKILL mid-sweep; rerunning finishes it."""
+    args = ["run", "--preset", "fig1", "--set", "model.width=200", "--set",
+            "sweep.eta_lambda0={start=0.5,stop=3.5,num=4}", "--set", "sweep.seeds=4",
+            "--set", "sweep.chunk_size=1", "--set", "sweep.tol=0.0",
+            "--set", "sweep.max_steps=1500"]
+    out = tmp_path / "killed.nc"
+    parts = PartStore(out).folder
+    proc = subprocess.Popen([EXE, *args, "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while _count_chunks(parts) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = _count_chunks(parts)
+    assert 2 <= done_before < 16 and not out.exists()
+
+    resumed = subprocess.run([EXE, *args, "-o", str(out)], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {done_before} of 16 grid points already done" in resumed.stderr
+    whole = tmp_path / "whole.nc"
+    subprocess.run([EXE, *args, "-q", "-o", str(whole)], check=True, timeout=300)
+    xr.testing.assert_identical(xr.open_dataset(out), xr.open_dataset(whole))
+    assert not parts.exists()
+
+
+def test_rerun_of_a_finished_sweep_does_nothing(tmp_path, capsys):
+    out = tmp_path / "done.nc"
+    args = ["run", "--preset", "fig6", "--set", "sweep.eta_lambda0=[1.0, 3.0]", "-o", str(out)]
+    assert main([*args, "-q"]) == 0
+    stamp = out.stat().st_mtime_ns
+    assert main(args) == 0
+    assert "already holds this sweep" in capsys.readouterr().out
+    assert out.stat().st_mtime_ns == stamp
+
+
+def test_dry_run(capsys, tmp_path):
+    out = tmp_path / "never.nc"
+    assert main(["run", "--preset", "fig1", "--set", "sweep.seeds=3", "--set",
+                 "sweep.chunk_size=10", "--dry-run", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "grid: 3 seed(s) x 23 learning rates = 69 runs" in text
+    assert "chunks: 9 (up to 10 runs" in text
+    assert "memory per chunk" in text and "ms per step" in text and "estimated time" in text
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as c:
+        yield c
+
+
+def test_dask_scheduler_matches_single_process(manager, cluster, tmp_path):
+    config, data = resolve_config(small(), manager)
+    single = execute(config, data, manager)
+    out = tmp_path / "dask.nc"
+    distributed = execute(config, data, manager, out, scheduler=cluster.scheduler_address)
+    xr.testing.assert_identical(distributed, single)
+    xr.testing.assert_identical(xr.open_dataset(out), single)
+
+
+def test_cli_workers_matches_single_process(manager, tmp_path):
+    pytest.importorskip("dask.distributed")
+    args = ["run", "--preset", "fig1", "--set", "model.width=60", "--set",
+            "sweep.eta_lambda0=[1.0, 2.5, 3.5]", "--set", "sweep.seeds=3", "-q"]
+    assert main([*args, "--workers", "2", "-o", str(tmp_path / "w.nc")]) == 0
+    config, data = resolve_config(build_config(None, preset="fig1", overrides=[
+        a for a in args[3:] if a not in ("--set", "-q")]), manager)
+    xr.testing.assert_identical(xr.open_dataset(tmp_path / "w.nc"),
+                                execute(config, data, manager))
+    assert np.all(xr.open_dataset(tmp_path / "w.nc").steps.values > 0)
