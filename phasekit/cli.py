@@ -49,6 +49,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="run chunks on an existing dask.distributed scheduler")
 
+    bench = sub.add_parser("bench", help="benchmark phasekit against a plain per-run loop")
+    from .bench import add_arguments as bench_arguments
+
+    bench_arguments(bench)
     sub.add_parser("plugins", help="list registered models, datasets, observables, presets")
     sub.add_parser("presets", help="list the presets with their descriptions")
     return parser
@@ -121,6 +125,12 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run
+
+    return run(args)
+
+
 def cmd_plugins(args) -> int:
     manager = get_plugin_manager()
     rows = [(r.kind, r.name, r.distribution, r.version, r.plugin)
@@ -142,7 +152,8 @@ def cmd_presets(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "plugins": cmd_plugins, "presets": cmd_presets}[args.command]
+    handler = {"run": cmd_run, "plugins": cmd_plugins, "presets": cmd_presets,
+               "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except (ConfigError, DataError, SweepFileError) as exc:

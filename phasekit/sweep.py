@@ -24,6 +24,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,6 +91,16 @@ def make_chunks(sweep: dict) -> list[Chunk]:
 
 
 @dataclass
+class Prepared:
+    """A seed's fixed objects, shared by all chunks of that seed."""
+
+    features: Any
+    theta0: torch.Tensor
+    lambda0: float
+    bounds: list[Bound]
+
+
+@dataclass
 class ChunkResult:
     chunk: Chunk
     lambda0: float
@@ -144,25 +155,35 @@ class Engine:
         return {obs.name: (obs.coords(self.model, self.data) if obs.coords else {})
                 for obs in self.observables}
 
-    def run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None = None
-                  ) -> ChunkResult:
+    def prepare(self, seed: int) -> Prepared:
+        """One seed's features, initialisation, lambda_0 = lambda_max(H_0) and bounds."""
+        model = self.model
+        with torch_threads(self.sweep["threads"]):
+            feats, theta0 = model.setup(seed, self.device, self.dtype)
+            H0 = model.ntk(feats, theta0[None], None)[0]
+            lambda0 = float(_lambda_max(H0[None])[0])
+            if not (math.isfinite(lambda0) and lambda0 > 0):
+                raise RuntimeError(f"lambda_max(H_0) = {lambda0} for seed {seed}: the learning "
+                                   f"rate cannot be normalised (SPEC 1)")
+            return Prepared(feats, theta0, lambda0, model.bounds(feats, theta0, lambda0))
+
+    def run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None = None,
+                  prepared: Prepared | None = None) -> ChunkResult:
         """Train every grid point of ``chunk`` to its stop (see the module docstring).
 
-        ``progress(active, finished_statuses=())`` is called after every step.
+        ``progress(active, finished_statuses=())`` is called after every step;
+        ``prepared`` is :meth:`prepare`'s result for the chunk's seed, if at hand.
         """
+        prepared = self.prepare(chunk.seed) if prepared is None else prepared
         with torch_threads(self.sweep["threads"]):
-            return self._run_chunk(chunk, progress)
+            return self._run_chunk(chunk, progress, prepared)
 
-    def _run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None) -> ChunkResult:
+    def _run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None,
+                   prepared: Prepared) -> ChunkResult:
         model, sweep = self.model, self.sweep
-        feats, theta0 = model.setup(chunk.seed, self.device, self.dtype)
+        feats, theta0, lambda0 = prepared.features, prepared.theta0, prepared.lambda0
+        bounds = prepared.bounds
         y = self.data.y_train.to(self.device, self.dtype)
-        H0 = model.ntk(feats, theta0[None], None)[0]
-        lambda0 = float(_lambda_max(H0[None])[0])
-        if not (math.isfinite(lambda0) and lambda0 > 0):
-            raise RuntimeError(f"lambda_max(H_0) = {lambda0} for seed {chunk.seed}: the learning "
-                               f"rate cannot be normalised (SPEC 1)")
-        bounds = model.bounds(feats, theta0, lambda0)
         c = torch.tensor(chunk.c_values, dtype=self.dtype, device=self.device)
         eta_all = c / lambda0                                         # SPEC 1: eta = c/lambda_0
         g = len(chunk.c_values)

@@ -120,9 +120,11 @@ class QuadraticFeatures:
 
     zeta: float
     n_phi: int
-    psi: dict[str, torch.Tensor]   # split -> (D, n, n)
+    psi: dict[str, torch.Tensor]   # split -> (D, n, n); (1, n) eigenvalues if diagonal
     phi: dict[str, torch.Tensor]   # split -> (D, n_phi)
     phi_eff: torch.Tensor | None = None   # eq. 164 (or phi itself for one point)
+    #: True when theta_psi lives in the eigenbasis of the single psi (see ``eigenbasis``)
+    diagonal: bool = False
 
 
 def _model_options(with_bias: bool) -> dict[str, Option]:
@@ -138,6 +140,9 @@ def _model_options(with_bias: bool) -> dict[str, Option]:
         "activation": Option("identity", "element-wise g in psi(x) = g(sum_i x_i W^i/sqrt(d))",
                              choices=ACTIVATIONS),
         "leaky_slope": Option(0.01, "negative slope of g = leaky_relu"),
+        "eigenbasis": Option("auto", "train in the eigenbasis of psi (exact, O(n) per step "
+                             "instead of O(n^2)); possible with one training point and no "
+                             "test split; auto = whenever possible", choices=("auto", "on", "off")),
     }
     if with_bias:
         opts["feature_width"] = Option(10, "n_phi: dimension of the linear feature phi(x)",
@@ -173,7 +178,16 @@ class QuadraticBias(Model):
                                       f"student features ({have}); set model.{key} = {have}")
         if settings["zeta"] is None:
             settings["zeta"] = math.sqrt(2.0 / settings["width"])  # SPEC 2.2, 2.3
+        possible = data.num_train == 1 and not data.has_test
+        if settings["eigenbasis"] == "on" and not possible:
+            raise ConfigError("model.eigenbasis = \"on\" needs one training point and no test "
+                              "split; use \"auto\" or \"off\"")
         return settings
+
+    def uses_eigenbasis(self) -> bool:
+        return self.settings["eigenbasis"] == "on" or (
+            self.settings["eigenbasis"] == "auto" and self.data.num_train == 1
+            and not self.data.has_test)
 
     # -- set-up ---------------------------------------------------------------------
     def feature_map(self, gen: torch.Generator) -> FeatureMap:
@@ -194,9 +208,18 @@ class QuadraticBias(Model):
         n_phi = self._n_phi(self.settings)
         theta0 = torch.randn(n_phi + fmap.width, generator=gen, dtype=torch.float64)
         splits = ["train"] + (["test"] if self.data.has_test else [])
-        psi = {s: fmap.psi(self.data.inputs(s)).to(device, dtype) for s in splits}
+        psi = {s: fmap.psi(self.data.inputs(s)) for s in splits}
+        diagonal = self.uses_eigenbasis()
+        if diagonal:
+            # One symmetric psi = Q diag(lam) Q^T.  With u = Q^T theta_psi, psi theta = Q(lam u),
+            # theta^T psi theta = sum lam u^2 and every inner product is unchanged (Q is
+            # orthogonal): z, gradient, NTK and theta^2 are the same, at O(n) per step.
+            lam, Q = torch.linalg.eigh(psi["train"][0])
+            psi = {"train": lam[None]}
+            theta0 = torch.cat([theta0[:n_phi], Q.T @ theta0[n_phi:]])
+        psi = {s: p.to(device, dtype) for s, p in psi.items()}
         phi = {s: fmap.phi(self.data.inputs(s)).to(device, dtype) for s in splits}
-        feats = QuadraticFeatures(self.settings["zeta"], n_phi, psi, phi)
+        feats = QuadraticFeatures(self.settings["zeta"], n_phi, psi, phi, diagonal=diagonal)
         theta0 = theta0.to(device, dtype)
         if n_phi:
             e = _top_eigenvector(self.ntk(feats, theta0[None], None)[0])
@@ -207,6 +230,8 @@ class QuadraticBias(Model):
     def _v(self, feats: QuadraticFeatures, theta: torch.Tensor, split: str) -> torch.Tensor:
         """v_alpha = psi_alpha theta_psi, shape (G, D, n); psi is symmetric."""
         psi = feats.psi[split]
+        if feats.diagonal:
+            return (theta[:, feats.n_phi:] * psi)[:, None, :]
         D, n, _ = psi.shape
         return (theta[:, feats.n_phi:] @ psi.reshape(D * n, n).T).reshape(-1, D, n)
 
@@ -242,11 +267,11 @@ class QuadraticBias(Model):
         zeta2 = feats.zeta ** 2
         theta2 = float((theta0 ** 2).sum())
         e = _top_eigenvector(self.ntk(feats, theta0[None], None)[0])
-        if D == 1:
-            psi_eff = psi[0]
+        if feats.diagonal:
+            ev = psi[0]
         else:
-            psi_eff = effective(e, psi)                                   # eq. 155 / 165
-        ev = torch.linalg.eigvalsh(psi_eff)
+            psi_eff = psi[0] if D == 1 else effective(e, psi)             # eq. 155 / 165
+            ev = torch.linalg.eigvalsh(psi_eff)
         lmax_psi2 = float((ev ** 2).max())
         lmin_psi2 = float((ev ** 2).min())
         if feats.n_phi:

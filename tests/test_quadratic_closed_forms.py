@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -29,11 +30,12 @@ def random_theta(P: int, G: int, seed: int) -> torch.Tensor:
 
 @given(half_width=st.integers(1, 12), n_phi=st.integers(0, 6), D=st.integers(1, 6),
        d=st.integers(1, 3), activation=ACTS, seed=st.integers(0, 2**16),
-       zeta=st.none() | st.floats(0.05, 2.0))
+       zeta=st.none() | st.floats(0.05, 2.0), eigenbasis=st.sampled_from(["auto", "off"]))
 def test_ntk_and_gradient_match_autograd(manager, half_width, n_phi, D, d, activation, seed,
-                                         zeta):
+                                         zeta, eigenbasis):
     model = {"name": "quadratic_bias" if n_phi else "quadratic", "width": 2 * half_width,
-             "activation": activation, "eigen_low": 0.5, "eigen_high": 1.5}
+             "activation": activation, "eigen_low": 0.5, "eigen_high": 1.5,
+             "eigenbasis": eigenbasis}
     if n_phi:
         model["feature_width"] = n_phi
     if zeta is not None:
@@ -137,3 +139,28 @@ def test_student_width_must_match_model(manager):
                         "dataset": {"name": "teacher_student", "teacher_width": 10,
                                     "student_width": 6, "num_train": 2, "num_test": 0},
                         "sweep": {}}, manager)
+
+
+def test_eigenbasis_gives_the_same_sweep(manager):
+    """Training in psi's eigenbasis (one point) is exact: same sweep as the full matrices."""
+    from .helpers import sweep
+
+    for name, extra in (("quadratic", {}), ("quadratic_bias", {"feature_width": 5})):
+        raw = {"model": {"name": name, "width": 60, "eigen_low": 1.0, "eigen_high": 2.0,
+                         "activation": "tanh", **extra},
+               "dataset": {"name": "toy", "x": [0.7]}, "sweep": {}}
+        kw = dict(eta_lambda0=[0.5, 1.5, 2.5, 3.0, 8.0], seeds=[0, 1], max_steps=3000)
+        fast = sweep(raw, **kw)
+        full = sweep({**raw, "model": {**raw["model"], "eigenbasis": "off"}}, **kw)
+        assert (fast.status.values == full.status.values).all()
+        assert (fast.steps.values == full.steps.values).all()
+        assert set(fast.status.values.ravel()) == {"converged", "diverged"}
+        ok = fast.status.values == "converged"
+        for v in ("final_loss", "final_weight_norm", "final_sharpness", "lambda0"):
+            a, b = fast[v].values, full[v].values
+            if a.shape == ok.shape:
+                a, b = a[ok], b[ok]
+            scale = 1e-12 * float(np.max(np.abs(fast.loss.isel(step=0).values)))
+            np.testing.assert_allclose(a, b, rtol=1e-8, atol=scale)
+        for b in (v for v in fast.data_vars if v.startswith("bound_")):
+            np.testing.assert_allclose(fast[b], full[b], rtol=1e-10)

@@ -166,3 +166,14 @@ def test_cli_workers_matches_single_process(manager, tmp_path):
     xr.testing.assert_identical(xr.open_dataset(tmp_path / "w.nc"),
                                 execute(config, data, manager))
     assert np.all(xr.open_dataset(tmp_path / "w.nc").steps.values > 0)
+
+
+def test_bench_quick_prints_numbers(capsys):
+    assert main(["bench", "--quick", "--workloads", "W1", "--dtype", "float64",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "machine:" in out
+    row = next(line for line in out.splitlines() if line.startswith("W1"))
+    fields = row.split()
+    assert fields[1] == "float64" and fields[4].endswith("x")
+    assert float(fields[2].replace(",", "")) > 0 and float(fields[3].replace(",", "")) > 0

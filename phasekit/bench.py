@@ -1,0 +1,219 @@
+"""``phasekit bench``: phasekit against a plain per-run loop, measured in one process.
+
+For each workload and dtype it prints run-steps per second of
+
+* **phasekit**: the batched engine (``Engine.run_chunk``), every grid point of a
+  seed advancing together, sharpness computed at every step;
+* **baseline**: what a researcher would write in an afternoon -- a loop over
+  grid points, each trained with autograd gradients (``loss.backward()``) and
+  the NTK from the per-sample Jacobian (``torch.func.vmap(torch.func.jacrev)``)
+  at every step, with the same fixed features (psi is precomputed once);
+
+their ratio, and the achieved GFLOP/s of phasekit's training step (counted from
+the step's matrix products with ``torch.utils.flop_counter``) next to the
+measured matmul peak of this machine in the same dtype and thread count.
+Nothing here asserts a speed: benchmarks print, tests assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .config import merge, resolve_config
+from .dataset import DataError
+from .manager import PluginManager, get_plugin_manager
+from .options import ConfigError
+from .sweep import Chunk, Engine, torch_threads
+
+
+@dataclass
+class Workload:
+    name: str
+    description: str
+    config: dict
+    grid_points: int
+    steps: int
+    baseline_points: int
+    baseline_steps: int
+    #: config overrides for the baseline: it gets the plain model, no phasekit shortcut
+    plain: dict | None = None
+
+
+def workloads(quick: bool) -> list[Workload]:
+    """W1-W3 of the scale issue (W2/W3 need the network models and Fashion-MNIST)."""
+    def s(full: int, short: int) -> int:
+        return short if quick else full
+
+    image = {"name": "fmnist", "num_train": 128}
+    return [
+        Workload("W1", "pure quadratic, toy data, n = 1000, 64 grid points",
+                 {"model": {"name": "quadratic", "width": 1000, "eigen_low": 1.0,
+                            "eigen_high": 2.0},
+                  "dataset": {"name": "toy"}, "sweep": {}},
+                 64, s(200, 20), s(4, 2), s(50, 10), {"model": {"eigenbasis": "off"}}),
+        Workload("W2", "two-layer ReLU, width 1024, 128 two-class Fashion-MNIST images, "
+                       "32 grid points, sharpness every step",
+                 {"model": {"name": "relu", "width": 1024}, "dataset": image, "sweep": {}},
+                 32, s(100, 10), s(2, 1), s(10, 3)),
+        Workload("W3", "three-layer ReLU (k = 1), width 1024, same data, 16 grid points",
+                 {"model": {"name": "deep_relu", "width": 1024, "hidden_layers": 1},
+                  "dataset": image, "sweep": {}},
+                 16, s(50, 5), s(1, 1), s(5, 2)),
+    ]
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
+    """Best GFLOP/s of an n x n matrix product in ``dtype`` (current thread count)."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _grid(points: int) -> list[float]:
+    return [0.5 + 3.0 * i / max(points - 1, 1) for i in range(points)]
+
+
+def phasekit_rate(engine: Engine, seed: int, points: int) -> tuple[float, float]:
+    """(run-steps per second, seconds) of the batched engine on one chunk."""
+    cs = _grid(points)
+    chunk = Chunk(0, seed, list(range(points)), cs)
+    prepared = engine.prepare(seed)                           # features, as for the baseline
+    engine.run_chunk(chunk, prepared=prepared)                # warm-up
+    t = time.perf_counter()
+    engine.run_chunk(chunk, prepared=prepared)
+    elapsed = time.perf_counter() - t
+    return points * (engine.sweep["max_steps"] + 1) / elapsed, elapsed
+
+
+def step_flops(engine: Engine, seed: int, points: int) -> float:
+    """FLOPs of one training step (forward, gradient, NTK) of ``points`` runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = engine.model
+    feats, theta0 = model.setup(seed, engine.device, engine.dtype)
+    theta = theta0.expand(points, -1).clone()
+    y = engine.data.y_train.to(engine.device, engine.dtype)
+    with FlopCounterMode(display=False) as counter:
+        z, cache = model.forward(feats, theta)
+        model.loss_gradient(feats, theta, cache, z - y)
+        model.ntk(feats, theta, cache)
+    return float(counter.get_total_flops())
+
+
+def baseline_rate(engine: Engine, seed: int, points: int, steps: int) -> float:
+    """Run-steps per second of the plain per-run loop (see the module docstring)."""
+    model = engine.model
+    feats, theta0 = model.setup(seed, engine.device, engine.dtype)
+    y = engine.data.y_train.to(engine.device, engine.dtype)
+    H0 = model.ntk(feats, theta0[None], None)[0]
+    lam0 = float(torch.linalg.eigvalsh(H0)[-1])
+
+    def outputs(theta):
+        return model.forward(feats, theta[None])[0][0]
+
+    t = time.perf_counter()
+    for c in _grid(points):                                   # one grid point at a time
+        eta = c / lam0
+        theta = theta0.clone().requires_grad_(True)
+        for _ in range(steps):
+            z = outputs(theta)
+            loss = 0.5 * ((z - y) ** 2).mean()
+            loss.backward()
+            with torch.no_grad():
+                jac = torch.func.jacrev(outputs)(theta.detach())  # (D, P), vmapped VJPs
+                ntk = jac @ jac.T / jac.shape[0]
+                sharpness = eta * torch.linalg.eigvalsh(ntk)[-1]
+                if not torch.isfinite(loss) or not torch.isfinite(sharpness):
+                    break
+                theta -= eta * theta.grad
+            theta.grad = None
+    return points * steps / (time.perf_counter() - t)
+
+
+def bench_one(work: Workload, dtype: str, manager: PluginManager, threads: int) -> dict:
+    raw = merge(work.config, {"sweep": {"eta_lambda0": _grid(work.grid_points), "seeds": [0],
+                                        "max_steps": work.steps, "tol": 0.0,
+                                        "record_dense": work.steps + 1, "dtype": dtype,
+                                        "threads": threads, "divergence_loss": 1e300}})
+    config, data = resolve_config(raw, manager)
+    engine = Engine(config, data, manager)
+    plain_config, _ = resolve_config(merge(raw, work.plain or {}), manager)
+    plain = Engine(plain_config, data, manager)
+    with torch_threads(threads):
+        rate, elapsed = phasekit_rate(engine, 0, work.grid_points)
+        flops = step_flops(engine, 0, work.grid_points)
+        base = baseline_rate(plain, 0, work.baseline_points, work.baseline_steps)
+        peak = matmul_peak(engine.dtype)
+    step_time = elapsed / (work.steps + 1)
+    return {"workload": work.name, "dtype": dtype, "phasekit": rate, "baseline": base,
+            "ratio": rate / base, "gflops": flops / step_time / 1e9, "peak": peak}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="phasekit bench", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="few steps (for CI)")
+    parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both")
+    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads for both sides and the peak (default: all)")
+
+
+def run(args) -> int:
+    manager = get_plugin_manager()
+    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
+    wanted = {w.strip() for w in args.workloads.split(",")}
+    print(f"machine: {machine()}; torch threads {args.threads}")
+    header = (f"{'workload':8} {'dtype':8} {'phasekit run-steps/s':>20} "
+              f"{'baseline run-steps/s':>20} {'ratio':>8} {'step GFLOP/s':>12} "
+              f"{'matmul peak':>11} {'% peak':>7}")
+    print(header)
+    for work in workloads(args.quick):
+        if work.name not in wanted:
+            continue
+        for dtype in dtypes:
+            try:
+                r = bench_one(work, dtype, manager, args.threads)
+            except (ConfigError, DataError) as exc:      # model or data not available here
+                print(f"{work.name:8} {dtype:8} skipped: {exc}")
+                continue
+            print(f"{r['workload']:8} {r['dtype']:8} {r['phasekit']:>20,.0f} "
+                  f"{r['baseline']:>20,.1f} {r['ratio']:>7.1f}x {r['gflops']:>12.1f} "
+                  f"{r['peak']:>11.1f} {100 * r['gflops'] / r['peak']:>6.1f}%")
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
