@@ -13,4 +13,6 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
     __version__ = "0+unknown"
 
+from . import accessor  # noqa: E402,F401  (registers the ds.phasekit xarray accessor)
+
 __all__ = ["hookimpl", "__version__"]

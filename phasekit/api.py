@@ -56,3 +56,56 @@ def run(config: Mapping | str | os.PathLike | None = None, *, preset: str | None
 def load(path: str | os.PathLike) -> xr.Dataset:
     """Open a stored sweep (checks that it is one)."""
     return open_sweep(path)
+
+
+# -- analysis: mirrors `phasekit analyze`, `phasekit boundary` and `phasekit plot` -----
+
+def _as_sweep(sweep: xr.Dataset | str | os.PathLike) -> xr.Dataset:
+    return sweep if isinstance(sweep, xr.Dataset) else open_sweep(sweep)
+
+
+def classify(sweep: xr.Dataset | str | os.PathLike, *, catapult_factor: float = 2.0,
+             output: str | os.PathLike | None = None) -> xr.Dataset:
+    """The sweep with a ``phase`` variable added (``phasekit analyze``); a dataset or a path.
+
+    Written to ``output`` if given.  Criteria: ``docs/phases.md``.
+    """
+    from .phases import add_phases
+
+    ds = add_phases(_as_sweep(sweep), catapult_factor)
+    if output is not None:
+        write_sweep(ds, Path(output))
+    return ds
+
+
+def boundary(config: Mapping | str | os.PathLike | None = None, *, preset: str | None = None,
+             overrides: Iterable[str] | Mapping = (), tol: float = 0.01, points: int = 1,
+             output: str | os.PathLike | None = None, log=None,
+             manager: PluginManager | None = None) -> xr.Dataset:
+    """Find ``c_max`` (and the trivial onset) per seed (``phasekit boundary``).
+
+    Returns every evaluated run in the usual schema plus ``c_max(seed)`` etc.;
+    ``print(ds.phasekit.summary())`` reports them.  See ``docs/boundary.md``.
+
+    >>> ds = boundary(preset="fig1", tol=0.01)   # doctest: +SKIP
+    """
+    from .boundary import find_boundary
+
+    manager = manager or get_plugin_manager()
+    raw = build_config(config, preset=preset, overrides=overrides, manager=manager)
+    ds = find_boundary(raw, manager, tol=tol, points=points, log=log)
+    if output is not None:
+        write_sweep(ds, Path(output))
+    return ds
+
+
+def plot(sweep: xr.Dataset | str | os.PathLike, path: str | os.PathLike | None = None, *,
+         panels=None, c_values=None):
+    """The paper's panels of a sweep (``phasekit plot``); returns a matplotlib Figure.
+
+    ``panels`` like ``"a,b,d"`` (default: every panel the sweep has data for),
+    ``c_values`` the learning rates of the trajectory panels.  See ``docs/plotting.md``.
+    """
+    from .plot import plot_sweep
+
+    return plot_sweep(_as_sweep(sweep), panels=panels, c_values=c_values, path=path)

@@ -55,6 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench_arguments(bench)
     sub.add_parser("plugins", help="list registered models, datasets, observables, presets")
     sub.add_parser("presets", help="list the presets with their descriptions")
+    from .cli_analysis import add_subcommands
+
+    add_subcommands(sub)                     # plot, analyze, boundary
     return parser
 
 
@@ -152,8 +155,10 @@ def cmd_presets(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    from .cli_analysis import HANDLERS
+
     handler = {"run": cmd_run, "plugins": cmd_plugins, "presets": cmd_presets,
-               "bench": cmd_bench}[args.command]
+               "bench": cmd_bench, **HANDLERS}[args.command]
     try:
         return handler(args)
     except (ConfigError, DataError, SweepFileError) as exc:

@@ -58,7 +58,8 @@ def dry_run_report(config: ResolvedConfig, data: Data, manager: PluginManager,
     engine = Engine(config, data, manager)
     model = engine.model
 
-    feats, theta0 = model.setup(chunks[0].seed, engine.device, engine.dtype)
+    prepared = engine.prepare(chunks[0].seed)
+    feats, theta0 = prepared.features, prepared.theta0
     theta = theta0.expand(g_max, -1).clone()
     _, cache = model.forward(feats, theta)
     per_chunk = (tensor_bytes(feats) + tensor_bytes(cache)
@@ -67,9 +68,9 @@ def dry_run_report(config: ResolvedConfig, data: Data, manager: PluginManager,
     steps = min(calibration_steps, sweep["max_steps"])
     calib = Engine(dataclasses.replace(config, sweep={**sweep, "max_steps": steps,
                                                       "tol": 0.0}), data, manager)
-    calib.run_chunk(chunks[0])                     # warm-up
+    calib.run_chunk(chunks[0], prepared=prepared)  # warm-up
     started = time.perf_counter()
-    calib.run_chunk(chunks[0])
+    calib.run_chunk(chunks[0], prepared=prepared)
     per_step = (time.perf_counter() - started) / max(steps, 1)
     worst = per_step * sweep["max_steps"] * len(chunks)
 

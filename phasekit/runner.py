@@ -217,8 +217,12 @@ def execute(config: ResolvedConfig, data: Data, manager: PluginManager,
             if progress is not None:
                 progress.advance(0, list(result.status))
     else:
-        for chunk in todo:
-            finished(engine.run_chunk(chunk, progress.advance if progress else None))
+        prepared = None
+        for chunk in todo:                  # chunks of a seed are consecutive: prepare once
+            if prepared is None or prepared[0] != chunk.seed:
+                prepared = (chunk.seed, engine.prepare(chunk.seed))
+            finished(engine.run_chunk(chunk, progress.advance if progress else None,
+                                      prepared=prepared[1]))
     if progress is not None:
         progress.finish()
     ds = build_dataset(engine, [results[chunk_key(c)] for c in chunks])

@@ -44,9 +44,9 @@ def test_resume_computes_only_missing_chunks(manager, tmp_path):
     calls = []
     original = Engine.run_chunk
 
-    def counting(self, chunk, progress=None):
+    def counting(self, chunk, progress=None, **kw):
         calls.append(chunk_key(chunk))
-        return original(self, chunk, progress)
+        return original(self, chunk, progress, **kw)
 
     Engine.run_chunk = counting
     try:
