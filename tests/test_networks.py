@@ -1,0 +1,425 @@
+"""Network models (SPEC 2.4-2.5): closed forms against autograd, the theorems of
+Appendix B (Hypothesis), bounds, the trivial phase and the network observables.
+
+Monotonicity is exact in exact arithmetic; in float64 a change of theta^2 below a
+few units in its last place cannot be resolved, so (as in test_theorems.py) a step
+whose predicted change is below that level only has to stay within rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from phasekit.config import resolve_config
+from phasekit.model import autograd_jacobian, autograd_loss_gradient, autograd_ntk
+from phasekit.observables import Snapshot
+from phasekit.options import ConfigError
+from phasekit.sweep import Engine, _lambda_max
+from phasekit_plugins.networks import activation_sparsity, reduced_weight_norm, sigma
+
+from .helpers import sweep
+
+ULP = 8 * np.finfo(np.float64).eps
+CPU = torch.device("cpu")
+
+seeds = st.integers(0, 2**16)
+a_pluses = st.floats(0.3, 2.0)
+ratios = st.floats(0.05, 1.0)           # a_- / a_+
+points = st.lists(st.floats(-3.0, 3.0).filter(lambda v: abs(v) > 0.1), min_size=1,
+                  max_size=3)
+
+
+def build(manager, model: dict, dataset: dict):
+    config, data = resolve_config({"model": model, "dataset": dataset, "sweep": {}}, manager)
+    return Engine(config, data, manager).model, data
+
+
+def setup(manager, model, dataset, seed):
+    m, data = build(manager, model, dataset)
+    feats, theta0 = m.setup(seed, CPU, torch.float64)
+    lam0 = float(_lambda_max(m.ntk(feats, theta0[None], None))[0])
+    return m, data, feats, theta0, lam0
+
+
+def bounds_of(m, feats, theta0, lam0) -> dict[str, float]:
+    return {b.name: b.eta * lam0 for b in m.bounds(feats, theta0, lam0)}
+
+
+def dense(raw, c, seed, max_steps=300):
+    return sweep(raw, eta_lambda0=[c], seeds=[seed], max_steps=max_steps,
+                 record_dense=max_steps + 1).isel(seed=0, eta_lambda0=0)
+
+
+def check_monotone(values, predicted, scale, sign):
+    """values[t+1] - values[t] has the sign ``sign`` wherever the predicted change is
+    resolvable in float64, and never moves the wrong way beyond rounding."""
+    delta = np.diff(values)
+    resolvable = np.abs(predicted) > ULP * scale
+    assert np.all(np.sign(predicted[resolvable]) == sign)
+    assert np.all(sign * delta[resolvable] > 0), (delta, predicted)
+    assert np.all(sign * delta >= -ULP * scale)
+
+
+# -- closed forms against autograd ----------------------------------------------------
+
+MODELS = st.one_of(
+    st.builds(lambda w, ap, r: {"name": "homogeneous", "width": w, "a_plus": ap,
+                                "a_minus": ap * r},
+              st.integers(1, 12), a_pluses, st.floats(0.0, 1.0)),
+    st.builds(lambda w: {"name": "relu", "width": w}, st.integers(1, 12)),
+    st.builds(lambda w, k: {"name": "deep_relu", "width": w, "hidden_layers": k},
+              st.integers(1, 8), st.integers(0, 3)),
+    st.builds(lambda w, b: {"name": "linear_bias", "width": w, "bias_init": b},
+              st.integers(1, 12), st.floats(-1.0, 1.0)),
+)
+
+
+@given(model=MODELS, D=st.integers(1, 6), d=st.integers(1, 4), seed=seeds)
+def test_ntk_and_gradient_match_autograd(manager, model, D, d, seed):
+    m, data = build(manager, model, {"name": "random", "num_train": D, "input_dim": d,
+                                     "num_test": 3, "seed": seed})
+    feats, theta0 = m.setup(seed, CPU, torch.float64)
+    gen = torch.Generator().manual_seed(seed + 1)
+    theta = torch.cat([theta0[None], torch.randn(2, theta0.numel(), generator=gen,
+                                                 dtype=torch.float64)])
+    z, cache = m.forward(feats, theta)
+    H = m.ntk(feats, theta, cache)
+    J = autograd_jacobian(m, feats, theta)
+    assert J.shape == (3, D, theta0.numel())
+    scale = float(H.abs().max()) + 1e-300
+    torch.testing.assert_close(H, J @ J.transpose(1, 2) / D, rtol=1e-11, atol=1e-13 * scale)
+    torch.testing.assert_close(H, autograd_ntk(m, feats, theta), rtol=1e-11,
+                               atol=1e-13 * scale)
+    torch.testing.assert_close(H, m.ntk(feats, theta, None), rtol=0, atol=0)
+    eps = z - data.y_train
+    grad = m.loss_gradient(feats, theta, cache, eps)
+    ref = autograd_loss_gradient(m, feats, theta, eps)
+    torch.testing.assert_close(grad, ref, rtol=1e-11, atol=1e-13 * float(ref.abs().max()))
+    # the test split goes through the same forward
+    zt, _ = m.forward(feats, theta, "test")
+    assert zt.shape == (3, 3)
+
+
+def test_two_layer_ntk_is_eq54_written_out(manager):
+    """H_ab = (1/(nD)) [sigma(Ux_a).sigma(Ux_b) + (x_a.x_b)(v o sigma'_a).(v o sigma'_b)]."""
+    m, data, feats, theta0, _ = setup(manager, {"name": "homogeneous", "width": 5,
+                                                "a_minus": 0.3},
+                                      {"name": "random", "num_train": 3, "input_dim": 2}, 4)
+    n, x = 5, data.x_train
+    U, v = theta0[:10].reshape(5, 2), theta0[10:]
+    s = x @ U.T
+    act = torch.where(s >= 0, s, 0.3 * s)
+    der = torch.where(s >= 0, 1.0, 0.3)
+    expect = (act @ act.T + (x @ x.T) * ((v * der) @ (v * der).T)) / (n * 3)
+    torch.testing.assert_close(m.ntk(feats, theta0[None], None)[0], expect)
+    z, _ = m.forward(feats, theta0[None])
+    torch.testing.assert_close(z[0], act @ v / math.sqrt(n))
+
+
+def test_sigma_prime_at_zero_is_the_mean_slope(manager):
+    """sigma'(0) = (a_+ + a_-)/2 (eq. 9), also what autograd sees at s = 0."""
+    s = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(sigma(s, 1.0, 0.25).sum(), s)
+    assert float(g) == 0.625
+
+
+def test_deep_relu_with_k0_is_the_two_layer_relu_net(manager):
+    ds = {"name": "random", "num_train": 4, "input_dim": 3}
+    a, _, fa, ta, la = setup(manager, {"name": "relu", "width": 9}, ds, 3)
+    b, _, fb, tb, lb = setup(manager, {"name": "deep_relu", "width": 9, "hidden_layers": 0},
+                             ds, 3)
+    torch.testing.assert_close(ta, tb, rtol=0, atol=0)
+    torch.testing.assert_close(a.ntk(fa, ta[None], None), b.ntk(fb, tb[None], None))
+    assert la == lb and a.homogeneous and b.homogeneous
+
+
+def test_forward_is_eq193_in_the_papers_order(manager):
+    """z = n^(-(k+1)/2) v.relu(W_1 relu(W_2 relu(U x))) with theta = (U, W_2, W_1, v)."""
+    n, d, k = 4, 3, 2
+    m, data, feats, theta0, _ = setup(manager, {"name": "deep_relu", "width": n,
+                                                "hidden_layers": k},
+                                      {"name": "random", "num_train": 5, "input_dim": d}, 7)
+    assert not m.homogeneous
+    U = theta0[:n * d].reshape(n, d)
+    W2 = theta0[n * d:n * d + n * n].reshape(n, n)
+    W1 = theta0[n * d + n * n:n * d + 2 * n * n].reshape(n, n)
+    v = theta0[-n:]
+    relu = torch.relu
+    expect = n ** (-(k + 1) / 2) * relu(W1 @ relu(W2 @ relu(U @ data.x_train.T))).T @ v
+    z, _ = m.forward(feats, theta0[None])
+    torch.testing.assert_close(z[0], expect)
+
+
+# -- layers: sparsity and NTK on the right layer ------------------------------------------
+
+def hand_built_deep_net(manager):
+    """k = 2, width 4, inputs with positive entries.  Every weight row has one sign, so
+    unit i of a layer is active iff its row is positive: layer 1 (U) rows +,+,+,- ->
+    sparsity 1/4; layer 2 (W_2) rows +,-,-,- -> 3/4; layer 3 (W_1) rows +,+,-,- -> 1/2."""
+    m, data, feats, theta0, _ = setup(manager, {"name": "deep_relu", "width": 4,
+                                                "hidden_layers": 2},
+                                      {"name": "random", "num_train": 6, "input_dim": 3}, 0)
+    feats.x["train"] = feats.x["train"].abs() + 0.1
+    feats.gram = feats.x["train"] @ feats.x["train"].T
+    gen = torch.Generator().manual_seed(5)
+
+    def rows(signs, cols):
+        mag = 0.5 + torch.rand(len(signs), cols, generator=gen, dtype=torch.float64)
+        return torch.tensor(signs, dtype=torch.float64)[:, None] * mag
+
+    U = rows([1, 1, 1, -1], 3)
+    M1 = rows([1, -1, -1, -1], 4)    # W_2 of eq. 193, second hidden layer
+    M2 = rows([1, 1, -1, -1], 4)     # W_1 of eq. 193, third hidden layer
+    v = torch.tensor([0.7, -1.3, 0.4, 2.1], dtype=torch.float64)
+    theta = torch.cat([U.flatten(), M1.flatten(), M2.flatten(), v])[None]
+    return m, data, feats, theta
+
+
+def test_sparsity_is_per_layer_in_input_order(manager):
+    m, data, feats, theta = hand_built_deep_net(manager)
+    z, cache = m.forward(feats, theta)
+    snap = Snapshot(m, data, feats, theta, theta[0], z, z, z[:, 0], None, None, 1.0, 0)
+    torch.testing.assert_close(activation_sparsity(snap),
+                               torch.tensor([[0.25, 0.75, 0.5]], dtype=torch.float64))
+    # the NTK of these weights, where every layer differs, matches autograd
+    torch.testing.assert_close(m.ntk(feats, theta, cache), autograd_ntk(m, feats, theta),
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_sparsity_in_a_sweep_has_a_layer_dimension(manager):
+    raw = {"model": {"name": "deep_relu", "width": 16, "hidden_layers": 2},
+           "dataset": {"name": "random", "num_train": 8, "input_dim": 3}, "sweep": {}}
+    ds = sweep(raw, eta_lambda0=[0.5], seeds=[0], max_steps=3)
+    assert ds["sparsity"].dims == ("seed", "eta_lambda0", "step", "layer")
+    assert list(ds["layer"].values) == [1, 2, 3]
+    assert ds["final_sparsity"].shape == (1, 1, 3)
+    assert np.all((ds["sparsity"].isel(step=0) >= 0) & (ds["sparsity"].isel(step=0) <= 1))
+    assert "reduced_weight_norm" not in ds and "test_accuracy" not in ds
+
+
+# -- the theorems of Appendix B -------------------------------------------------------------
+
+def one_point(model, x, y=0.0):
+    return {"model": model, "dataset": {"name": "toy", "x": x, "y": y}, "sweep": {}}
+
+
+homogeneous_models = st.builds(
+    lambda w, ap, r: {"name": "homogeneous", "width": w, "a_plus": ap, "a_minus": ap * r},
+    st.integers(2, 40), a_pluses, ratios)
+two_layer_models = homogeneous_models | st.builds(lambda w: {"name": "relu", "width": w},
+                                                  st.integers(6, 40))
+
+
+@given(model=two_layer_models, x=points, seed=seeds, c=st.floats(0.1, 6.0))
+def test_eq12_identity_per_step(manager, model, x, seed, c):
+    """theta^2_(t+1) - theta^2_t = eta z_t^2 (eta H_t - 4) (eq. 12, 96), one point, y = 0."""
+    m, _, feats, theta, lam0 = setup(manager, model, {"name": "toy", "x": x, "y": 0.0}, seed)
+    assume(lam0 > 0)
+    eta = c / lam0
+    theta = theta[None]
+    for _ in range(40):
+        z, cache = m.forward(feats, theta)
+        if not torch.isfinite(z).all() or float(z.abs().max()) > 1e6:
+            break
+        H = m.ntk(feats, theta, cache)[0, 0, 0]
+        new = theta - eta * m.loss_gradient(feats, theta, cache, z)
+        lhs = float(((new - theta) * (new + theta)).sum())
+        rhs = float(eta * z[0, 0] ** 2 * (eta * H - 4))
+        floor = ULP * float((theta * theta).sum())
+        assert abs(lhs - rhs) <= 1e-9 * abs(rhs) + floor
+        theta = new
+
+
+@given(model=homogeneous_models, x=points, seed=seeds, frac=st.floats(0.05, 0.99))
+def test_theta2_decreases_below_eq95(manager, model, x, seed, frac):
+    raw = one_point(model, x)
+    m, _, feats, theta0, lam0 = setup(manager, model, raw["dataset"], seed)
+    c = frac * bounds_of(m, feats, theta0, lam0)["eq95"]
+    d = dense(raw, c, seed)
+    assert d.status.item() != "diverged"
+    n = int(d.steps)
+    w, loss, sharp = (d[v].values[: n + 1] for v in ("weight_norm", "loss", "sharpness"))
+    predicted = float(d.eta) * 2 * loss[:-1] * (sharp[:-1] - 4)
+    check_monotone(w, predicted, w[:-1], sign=-1)
+
+
+@given(model=homogeneous_models, x=st.floats(0.2, 3.0), seed=seeds,
+       frac=st.floats(1.01, 1.6))
+def test_theta2_increases_above_eq102(manager, model, x, seed, frac):
+    raw = one_point(model, [x])
+    m, _, feats, theta0, lam0 = setup(manager, model, raw["dataset"], seed)
+    d = dense(raw, frac * bounds_of(m, feats, theta0, lam0)["eq102"], seed)
+    n = int(d.steps)
+    w, loss, sharp = (d[v].values[: n + 1] for v in ("weight_norm", "loss", "sharpness"))
+    ok = np.isfinite(w) & np.isfinite(sharp) & np.isfinite(loss)
+    last = int(np.flatnonzero(ok).max())
+    w, loss, sharp = w[: last + 1], loss[: last + 1], sharp[: last + 1]
+    predicted = float(d.eta) * 2 * loss[:-1] * (sharp[:-1] - 4)
+    check_monotone(w, predicted, w[:-1], sign=+1)
+    assert d.status.item() in ("diverged", "max_steps")
+
+
+@given(width=st.integers(6, 40), x=points, seed=seeds, c=st.floats(0.1, 3.99))
+def test_reduced_weight_norm_decreases_below_c4(manager, width, x, seed, c):
+    """ReLU, one point, y = 0: theta_+^2 obeys eq. 122 and decreases while c < 4 (eq. 124)."""
+    model = {"name": "relu", "width": width}
+    raw = one_point(model, x)
+    m, _, feats, theta0, lam0 = setup(manager, model, raw["dataset"], seed)
+    assume(lam0 > 0)
+    assert bounds_of(m, feats, theta0, lam0)["eq124"] == pytest.approx(4.0, rel=1e-14)
+    d = dense(raw, c, seed)
+    assert d.status.item() != "diverged"
+    n = int(d.steps)
+    q, loss, sharp = (d[v].values[: n + 1] for v in ("reduced_weight_norm", "loss",
+                                                        "sharpness"))
+    w = d["weight_norm"].values[: n + 1]
+    # units inactive at init never move: theta^2 - theta_+^2 is constant
+    np.testing.assert_allclose(w - q, w[0] - q[0], rtol=0, atol=4 * ULP * w[0])
+    predicted = float(d.eta) * 2 * loss[:-1] * (sharp[:-1] - 4)
+    check_monotone(q, predicted, w[:-1], sign=-1)
+
+
+# -- bounds ---------------------------------------------------------------------------------
+
+def test_bounds_follow_the_papers_formulas(manager):
+    n = 64
+    hom = {"name": "homogeneous", "width": n, "a_plus": 1.0, "a_minus": 0.5}
+    # toy (1, 0): eq. 95 and eq. 102 exactly as printed
+    m, _, f, t0, lam0 = setup(manager, hom, {"name": "toy"}, 0)
+    th2 = float((t0 ** 2).sum())
+    b = bounds_of(m, f, t0, lam0)
+    assert b["eq95"] == pytest.approx(4 * n / th2 * lam0)
+    assert b["eq102"] == pytest.approx(4 * n / (0.25 * th2) * lam0)
+    # one point in d = 2: |x|^2 enters, eq. 102 does not apply
+    m, _, f, t0, lam0 = setup(manager, hom, {"name": "toy", "x": [3.0, 4.0]}, 0)
+    b = bounds_of(m, f, t0, lam0)
+    assert set(b) == {"eq95"}
+    assert b["eq95"] == pytest.approx(4 * n / (25 * float((t0 ** 2).sum())) * lam0)
+    # several points: eq. 180
+    m, data, f, t0, lam0 = setup(manager, hom, {"name": "random", "num_train": 8}, 0)
+    lmax = float(torch.linalg.eigvalsh(data.x_train @ data.x_train.T)[-1])
+    assert bounds_of(m, f, t0, lam0) == {
+        "eq180": pytest.approx(4 * n * 8 / (lmax * float((t0 ** 2).sum())) * lam0)}
+    # ReLU: eq. 124 (c = 4) for one point, never eq. 180; deep nets: none
+    m, _, f, t0, lam0 = setup(manager, {"name": "relu", "width": n}, {"name": "point"}, 0)
+    assert bounds_of(m, f, t0, lam0) == {"eq124": pytest.approx(4.0, rel=1e-14)}
+    m, _, f, t0, lam0 = setup(manager, {"name": "relu", "width": n},
+                              {"name": "random", "num_train": 8}, 0)
+    assert bounds_of(m, f, t0, lam0) == {}
+    m, _, f, t0, lam0 = setup(manager, {"name": "deep_relu", "width": 8}, {"name": "point"}, 0)
+    assert bounds_of(m, f, t0, lam0) == {}
+
+
+def test_eq95_bound_sits_near_2_5_and_the_net_converges_to_4_5(manager):
+    """SPEC 3 worked expectation (fig. 2): E[H_0] / (E[theta_0^2]/n) = 1.25 -> c ~ 2.5."""
+    raw = {"model": {"name": "homogeneous", "width": 1024, "a_plus": 1.0, "a_minus": 0.5},
+           "dataset": {"name": "toy"}, "sweep": {}}
+    ds = sweep(raw, eta_lambda0=[3.0, 4.5, 5.0], seeds=[0], max_steps=3000)
+    assert float(ds["bound_eq95"][0]) == pytest.approx(2.5, abs=0.15)
+    assert list(ds.status.values[0]) == ["converged", "converged", "diverged"]
+
+
+def test_slope_order_is_checked(manager):
+    with pytest.raises(ConfigError, match="a_minus"):
+        build(manager, {"name": "homogeneous", "a_plus": 0.5, "a_minus": 1.0}, {"name": "toy"})
+
+
+# -- the trivial phase ---------------------------------------------------------------------
+
+def test_is_trivial_for_a_dead_net_only(manager):
+    m, _, feats, theta0, _ = setup(manager, {"name": "relu", "width": 6},
+                                   {"name": "random", "num_train": 4, "input_dim": 2}, 1)
+    feats.x["train"] = feats.x["train"].abs() + 0.1          # inputs in the positive quadrant
+    feats.gram = feats.x["train"] @ feats.x["train"].T
+    dead = theta0.clone()
+    dead[:12] = -dead[:12].abs()                             # every unit off on every input
+    both = torch.stack([theta0, dead])
+    H = m.ntk(feats, both, None)
+    assert float(H[1].abs().max()) == 0.0
+    assert float(m.forward(feats, both)[0][1].abs().max()) == 0.0
+    assert m.is_trivial(feats, both, H).tolist() == [False, True]
+    hom, _, f2, t2, _ = setup(manager, {"name": "homogeneous", "width": 6}, {"name": "toy"}, 1)
+    assert hom.is_trivial(f2, t2[None], hom.ntk(f2, t2[None], None)) is None
+
+
+def test_dead_layer_of_a_deep_net_is_trivial(manager):
+    m, _, feats, theta = hand_built_deep_net(manager)
+    dead = theta.clone()
+    dead[0, :12] = -dead[0, :12].abs()       # every U row negative: layer 1 dead
+    both = torch.cat([theta, dead])
+    H = m.ntk(feats, both, None)
+    assert float(H[1].abs().max()) == 0.0
+    assert m.is_trivial(feats, both, H).tolist() == [False, True]
+
+
+def test_relu_on_4_2_turns_trivial_above_c4(manager):
+    """Figure 10: (x, y) = (4, 2), width 1024; bound exactly 4; dead at c = 4.5."""
+    raw = {"model": {"name": "relu", "width": 1024}, "dataset": {"name": "point"},
+           "sweep": {}}
+    ds = sweep(raw, eta_lambda0=[3.0, 4.5], seeds=[0], max_steps=3000)
+    assert float(ds["bound_eq124"][0]) == pytest.approx(4.0, rel=1e-14)
+    assert list(ds.status.values[0]) == ["converged", "trivial"]
+    dead = ds.isel(seed=0, eta_lambda0=1)
+    assert float(dead.final_sharpness) == 0.0
+    assert float(dead.final_loss) == pytest.approx(2.0)    # z = 0: L = y^2/2
+    assert float(dead.final_sparsity[0]) == 1.0
+
+
+# -- observables ---------------------------------------------------------------------------
+
+def test_reduced_weight_norm_counts_units_active_at_init(manager):
+    m, data, feats, theta0, _ = setup(manager, {"name": "relu", "width": 10},
+                                      {"name": "toy", "x": [2.0, -1.0]}, 3)
+    U, v = theta0[:20].view(10, 2), theta0[20:]
+    active = (U @ data.x_train[0]) >= 0
+    theta = torch.stack([theta0, 2 * theta0])
+    snap = Snapshot(m, data, feats, theta, theta0, None, None, None, None, None, 1.0, 0)
+    expect = float((U[active] ** 2).sum() + (v[active] ** 2).sum())
+    torch.testing.assert_close(reduced_weight_norm(snap),
+                               torch.tensor([expect, 4 * expect], dtype=torch.float64))
+
+
+def test_test_accuracy_and_generalisation_gap(manager):
+    raw = {"model": {"name": "relu", "width": 8},
+           "dataset": {"name": "random", "num_train": 6, "num_test": 5, "input_dim": 2},
+           "sweep": {}}
+    ds = sweep(raw, eta_lambda0=[0.5], seeds=[0], max_steps=2)
+    # random labels are not +/-1: no accuracy, but a generalisation gap
+    assert "test_accuracy" not in ds
+    gap = ds["generalisation_gap"] - (ds["test_loss"] - ds["loss"])
+    assert float(abs(gap).max()) < 1e-14
+
+
+def test_linear_bias_is_eq86_and_eq87(manager):
+    m, _, feats, theta0, lam0 = setup(manager, {"name": "linear_bias", "width": 7,
+                                                "bias_init": 0.5}, {"name": "toy"}, 2)
+    u, v, b = theta0[:7], theta0[7:14], theta0[14]
+    z, _ = m.forward(feats, theta0[None])
+    assert float(z[0, 0]) == pytest.approx(float(u @ v / math.sqrt(7) + b))
+    assert lam0 == pytest.approx(float((u @ u + v @ v) / 7 + 1))       # eq. 87
+    eq92 = bounds_of(m, feats, theta0, lam0)["eq92"] / lam0
+    assert eq92 == pytest.approx(4 / (2 + (u @ u + v @ v + 2 * b * b) / 7))
+
+
+@given(width=st.integers(2, 30), b0=st.floats(-1, 1), x=st.floats(0.3, 2.0), seed=seeds,
+       frac=st.floats(0.05, 0.99))
+def test_linear_bias_quantity_decreases_below_eq92(manager, width, b0, x, seed, frac):
+    """theta^2 + b^2 decreases at every step below eq. 92 (eq. 79, 81 with phi^2 = 1)."""
+    model = {"name": "linear_bias", "width": width, "bias_init": b0}
+    raw = one_point(model, [x])
+    m, _, feats, theta0, lam0 = setup(manager, model, raw["dataset"], seed)
+    d = dense(raw, frac * bounds_of(m, feats, theta0, lam0)["eq92"], seed)
+    assert d.status.item() != "diverged"
+    n = int(d.steps)
+    q, loss, sharp = (d[v].values[: n + 1] for v in ("linear_bias_norm", "loss", "sharpness"))
+    eta = float(d.eta)
+    # eq. 81: change = eta z^2 (eta (H_t + phi^2) - 4); here H includes phi^2 = 1 already,
+    # so with eta H_t = sharpness it is eta z^2 (sharpness + eta - 4)
+    predicted = eta * 2 * loss[:-1] * (sharp[:-1] + eta - 4)
+    check_monotone(q, predicted, q[:-1], sign=-1)
