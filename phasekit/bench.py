@@ -147,6 +147,7 @@ def bench_one(work: Workload, dtype: str, manager: PluginManager, threads: int) 
     raw = merge(work.config, {"sweep": {"eta_lambda0": _grid(work.grid_points), "seeds": [0],
                                         "max_steps": work.steps, "tol": 0.0,
                                         "record_dense": work.steps + 1, "dtype": dtype,
+                                        "observables": [],
                                         "threads": threads, "divergence_loss": 1e300}})
     config, data = resolve_config(raw, manager)
     engine = Engine(config, data, manager)

@@ -49,6 +49,9 @@ SWEEP_OPTIONS: dict[str, Option] = {
                       "depends on it, so runs are bit-identical across resume and Dask workers "
                       "at equal threads (0 = torch's default); use --workers to spread the grid "
                       "over cores", check=non_negative),
+    "observables": Option(["all"], "observables to record besides loss, weight norm and "
+                          "sharpness: [\"all\"] (every one that applies), [] (none) or a list "
+                          "of names", type=list, item=str),
     "record_dense": Option(200, "trajectories are recorded at every step t < record_dense",
                            check=non_negative),
     "record_per_decade": Option(50, "after record_dense, recorded steps are log-spaced with "
@@ -210,6 +213,11 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
         cls = manager.get(kind, name)
         return cls, resolve_options(kind, cls.options, table)
 
+    known = set(manager.observables())
+    for name in sweep["observables"]:
+        if name != "all" and name not in known:
+            raise ConfigError(f"sweep.observables: unknown observable '{name}'. Available: "
+                              f"all, {', '.join(sorted(known))}.")
     dataset_cls, dataset_settings = plugin_table("dataset")
     model_cls, model_settings = plugin_table("model")
     data = dataset_cls(dataset_settings).load()

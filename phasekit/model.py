@@ -94,7 +94,18 @@ class Model:
 
     def weight_norm(self, features: Any, theta: torch.Tensor) -> torch.Tensor:
         """``theta^2 = sum_mu theta_mu^2`` (SPEC 1), shape ``(G,)``."""
-        return (theta * theta).sum(-1)
+        return torch.bmm(theta.unsqueeze(1), theta.unsqueeze(2))[:, 0, 0]  # one pass, no temporary
+
+    def descend(self, features: Any, theta: torch.Tensor, cache: Any, eps: torch.Tensor,
+                eta: torch.Tensor) -> None:
+        """One gradient-descent step in place: ``theta <- theta - eta grad L`` (SPEC 1).
+
+        ``eta`` has shape ``(G,)``.  The default forms the gradient with
+        :meth:`loss_gradient`; a model may fuse gradient and update (no ``(G, P)``
+        temporary), and must then match this default to rounding.
+        """
+        grad = self.loss_gradient(features, theta, cache, eps)
+        theta.addcmul_(eta[:, None], grad, value=-1.0)
 
     def is_trivial(self, features: Any, theta: torch.Tensor, ntk: torch.Tensor
                    ) -> torch.Tensor | None:

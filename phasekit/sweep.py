@@ -143,9 +143,10 @@ class Engine:
         self.data = data
         settings = {k: v for k, v in config.model.items() if k != "name"}
         self.model: Model = manager.get("model", config.model["name"])(settings, data)
+        wanted = set(self.sweep["observables"])
         self.observables: list[Observable] = [
-            obs for _, obs in sorted(manager.observables().items())
-            if obs.applies(self.model, data)]
+            obs for name, obs in sorted(manager.observables().items())
+            if ("all" in wanted or name in wanted) and obs.applies(self.model, data)]
         self.device = resolve_device(self.sweep["device"])
         self.dtype = dtype_of(self.sweep["dtype"])
         self.schedule = record_schedule(self.sweep["max_steps"], self.sweep["record_dense"],
@@ -260,8 +261,7 @@ class Engine:
                 # The model's cache belongs to the old batch: recompute for the kept rows.
                 z, cache = model.forward(feats, theta)
                 eps = z - y
-            grad = model.loss_gradient(feats, theta, cache, eps)
-            theta = theta - eta[:, None] * grad                         # gradient descent
+            model.descend(feats, theta, cache, eps, eta)                # gradient descent, in place
             prev_loss = loss
             if progress:
                 progress(int(theta.shape[0]))

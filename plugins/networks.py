@@ -5,9 +5,10 @@ width n and the scale-invariant activation of eq. 8,
 
     sigma(s) = a_+ s (s >= 0),  a_- s (s < 0),   sigma'(0) := (a_+ + a_-)/2  (eq. 9),
 
-written as ``sigma(s) = p s + q |s|`` with p = (a_+ + a_-)/2, q = (a_+ - a_-)/2, so
-that autograd (whose d|s|/ds is 0 at s = 0) reproduces the eq. 9 convention
-exactly.  The output is eq. 193 (eq. 7/53 for k = 0):
+computed as ``sigma(s) = s sigma'(s)`` with ``sigma'(s) = p + q sign(s)``,
+p = (a_+ + a_-)/2, q = (a_+ - a_-)/2, so that autograd (whose d sign(s)/ds is 0)
+reproduces the eq. 9 convention exactly, and the slopes computed once serve the
+forward pass, the gradient and the NTK.  The output is eq. 193 (eq. 7/53 for k = 0):
 
     z = n^(-(k+1)/2) v . sigma(W_1 sigma(... W_k sigma(U x))).
 
@@ -85,7 +86,7 @@ def sigma(s: torch.Tensor, a_plus: float, a_minus: float) -> torch.Tensor:
 def sigma_prime(s: torch.Tensor, a_plus: float, a_minus: float) -> torch.Tensor:
     """sigma'(s) = a_+ (s > 0), a_- (s < 0), (a_+ + a_-)/2 at s = 0 (eq. 9)."""
     p, q = 0.5 * (a_plus + a_minus), 0.5 * (a_plus - a_minus)
-    return p + q * s.sign()
+    return s.sign().mul_(q).add_(p)
 
 
 def _is_transformed(t: torch.Tensor) -> bool:
@@ -167,19 +168,24 @@ class FeedForward(Model):
 
     # -- numerics -------------------------------------------------------------------
     def propagate(self, feats, theta, split="train"
-                  ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """``(z, [s^1..s^L], [a^1..a^L])`` on ``split``: eq. 193 (eq. 53 for k = 0) with the
-        per-layer normalisation of the module docstring; layer 1 is next to the input."""
+                  ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor],
+                             list[torch.Tensor]]:
+        """``(z, [s^1..s^L], [a^1..a^L], [sigma'(s^1)..sigma'(s^L)])`` on ``split``: eq. 193
+        (eq. 53 for k = 0) with the per-layer normalisation of the module docstring; layer 1
+        is next to the input.  ``a = s sigma'(s)`` equals sigma(s) (eq. 8) and, since the
+        derivative of sign is 0, autograd differentiates it to sigma'(s) with eq. 9 at 0."""
         a_plus, a_minus = self.slopes
         U, Ms, v = self.unpack(theta)
         rn = math.sqrt(self.width)
         s = [torch.matmul(feats.x[split], U.transpose(-1, -2))]     # s^1 = U x, (G, D, n)
-        a = [sigma(s[0], a_plus, a_minus)]
+        slope = [sigma_prime(s[0], a_plus, a_minus)]
+        a = [s[0] * slope[0]]                                       # sigma(s) = s sigma'(s)
         for M in Ms:                                                # s^(l+1) = M_l a^l/sqrt n
-            s.append(torch.matmul(a[-1], M.transpose(-1, -2)) / rn)
-            a.append(sigma(s[-1], a_plus, a_minus))
+            s.append(torch.matmul(a[-1], M.transpose(-1, -2)).div_(rn))
+            slope.append(sigma_prime(s[-1], a_plus, a_minus))
+            a.append(s[-1] * slope[-1])
         z = torch.matmul(a[-1], v.unsqueeze(-1)).squeeze(-1) / rn  # z = v . a^L / sqrt n
-        return z, s, a
+        return z, s, a, slope
 
     def forward(self, feats, theta, split="train"):
         """z of eq. 193 (eq. 53 for k = 0).
@@ -195,8 +201,9 @@ class FeedForward(Model):
             memo = self.__dict__.setdefault("_memo", {}).get(split)
             if memo is not None and memo[0] is theta and memo[1] == theta._version:
                 return memo[2], memo[3]
-        z, s, a = self.propagate(feats, theta, split)
-        cache = {"split": split, "s": s, "a": a} if split == "train" else {"split": split}
+        z, s, a, slope = self.propagate(feats, theta, split)
+        cache = ({"split": split, "s": s, "a": a, "slope": slope}
+                 if split == "train" else {"split": split})
         if memo_ok:
             self._memo[split] = (theta, theta._version, z, cache)
         return z, cache
@@ -208,11 +215,11 @@ class FeedForward(Model):
         a_plus, a_minus = self.slopes
         _, Ms, v = self.unpack(theta)
         rn = math.sqrt(self.width)
-        s = cache["s"]
-        g = [sigma_prime(s[-1], a_plus, a_minus) * (v / rn).unsqueeze(1)]
+        slope = cache["slope"]                                      # sigma'(s^l)
+        g = [slope[-1] * (v / rn).unsqueeze(1)]
         for layer in range(self.num_layers - 1, 0, -1):            # l = L .. 2
-            back = torch.matmul(g[0], Ms[layer - 1]) / rn          # M_(l-1)^T g^l / sqrt n
-            g.insert(0, back * sigma_prime(s[layer - 1], a_plus, a_minus))
+            back = torch.matmul(g[0], Ms[layer - 1]).div_(rn)      # M_(l-1)^T g^l / sqrt n
+            g.insert(0, back.mul_(slope[layer - 1]))
         cache["g"] = g
         return g
 
@@ -233,6 +240,22 @@ class FeedForward(Model):
             grads.append(torch.matmul((w * g[layer]).transpose(-1, -2), a[layer - 1]) / rn)
         grads.append((w * a[-1]).sum(1) / rn)                      # dL/dv
         return torch.cat([gr.flatten(1) for gr in grads], dim=1)
+
+    def descend(self, feats, theta, cache, eps, eta):
+        """The gradient step of :meth:`loss_gradient`, fused into in-place batched products
+        on each weight's view of ``theta`` (no (G, P) gradient is formed)."""
+        cache = self._cache(feats, theta, cache)
+        g = self._output_gradients(theta, cache)        # all from the pre-update weights
+        a = cache["a"]
+        U, Ms, v = self.unpack(theta)
+        rn = math.sqrt(self.width)
+        w = (eps * (eta / eps.shape[-1])[:, None]).unsqueeze(-1)   # eta eps_a / D, (G, D, 1)
+        x = feats.x["train"].expand(theta.shape[0], -1, -1)
+        U.baddbmm_((w * g[0]).transpose(-1, -2), x, alpha=-1.0)                  # dL/dU
+        for layer in range(1, self.num_layers):                                   # dL/dM_l
+            Ms[layer - 1].baddbmm_((w * g[layer]).transpose(-1, -2), a[layer - 1],
+                                   alpha=-1.0 / rn)
+        v.unsqueeze(1).baddbmm_(w.transpose(-1, -2), a[-1], alpha=-1.0 / rn)      # dL/dv
 
     def ntk(self, feats, theta, cache):
         """Exact NTK (eq. 4), layer-wise closed form (module docstring; eq. 54 for k = 0)."""

@@ -177,3 +177,13 @@ def test_bias_model_teacher_student(manager):
     ds = sweep(raw, eta_lambda0=[0.5, 2.5], seeds=[0], max_steps=2000)
     assert "bound_eq163" in ds and "bias_norm" in ds and "test_loss" in ds
     assert ds.bound_eq163.attrs["kind"] == "catapult"
+
+
+def test_observables_can_be_chosen(manager):
+    raw = {"model": {"name": "quadratic", "width": 20},
+           "dataset": {"name": "random", "num_train": 4, "num_test": 5}, "sweep": {}}
+    assert "test_loss" in sweep(raw, eta_lambda0=[1.0], max_steps=50)
+    ds = sweep(raw, eta_lambda0=[1.0], max_steps=50, observables=[])
+    assert "test_loss" not in ds and "final_test_loss" not in ds and "loss" in ds
+    with pytest.raises(ConfigError, match="unknown observable 'test_los'. Available: all, "):
+        sweep(raw, observables=["test_los"])

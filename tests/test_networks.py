@@ -423,3 +423,29 @@ def test_linear_bias_quantity_decreases_below_eq92(manager, width, b0, x, seed, 
     # so with eta H_t = sharpness it is eta z^2 (sharpness + eta - 4)
     predicted = eta * 2 * loss[:-1] * (sharp[:-1] + eta - 4)
     check_monotone(q, predicted, q[:-1], sign=-1)
+
+
+@pytest.mark.parametrize("name, extra", [("homogeneous", {"a_minus": 0.5}),
+                                         ("relu", {}), ("deep_relu", {"hidden_layers": 2})])
+def test_fused_descent_equals_gradient_step(manager, name, extra):
+    """The fused in-place update equals theta - eta * loss_gradient (Model.descend default)."""
+    from phasekit.config import resolve_config
+    from phasekit.model import Model
+    from phasekit.sweep import Engine
+
+    config, data = resolve_config({"model": {"name": name, "width": 12, **extra},
+                                   "dataset": {"name": "random", "num_train": 5,
+                                               "input_dim": 3}, "sweep": {}}, manager)
+    model = Engine(config, data, manager).model
+    feats, theta0 = model.setup(1, torch.device("cpu"), torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    theta = theta0 + 0.1 * torch.randn(4, theta0.numel(), generator=gen, dtype=torch.float64)
+    eta = torch.tensor([0.1, 0.5, 1.0, 2.0], dtype=torch.float64)
+    z, cache = model.forward(feats, theta)
+    eps = z - data.y_train
+    expected = theta.clone()
+    Model.descend(model, feats, expected, cache, eps, eta)
+    fused = theta.clone()
+    model.descend(feats, fused, None, eps, eta)
+    torch.testing.assert_close(fused, expected, rtol=1e-13, atol=1e-13)
+    assert not torch.equal(fused, theta)
