@@ -44,6 +44,9 @@ class Workload:
     baseline_steps: int
     #: config overrides for the baseline: it gets the plain model, no phasekit shortcut
     plain: dict | None = None
+    #: torch threads for both sides unless --threads is given (0: all cores); small
+    #: per-step work (W1) runs best on one thread, large matrix products on all
+    threads: int = 0
 
 
 def workloads(quick: bool) -> list[Workload]:
@@ -57,7 +60,7 @@ def workloads(quick: bool) -> list[Workload]:
                  {"model": {"name": "quadratic", "width": 1000, "eigen_low": 1.0,
                             "eigen_high": 2.0},
                   "dataset": {"name": "toy"}, "sweep": {}},
-                 64, s(200, 20), s(4, 2), s(50, 10), {"model": {"eigenbasis": "off"}}),
+                 64, s(200, 20), s(4, 2), s(50, 10), {"model": {"eigenbasis": "off"}}, 1),
         Workload("W2", "two-layer ReLU, width 1024, 128 two-class Fashion-MNIST images, "
                        "32 grid points, sharpness every step",
                  {"model": {"name": "relu", "width": 1024}, "dataset": image, "sweep": {}},
@@ -69,15 +72,26 @@ def workloads(quick: bool) -> list[Workload]:
     ]
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device | None = None,
+                n: int = 2048, reps: int = 3) -> float:
     """Best GFLOP/s of an n x n matrix product in ``dtype`` (current thread count)."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        n = 8192
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b
     best = float("inf")
     for _ in range(reps):
+        _sync(device)
         t = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e9
 
@@ -92,8 +106,10 @@ def phasekit_rate(engine: Engine, seed: int, points: int) -> tuple[float, float]
     chunk = Chunk(0, seed, list(range(points)), cs)
     prepared = engine.prepare(seed)                           # features, as for the baseline
     engine.run_chunk(chunk, prepared=prepared)                # warm-up
+    _sync(engine.device)
     t = time.perf_counter()
     engine.run_chunk(chunk, prepared=prepared)
+    _sync(engine.device)
     elapsed = time.perf_counter() - t
     return points * (engine.sweep["max_steps"] + 1) / elapsed, elapsed
 
@@ -140,11 +156,14 @@ def baseline_rate(engine: Engine, seed: int, points: int, steps: int) -> float:
                     break
                 theta -= eta * theta.grad
             theta.grad = None
+    _sync(engine.device)
     return points * steps / (time.perf_counter() - t)
 
 
-def bench_one(work: Workload, dtype: str, manager: PluginManager, threads: int) -> dict:
+def bench_one(work: Workload, dtype: str, manager: PluginManager, threads: int,
+              device: str = "cpu") -> dict:
     raw = merge(work.config, {"sweep": {"eta_lambda0": _grid(work.grid_points), "seeds": [0],
+                                        "device": device,
                                         "max_steps": work.steps, "tol": 0.0,
                                         "record_dense": work.steps + 1, "dtype": dtype,
                                         "observables": [],
@@ -157,7 +176,7 @@ def bench_one(work: Workload, dtype: str, manager: PluginManager, threads: int) 
         rate, elapsed = phasekit_rate(engine, 0, work.grid_points)
         flops = step_flops(engine, 0, work.grid_points)
         base = baseline_rate(plain, 0, work.baseline_points, work.baseline_steps)
-        peak = matmul_peak(engine.dtype)
+        peak = matmul_peak(engine.dtype, engine.device)
     step_time = elapsed / (work.steps + 1)
     return {"workload": work.name, "dtype": dtype, "phasekit": rate, "baseline": base,
             "ratio": rate / base, "gflops": flops / step_time / 1e9, "peak": peak}
@@ -187,16 +206,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="few steps (for CI)")
     parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both")
     parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads for both sides and the peak (default: all)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for both sides and the peak (default: 1 for W1, "
+                             "all cores for W2 and W3)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
 def run(args) -> int:
     manager = get_plugin_manager()
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     wanted = {w.strip() for w in args.workloads.split(",")}
-    print(f"machine: {machine()}; torch threads {args.threads}")
-    header = (f"{'workload':8} {'dtype':8} {'phasekit run-steps/s':>20} "
+    gpu = (f", GPU {torch.cuda.get_device_name()}" if args.device.startswith("cuda")
+           and torch.cuda.is_available() else "")
+    print(f"machine: {machine()}{gpu}; device {args.device}")
+    header = (f"{'workload':8} {'dtype':8} {'threads':>7} {'phasekit run-steps/s':>20} "
               f"{'baseline run-steps/s':>20} {'ratio':>8} {'step GFLOP/s':>12} "
               f"{'matmul peak':>11} {'% peak':>7}")
     print(header)
@@ -205,11 +228,12 @@ def run(args) -> int:
             continue
         for dtype in dtypes:
             try:
-                r = bench_one(work, dtype, manager, args.threads)
+                threads = args.threads or work.threads or os.cpu_count() or 1
+                r = bench_one(work, dtype, manager, threads, args.device)
             except (ConfigError, DataError) as exc:      # model or data not available here
                 print(f"{work.name:8} {dtype:8} skipped: {exc}")
                 continue
-            print(f"{r['workload']:8} {r['dtype']:8} {r['phasekit']:>20,.0f} "
+            print(f"{r['workload']:8} {r['dtype']:8} {threads:>7} {r['phasekit']:>20,.0f} "
                   f"{r['baseline']:>20,.1f} {r['ratio']:>7.1f}x {r['gflops']:>12.1f} "
                   f"{r['peak']:>11.1f} {100 * r['gflops'] / r['peak']:>6.1f}%")
             sys.stdout.flush()

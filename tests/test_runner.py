@@ -175,5 +175,5 @@ def test_bench_quick_prints_numbers(capsys):
     assert "machine:" in out
     row = next(line for line in out.splitlines() if line.startswith("W1"))
     fields = row.split()
-    assert fields[1] == "float64" and fields[4].endswith("x")
-    assert float(fields[2].replace(",", "")) > 0 and float(fields[3].replace(",", "")) > 0
+    assert fields[1] == "float64" and fields[2] == "1" and fields[5].endswith("x")
+    assert float(fields[3].replace(",", "")) > 0 and float(fields[4].replace(",", "")) > 0
