@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from phasekit.config import merge, resolve_config
 from phasekit.manager import get_plugin_manager
 from phasekit.sweep import run_sweep
@@ -21,3 +23,34 @@ def toy_quadratic(width=100, low=1.0, high=2.0, zeta=None, activation="identity"
     if zeta is not None:
         model["zeta"] = zeta
     return {"model": model, "dataset": {"name": "toy"}, "sweep": sweep_kw}
+
+
+#: a few units in the last place of float64: the resolution of a change of theta^2
+ULP = 8 * np.finfo(np.float64).eps
+
+
+def dense(raw, c, seed, max_steps=400):
+    """One run (``seed``, ``c``) recorded at every step, as a dataset without grid axes."""
+    return sweep(raw, eta_lambda0=[c], seeds=[seed], max_steps=max_steps,
+                 record_dense=max_steps + 1).isel(seed=0, eta_lambda0=0)
+
+
+def check_monotone(values: np.ndarray, predicted: np.ndarray, scale: np.ndarray, sign: int):
+    """values[t+1] - values[t] has the sign of ``sign`` wherever the predicted change
+    is resolvable in float64, and never the wrong way beyond rounding."""
+    delta = np.diff(values)
+    resolvable = np.abs(predicted) > ULP * scale
+    assert np.all(np.sign(predicted[resolvable]) == sign)
+    assert np.all(sign * delta[resolvable] > 0), (delta, predicted)
+    assert np.all(sign * delta >= -ULP * scale)
+
+
+def eq12_series(d) -> tuple[np.ndarray, np.ndarray]:
+    """theta^2_t over the finite part of a one-point (y = 0) run, and the change eq. 12
+    predicts for each step, eta z_t^2 (eta H_t - 4) with z^2 = 2L and eta H_t = sharpness."""
+    n = int(d.steps)
+    w, loss, sharp = (d[v].values[: n + 1] for v in ("weight_norm", "loss", "sharpness"))
+    ok = np.isfinite(w) & np.isfinite(sharp) & np.isfinite(loss)
+    last = int(np.flatnonzero(ok).max())
+    w, loss, sharp = w[: last + 1], loss[: last + 1], sharp[: last + 1]
+    return w, float(d.eta) * 2 * loss[:-1] * (sharp[:-1] - 4)

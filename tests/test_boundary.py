@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from phasekit import api
 from phasekit.boundary import (
@@ -22,15 +21,6 @@ from phasekit.storage import open_sweep, stored_config
 from phasekit.sweep import Engine
 
 from .helpers import sweep
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one BLAS thread is much faster than two on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fig1(width=None, **sweep_kw) -> dict:

@@ -23,9 +23,9 @@ from phasekit.options import ConfigError
 from phasekit.sweep import Engine, _lambda_max
 from phasekit_plugins.networks import activation_sparsity, reduced_weight_norm, sigma
 
-from .helpers import sweep
+from . import helpers
+from .helpers import ULP, check_monotone, eq12_series, sweep
 
-ULP = 8 * np.finfo(np.float64).eps
 CPU = torch.device("cpu")
 
 seeds = st.integers(0, 2**16)
@@ -52,18 +52,7 @@ def bounds_of(m, feats, theta0, lam0) -> dict[str, float]:
 
 
 def dense(raw, c, seed, max_steps=300):
-    return sweep(raw, eta_lambda0=[c], seeds=[seed], max_steps=max_steps,
-                 record_dense=max_steps + 1).isel(seed=0, eta_lambda0=0)
-
-
-def check_monotone(values, predicted, scale, sign):
-    """values[t+1] - values[t] has the sign ``sign`` wherever the predicted change is
-    resolvable in float64, and never moves the wrong way beyond rounding."""
-    delta = np.diff(values)
-    resolvable = np.abs(predicted) > ULP * scale
-    assert np.all(np.sign(predicted[resolvable]) == sign)
-    assert np.all(sign * delta[resolvable] > 0), (delta, predicted)
-    assert np.all(sign * delta >= -ULP * scale)
+    return helpers.dense(raw, c, seed, max_steps)
 
 
 # -- closed forms against autograd ----------------------------------------------------
@@ -255,12 +244,7 @@ def test_theta2_increases_above_eq102(manager, model, x, seed, frac):
     raw = one_point(model, [x])
     m, _, feats, theta0, lam0 = setup(manager, model, raw["dataset"], seed)
     d = dense(raw, frac * bounds_of(m, feats, theta0, lam0)["eq102"], seed)
-    n = int(d.steps)
-    w, loss, sharp = (d[v].values[: n + 1] for v in ("weight_norm", "loss", "sharpness"))
-    ok = np.isfinite(w) & np.isfinite(sharp) & np.isfinite(loss)
-    last = int(np.flatnonzero(ok).max())
-    w, loss, sharp = w[: last + 1], loss[: last + 1], sharp[: last + 1]
-    predicted = float(d.eta) * 2 * loss[:-1] * (sharp[:-1] - 4)
+    w, predicted = eq12_series(d)
     check_monotone(w, predicted, w[:-1], sign=+1)
     assert d.status.item() in ("diverged", "max_steps")
 

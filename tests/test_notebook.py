@@ -5,21 +5,10 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
-import pytest
-import torch
-
 NOTEBOOK = Path(__file__).parents[1] / "docs" / "example_notebook.py"
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_example_notebook_runs(tmp_path, monkeypatch, one_thread, capsys):
+def test_example_notebook_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace = runpy.run_path(str(NOTEBOOK), run_name="__main__")
     for name in ("sweep.nc", "sweep.png", "boundary.nc"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 import phasekit
@@ -21,16 +20,6 @@ from phasekit.phases import (
 from phasekit.storage import SweepFileError, open_sweep, write_sweep
 
 from .helpers import sweep, toy_quadratic
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one BLAS thread is much faster than two on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # -- a synthetic sweep in the stored schema (no training) ------------------------------
 
@@ -167,7 +156,7 @@ def test_not_a_sweep_and_missing_variables_are_clear_errors():
 
 
 @pytest.fixture(scope="module")
-def real_sweep(one_thread):
+def real_sweep():
     return sweep(toy_quadratic(width=100, seeds=[0, 1], eta_lambda0=[0.5, 1.5, 2.6, 3.2, 4.6],
                                max_steps=3000))
 

@@ -6,7 +6,6 @@ import argparse
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from phasekit import api
@@ -20,16 +19,8 @@ from .helpers import sweep, toy_quadratic
 from .test_phases import synthetic_sweep
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory, one_thread):
+def stored(tmp_path_factory):
     ds = sweep(toy_quadratic(width=60, seeds=[0, 1], eta_lambda0=[0.5, 1.5, 2.5, 3.3, 4.5],
                              max_steps=3000))
     path = tmp_path_factory.mktemp("plot") / "sweep.nc"

@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from phasekit.config import resolve_config
 from phasekit.sweep import Engine, _lambda_max
 
-from .helpers import sweep, toy_quadratic
+from .helpers import ULP, check_monotone, dense, eq12_series, sweep, toy_quadratic
 
-ULP = 8 * np.finfo(np.float64).eps
 CPU = torch.device("cpu")
 
 widths = st.integers(2, 30).map(lambda h: 2 * h)
@@ -36,21 +35,6 @@ def model_and_bounds(manager, raw, seed):
     lam0 = float(_lambda_max(engine.model.ntk(feats, theta0[None], None))[0])
     bounds = {b.name: b.eta * lam0 for b in engine.model.bounds(feats, theta0, lam0)}
     return engine.model, feats, theta0, lam0, bounds
-
-
-def dense(raw, c, seed, max_steps=400):
-    return sweep(raw, eta_lambda0=[c], seeds=[seed], max_steps=max_steps,
-                 record_dense=max_steps + 1)
-
-
-def check_monotone(values: np.ndarray, predicted: np.ndarray, scale: np.ndarray, sign: int):
-    """values[t+1] - values[t] has the sign of ``sign`` wherever the predicted change
-    is resolvable in float64, and never the wrong way beyond rounding."""
-    delta = np.diff(values)
-    resolvable = np.abs(predicted) > ULP * scale
-    assert np.all(np.sign(predicted[resolvable]) == sign)
-    assert np.all(sign * delta[resolvable] > 0), (delta, predicted)
-    assert np.all(sign * delta >= -ULP * scale)
 
 
 @given(width=widths, low=lows, spread=spreads, zeta=zetas, seed=seeds,
@@ -77,8 +61,7 @@ def test_eq12_identity_per_step(manager, width, low, spread, zeta, seed, c):
 
 @given(width=widths, low=lows, spread=spreads, seed=seeds, c=st.floats(0.3, 5.0))
 def test_eq12_holds_on_recorded_trajectories(manager, width, low, spread, seed, c):
-    ds = dense(toy_quadratic(width, low, low + spread), c, seed, max_steps=200)
-    d = ds.isel(seed=0, eta_lambda0=0)
+    d = dense(toy_quadratic(width, low, low + spread), c, seed, max_steps=200)
     n = int(d.steps)
     w, loss, sharp = (d[v].values[: n + 1] for v in ("weight_norm", "loss", "sharpness"))
     eta = float(d.eta)
@@ -95,7 +78,7 @@ def test_theta2_decreases_below_eq60(manager, width, low, spread, zeta, seed, fr
     raw = toy_quadratic(width, low, low + spread, zeta)
     *_, bounds = model_and_bounds(manager, raw, seed)
     c = frac * bounds["eq60"]
-    d = dense(raw, c, seed).isel(seed=0, eta_lambda0=0)
+    d = dense(raw, c, seed)
     assert d.status.item() != "diverged"  # bounded theta^2 keeps the loss finite
     n = int(d.steps)
     w, loss, sharp = (d[v].values[: n + 1] for v in ("weight_norm", "loss", "sharpness"))
@@ -107,13 +90,8 @@ def test_theta2_decreases_below_eq60(manager, width, low, spread, zeta, seed, fr
 def test_theta2_increases_above_eq68(manager, width, low, spread, seed, frac):
     raw = toy_quadratic(width, low, low + spread)
     *_, bounds = model_and_bounds(manager, raw, seed)
-    d = dense(raw, frac * bounds["eq68"], seed).isel(seed=0, eta_lambda0=0)
-    n = int(d.steps)
-    w, loss, sharp = (d[v].values[: n + 1] for v in ("weight_norm", "loss", "sharpness"))
-    ok = np.isfinite(w) & np.isfinite(sharp) & np.isfinite(loss)
-    last = int(np.flatnonzero(ok).max())
-    w, loss, sharp = w[: last + 1], loss[: last + 1], sharp[: last + 1]
-    predicted = float(d.eta) * 2 * loss[:-1] * (sharp[:-1] - 4)
+    d = dense(raw, frac * bounds["eq68"], seed)
+    w, predicted = eq12_series(d)
     check_monotone(w, predicted, w[:-1], sign=+1)
     assert d.status.item() in ("diverged", "max_steps")
 
@@ -127,7 +105,7 @@ def test_bias_quantity_decreases_below_eq77(manager, half, n_phi, low, spread, s
            "dataset": {"name": "toy", "x": [x], "y": 0.0}, "sweep": {}}
     _, feats, _, _, bounds = model_and_bounds(manager, raw, seed)
     phi2 = float((feats.phi["train"][0] ** 2).sum())
-    d = dense(raw, frac * bounds["eq77"], seed).isel(seed=0, eta_lambda0=0)
+    d = dense(raw, frac * bounds["eq77"], seed)
     assert d.status.item() != "diverged"  # bounded theta^2 keeps the loss finite
     n = int(d.steps)
     q, loss, sharp = (d[v].values[: n + 1] for v in ("bias_norm", "loss", "sharpness"))
