@@ -179,6 +179,15 @@ class Engine:
         with torch_threads(self.sweep["threads"]):
             return self._run_chunk(chunk, progress, prepared)
 
+    def _observe(self, snap: Snapshot) -> dict[str, np.ndarray]:
+        """The core trajectories and every observable at one step, as float64 arrays."""
+        values = {"loss": snap.loss,
+                  "weight_norm": self.model.weight_norm(snap.features, snap.theta),
+                  "sharpness": snap.eta * _lambda_max(snap.ntk)}
+        for obs in self.observables:
+            values[obs.name] = obs.compute(snap)
+        return {name: v.detach().to("cpu", torch.float64).numpy() for name, v in values.items()}
+
     def _run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None,
                    prepared: Prepared) -> ChunkResult:
         model, sweep = self.model, self.sweep
@@ -191,7 +200,6 @@ class Engine:
         n_rec = len(self.schedule)
         rec_pos = {int(s): k for k, s in enumerate(self.schedule)}
 
-        names = list(CORE) + [obs.name for obs in self.observables]
         traj: dict[str, np.ndarray] = {}
         final: dict[str, np.ndarray] = {}
         steps = np.zeros(g, dtype=np.int64)
@@ -219,34 +227,26 @@ class Engine:
             k = rec_pos.get(t)
             if k is not None or any_stop:
                 ntk = model.ntk(feats, theta, cache)
-                snap = Snapshot(model, self.data, feats, theta, theta0, z, eps, loss, ntk, eta,
-                                lambda0, t)
-                values = {"loss": loss, "weight_norm": model.weight_norm(feats, theta),
-                          "sharpness": eta * _lambda_max(ntk)}
-                for obs in self.observables:
-                    values[obs.name] = obs.compute(snap)
+                values = self._observe(Snapshot(model, self.data, feats, theta, theta0, z, eps,
+                                                loss, ntk, eta, lambda0, t))
                 idx = active.numpy()
-                for name in names:
-                    val = values[name].detach().to("cpu", torch.float64).numpy()
+                stop_np = stop.cpu().numpy()
+                for name, val in values.items():
                     if name not in traj:
                         traj[name] = np.full((g, n_rec) + val.shape[1:], np.nan)
                         final[name] = np.full((g,) + val.shape[1:], np.nan)
                     if k is not None:
                         traj[name][idx, k] = val
-                    if any_stop:
-                        stop_np = stop.cpu().numpy()
-                        final[name][idx[stop_np]] = val[stop_np]
+                    final[name][idx[stop_np]] = val[stop_np]
                 if any_stop:
-                    stop_np = stop.cpu().numpy()
                     div_np = diverged.cpu().numpy()
                     conv_np = converged.cpu().numpy()
                     trivial = model.is_trivial(feats, theta, ntk)
                     triv_np = (np.zeros_like(conv_np) if trivial is None
                                else trivial.cpu().numpy().astype(bool))
-                    for j, gi in enumerate(idx):
-                        if stop_np[j]:
-                            steps[gi] = t
-                            status[gi] = ("diverged" if div_np[j] else
+                    for j in np.flatnonzero(stop_np):
+                        steps[idx[j]] = t
+                        status[idx[j]] = ("diverged" if div_np[j] else
                                           ("trivial" if triv_np[j] else "converged")
                                           if conv_np[j] else "max_steps")
             if any_stop:
