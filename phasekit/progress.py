@@ -15,8 +15,12 @@ class Progress:
     stopped.
     """
 
-    def __init__(self, stream=None, min_interval: float = 0.2, width: int = 24):
+    def __init__(self, stream=None, min_interval: float | None = None, width: int = 24):
         self.stream = stream if stream is not None else sys.stderr
+        # A terminal redraws one line in place; a log gets a line every 10 s.
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        if min_interval is None:
+            min_interval = 0.2 if self.tty else 10.0
         self.min_interval = min_interval
         self.width = width
         self.total = 0
@@ -45,7 +49,7 @@ class Progress:
         self.run_steps += active
         self.running = active
         self.counts.update(finished)
-        self._draw(force=bool(finished) and self.done == self.total)
+        self._draw()
 
     def _draw(self, force: bool = False) -> None:
         now = time.perf_counter()
@@ -57,13 +61,15 @@ class Progress:
         rate = self.run_steps / max(now - self._t0, 1e-9)
         bar = "#" * filled + "-" * (self.width - filled)
         detail = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} done ({detail or 'none yet'}), "
-                          f"{self.running} running, {rate:,.0f} run-steps/s, "
-                          f"{now - self._t0:.1f}s ")
+        start, end = ("\r", "") if self.tty else ("", "\n")
+        self.stream.write(f"{start}[{bar}] {self.done}/{self.total} done "
+                          f"({detail or 'none yet'}), {self.running} running, "
+                          f"{rate:,.0f} run-steps/s, {now - self._t0:.1f}s {end}")
         self.stream.flush()
 
     def finish(self) -> None:
         self.running = 0
         self._draw(force=True)
-        self.stream.write("\n")
+        if self.tty:
+            self.stream.write("\n")
         self.stream.flush()

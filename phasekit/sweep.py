@@ -37,7 +37,6 @@ from .observables import Observable, Snapshot
 from .options import ConfigError
 
 STATUSES = ("converged", "diverged", "max_steps", "trivial")
-CORE = ("loss", "weight_norm", "sharpness")
 
 
 def record_schedule(max_steps: int, dense: int, per_decade: int) -> np.ndarray:
