@@ -31,7 +31,8 @@ def _images(model: dict, dataset: str, grid: dict, **dataset_options) -> dict:
     return {
         "model": model,
         "dataset": {"name": dataset, "num_train": 128, **dataset_options},
-        "sweep": {"eta_lambda0": grid, "seeds": [0], "max_steps": 20000},
+        # Large matrix products: use every core (sweep.threads = 0, torch's default).
+        "sweep": {"eta_lambda0": grid, "seeds": [0], "max_steps": 20000, "threads": 0},
     }
 
 
