@@ -163,8 +163,10 @@ class Engine:
             H0 = model.ntk(feats, theta0[None], None)[0]
             lambda0 = float(_lambda_max(H0[None])[0])
             if not (math.isfinite(lambda0) and lambda0 > 0):
-                raise RuntimeError(f"lambda_max(H_0) = {lambda0} for seed {seed}: the learning "
-                                   f"rate cannot be normalised (SPEC 1)")
+                raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}: the NTK "
+                                  f"vanishes at initialisation (an input x = 0, say), so "
+                                  f"eta = eta_lambda0 / lambda_0 is undefined (SPEC 1); change "
+                                  f"the dataset or the model")
             return Prepared(feats, theta0, lambda0, model.bounds(feats, theta0, lambda0))
 
     def run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None = None,

@@ -187,3 +187,8 @@ def test_observables_can_be_chosen(manager):
     assert "test_loss" not in ds and "final_test_loss" not in ds and "loss" in ds
     with pytest.raises(ConfigError, match="unknown observable 'test_los'. Available: all, "):
         sweep(raw, observables=["test_los"])
+
+
+def test_vanishing_ntk_at_init_is_a_clean_error(manager):
+    with pytest.raises(ConfigError, match=r"lambda_max\(H_0\) = 0.0 for seed 0: the NTK vanishes"):
+        sweep({**toy_quadratic(10), "dataset": {"name": "toy", "x": [0.0]}})
