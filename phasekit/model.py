@@ -94,7 +94,7 @@ class Model:
 
     def weight_norm(self, features: Any, theta: torch.Tensor) -> torch.Tensor:
         """``theta^2 = sum_mu theta_mu^2`` (SPEC 1), shape ``(G,)``."""
-        return torch.bmm(theta.unsqueeze(1), theta.unsqueeze(2))[:, 0, 0]  # one pass, no temporary
+        return torch.linalg.vector_norm(theta, dim=-1).square()   # one fused pass, no temporary
 
     def descend(self, features: Any, theta: torch.Tensor, cache: Any, eps: torch.Tensor,
                 eta: torch.Tensor) -> None:
