@@ -137,14 +137,32 @@ def test_cuda_requested_without_gpu_fails_cleanly(manager):
         sweep(toy_quadratic(10), device="cuda")
 
 
+GPU_CONFIGS = [
+    {"name": "quadratic", "width": 100, "eigen_low": 1.0, "eigen_high": 2.0},
+    {"name": "quadratic_bias", "width": 40, "feature_width": 5},
+    {"name": "homogeneous", "width": 64},
+    {"name": "relu", "width": 64},
+    {"name": "deep_relu", "width": 32, "hidden_layers": 2},
+    {"name": "linear_bias", "width": 64},
+]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu(manager):
-    kw = dict(eta_lambda0=[0.5, 2.5, 3.5], seeds=[0], max_steps=2000)
-    cpu = sweep(toy_quadratic(100, 1.0, 2.0), **kw)
-    gpu = sweep(toy_quadratic(100, 1.0, 2.0), device="cuda", **kw)
+@pytest.mark.parametrize("model", GPU_CONFIGS, ids=[m["name"] for m in GPU_CONFIGS])
+@pytest.mark.parametrize("dataset", [{"name": "toy"},
+                                     {"name": "random", "num_train": 8, "input_dim": 3,
+                                      "num_test": 16}], ids=["toy", "random"])
+def test_cuda_matches_cpu(manager, model, dataset):
+    """Every built-in model runs on CUDA and agrees with the CPU (same draws, SPEC 1)."""
+    raw = {"model": model, "dataset": dataset, "sweep": {}}
+    kw = dict(eta_lambda0=[0.5, 1.5], seeds=[0], max_steps=200, tol=0.0)
+    cpu = sweep(raw, **kw)
+    gpu = sweep(raw, device="cuda", **kw)
     assert (cpu.status.values == gpu.status.values).all()
-    np.testing.assert_allclose(cpu.final_weight_norm, gpu.final_weight_norm, rtol=1e-6)
+    np.testing.assert_allclose(cpu.lambda0, gpu.lambda0, rtol=1e-9)
+    for v in ("final_loss", "final_weight_norm", "final_sharpness"):
+        np.testing.assert_allclose(cpu[v], gpu[v], rtol=1e-6, atol=1e-12)
 
 
 def test_random_data_bounds_and_test_loss(manager):
