@@ -177,3 +177,30 @@ def test_bench_quick_prints_numbers(capsys):
     fields = row.split()
     assert fields[1] == "float64" and fields[2] == "1" and fields[5].endswith("x")
     assert float(fields[3].replace(",", "")) > 0 and float(fields[4].replace(",", "")) > 0
+
+
+def test_worker_loss_mid_sweep(manager, cluster, tmp_path):
+    """Kill a Dask worker while chunks are running: the sweep still completes and
+    equals a single-process run (the lost chunks are recomputed)."""
+    import threading
+
+    from dask.distributed import Client
+
+    config, data = resolve_config(small(chunk_size=1, tol=0.0, max_steps=3000), manager)
+    out = tmp_path / "lost.nc"
+    parts = PartStore(out).folder
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(ds=execute(
+        config, data, manager, out, scheduler=cluster.scheduler_address)))
+    runner.start()
+    deadline = time.time() + 120
+    while _count_chunks(parts) < 1 and runner.is_alive() and time.time() < deadline:
+        time.sleep(0.02)
+    with Client(cluster.scheduler_address) as client:
+        victim, pid = sorted(client.run(os.getpid).items())[0]
+    os.kill(pid, signal.SIGKILL)                                  # its nanny starts a new one
+    runner.join(timeout=300)
+    assert not runner.is_alive() and "ds" in result
+    with Client(cluster.scheduler_address) as client:
+        assert victim not in client.scheduler_info()["workers"]     # it really was lost
+    xr.testing.assert_identical(result["ds"], execute(config, data, manager))
