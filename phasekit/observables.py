@@ -9,7 +9,7 @@ registered by a plugin through ``phasekit_register_observables``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,6 +37,24 @@ class Snapshot:
     eta: torch.Tensor          # (G,)
     lambda0: float
     step: int
+    _outputs: dict = field(default_factory=dict, repr=False)
+
+    def outputs(self, split: str) -> torch.Tensor:
+        """Outputs ``z`` of shape ``(G, D_split)`` on ``split``, computed once per snapshot
+        and shared by every observable that needs them (``"train"`` is ``z`` itself)."""
+        if split == "train":
+            return self.z
+        if split not in self._outputs:
+            self._outputs[split] = self.model.forward(self.features, self.theta, split)[0]
+        return self._outputs[split]
+
+    def split_loss(self, split: str) -> torch.Tensor:
+        """``1/(2 D_split) sum_alpha (z_alpha - y_alpha)^2`` on ``split`` (SPEC 1), ``(G,)``."""
+        if split == "train":
+            return self.loss
+        z = self.outputs(split)
+        y = self.data.labels(split).to(z)
+        return 0.5 * ((z - y) ** 2).mean(-1)
 
 
 def _always(model: Model, data: Data) -> bool:

@@ -514,31 +514,15 @@ SPARSITY = Observable(
 )
 
 
-def _test_outputs(snap: Snapshot) -> torch.Tensor:
-    """z on the test split, computed once per snapshot and shared by the observables."""
-    z = snap.__dict__.get("_networks_z_test")
-    if z is None:
-        z, _ = snap.model.forward(snap.features, snap.theta, "test")
-        snap.__dict__["_networks_z_test"] = z
-    return z
-
-
 def _pm1_test_labels(model, data) -> bool:
     return data.has_test and bool((data.y_test.abs() == 1).all())
 
 
 def test_accuracy(snap: Snapshot) -> torch.Tensor:
     """Fraction of test points with sign(z) = y, labels +/-1 (z = 0 counts as wrong)."""
-    z = _test_outputs(snap)
+    z = snap.outputs("test")
     y = snap.data.y_test.to(z)
     return (torch.sign(z) == y).to(z.dtype).mean(-1)
-
-
-def generalisation_gap(snap: Snapshot) -> torch.Tensor:
-    """``L_test - L_train`` (Fig. 3g), both with the SPEC 1 loss."""
-    z = _test_outputs(snap)
-    y = snap.data.y_test.to(z)
-    return 0.5 * ((z - y) ** 2).mean(-1) - snap.loss
 
 
 TEST_ACCURACY = Observable(
@@ -548,15 +532,6 @@ TEST_ACCURACY = Observable(
     applies=_pm1_test_labels,
     equation="SPEC 4 (two-class images, labels -1/+1)",
 )
-
-GENERALISATION_GAP = Observable(
-    name="generalisation_gap",
-    long_name="generalisation gap: test loss minus training loss",
-    compute=generalisation_gap,
-    applies=lambda model, data: data.has_test,
-    equation="SPEC 1 (Fig. 3g)",
-)
-
 
 def _one_point_two_layer_relu(model, data) -> bool:
     return (isinstance(model, FeedForward) and model.is_relu and model.hidden_layers == 0
@@ -607,7 +582,7 @@ def phasekit_register_models(register):
 
 @hookimpl
 def phasekit_register_observables(register):
-    for obs in (SPARSITY, TEST_ACCURACY, GENERALISATION_GAP, REDUCED_WEIGHT_NORM,
+    for obs in (SPARSITY, TEST_ACCURACY, REDUCED_WEIGHT_NORM,
                 LINEAR_BIAS_NORM):
         register(obs)
 

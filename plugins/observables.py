@@ -1,4 +1,4 @@
-"""Observables that apply to every model: the test loss."""
+"""Observables that apply to every model: test loss and generalisation gap."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from phasekit.observables import Observable, Snapshot
 
 def test_loss(snap: Snapshot):
     """``L_test = 1/(2T) sum_alpha (z_alpha - y_alpha)^2`` on the test split (SPEC 1)."""
-    z, _ = snap.model.forward(snap.features, snap.theta, "test")
-    y = snap.data.y_test.to(z)
-    return 0.5 * ((z - y) ** 2).mean(-1)
+    return snap.split_loss("test")
+
+
+def generalisation_gap(snap: Snapshot):
+    """``L_test - L_train`` (Fig. 3g), both with the SPEC 1 loss."""
+    return snap.split_loss("test") - snap.loss
 
 
 TEST_LOSS = Observable(
@@ -22,6 +25,16 @@ TEST_LOSS = Observable(
 )
 
 
+GENERALISATION_GAP = Observable(
+    name="generalisation_gap",
+    long_name="generalisation gap: test loss minus training loss",
+    compute=generalisation_gap,
+    applies=lambda model, data: data.has_test,
+    equation="SPEC 1 (Fig. 3g)",
+)
+
+
 @hookimpl
 def phasekit_register_observables(register):
     register(TEST_LOSS)
+    register(GENERALISATION_GAP)
