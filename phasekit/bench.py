@@ -18,6 +18,7 @@ Nothing here asserts a speed: benchmarks print, tests assert.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -55,7 +56,8 @@ def workloads(quick: bool) -> list[Workload]:
         return short if quick else full
 
     image = {"name": "fmnist", "num_train": 128}
-    return [
+    full = {"model": {"input_span": False}}     # the baseline trains U itself, d = 784
+    works = [
         Workload("W1", "pure quadratic, toy data, n = 1000, 64 grid points",
                  {"model": {"name": "quadratic", "width": 1000, "eigen_low": 1.0,
                             "eigen_high": 2.0},
@@ -64,12 +66,21 @@ def workloads(quick: bool) -> list[Workload]:
         Workload("W2", "two-layer ReLU, width 1024, 128 two-class Fashion-MNIST images, "
                        "32 grid points, sharpness every step",
                  {"model": {"name": "relu", "width": 1024}, "dataset": image, "sweep": {}},
-                 32, s(100, 10), s(2, 1), s(10, 3)),
+                 32, s(100, 10), s(2, 1), s(10, 3), full),
         Workload("W3", "three-layer ReLU (k = 1), width 1024, same data, 16 grid points",
                  {"model": {"name": "deep_relu", "width": 1024, "hidden_layers": 1},
                   "dataset": image, "sweep": {}},
-                 16, s(50, 5), s(1, 1), s(5, 2)),
+                 16, s(50, 5), s(1, 1), s(5, 2), full),
     ]
+    # The image workloads again with phasekit in full coordinates too (d = 784 first-layer
+    # columns instead of D = 128): the same runs, more and larger matrix products; shows
+    # the hardware efficiency of the step apart from the input-span saving.
+    for work in works[1:]:
+        works.append(dataclasses.replace(
+            work, name=f"{work.name}-full", description=work.description
+            + "; phasekit in full coordinates (model.input_span = false)",
+            config=merge(work.config, full)))
+    return works
 
 
 def _sync(device: torch.device) -> None:
@@ -205,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="few steps (for CI)")
     parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both")
-    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset")
+    parser.add_argument("--workloads", default="W1,W2,W3",
+                        help="comma-separated subset (W2 also runs W2-full, W3 W3-full)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for both sides and the peak (default: 1 for W1, "
                              "all cores for W2 and W3)")
@@ -224,7 +236,7 @@ def run(args) -> int:
               f"{'matmul peak':>11} {'% peak':>7}")
     print(header)
     for work in workloads(args.quick):
-        if work.name not in wanted:
+        if work.name.split("-")[0] not in wanted:
             continue
         for dtype in dtypes:
             try:

@@ -35,6 +35,28 @@ sqrt(n) being rank one.  For L = 1 this is exactly eq. 54,
 Cost per layer O(G D n^2 + G D^2 n), memory O(G D n); the autograd Jacobian
 would hold G D P numbers (P ~ 1.9e6 for width 1024 on 784-pixel images).
 
+Input-span coordinates (exact; ``model.input_span``).  The gradient of the loss
+with respect to U is ``sum_a (eps_a/D) g^1_a x_a^T``: its rows lie in the row space
+of X (the D x d matrix of training inputs), so gradient descent moves U only
+inside that space.  Take an orthonormal basis Q (k x d, k = min(D, d), from the QR
+factorisation of X^T; Q^T Q projects onto a space containing the row space) and
+split the initial weights ``U_0 = U_0perp + B_0 Q`` with ``B_0 = U_0 Q^T``.  Then
+``U_t = U_0perp + B_t Q`` for every t, and since ``X U_0perp^T = 0``
+
+    s^1 = X U_t^T = (X Q^T) B_t^T,
+
+so the network is the same network on the k-dimensional inputs ``x~ = Q x`` with
+first-layer weights B (n x k).  Gradient descent on B is gradient descent on U
+(the Jacobian is ``J_B = J_U Q^T`` and ``J_U Q^T Q = J_U``), the NTK is unchanged
+(``x~_a . x~_b = x_a . x_b``), and nothing is lost:
+
+    theta^2 = |theta_B|^2 + |U_0perp|^2,   U x = B (Q x) + U_0perp x  (other splits),
+
+with ``|U_0perp|^2`` and ``X_test U_0perp^T`` fixed per seed.  For images (d = 784,
+D = 128) the first layer's products shrink from D d n to D^2 n per run and step.
+``input_span`` defaults to on when D < d; results equal the full coordinates to
+rounding (tests/test_networks.py).
+
 Trivial phase (SPEC 1, 5): a converged ReLU net (a_- = 0) is *trivial* when
 
 * some hidden layer is dead: every unit of it has pre-activation s <= 0, hence
@@ -69,12 +91,26 @@ TRIVIAL_NTK_RTOL = 1e-12
 
 @dataclass
 class NetFeatures:
-    """One seed's fixed objects: the inputs on the compute device."""
+    """One seed's fixed objects: the inputs on the compute device.
 
-    x: dict[str, torch.Tensor]          # split -> (D, d)
+    In input-span coordinates (module docstring) ``x`` holds the reduced inputs
+    ``Q x`` (k columns), ``offset`` the fixed first-layer pre-activations
+    ``X_split U_0perp^T`` of the splits other than train and ``row_norm_offset``
+    the per-unit ``|U_0perp,i|^2``; in full coordinates both are empty / zero.
+    """
+
+    x: dict[str, torch.Tensor]          # split -> (D, d), or (D, k) in span coordinates
     gram: torch.Tensor                  # (D, D), x_a . x_b of the training inputs
     lambda0: float = math.nan           # lambda_max(H_0), the trivial criterion's scale
+    offset: dict[str, torch.Tensor] = field(default_factory=dict)   # split -> (D_split, n)
+    row_norm_offset: torch.Tensor | None = None                     # (n,)
+    basis: torch.Tensor | None = None   # Q, (k, d), in span coordinates
     extra: dict = field(default_factory=dict)
+
+    @property
+    def weight_norm_offset(self) -> torch.Tensor | float:
+        """``|U_0perp|^2``: what theta^2 has outside the stored coordinates."""
+        return 0.0 if self.row_norm_offset is None else self.row_norm_offset.sum()
 
 
 def sigma(s: torch.Tensor, a_plus: float, a_minus: float) -> torch.Tensor:
@@ -104,6 +140,17 @@ def _width_option(default: int = 1024) -> Option:
     return Option(default, "n, width of every hidden layer", check=positive)
 
 
+INPUT_SPAN = Option(None, "train the first layer in the span of the training inputs, "
+                    "U = U_0perp + B Q (exact, module docstring of phasekit_plugins.networks); "
+                    "default: true when num_train < input dimension", type=bool)
+
+
+def span_basis(x_train: torch.Tensor) -> torch.Tensor:
+    """Q (k x d, orthonormal rows, k = min(D, d)) whose row space contains every
+    training input: the reduced QR factorisation X^T = Q^T R, in float64."""
+    return torch.linalg.qr(x_train.double().T, mode="reduced").Q.T
+
+
 class FeedForward(Model):
     """Bias-free MLP with scale-invariant activations (module docstring).
 
@@ -112,6 +159,25 @@ class FeedForward(Model):
     """
 
     name = "feed_forward"   # not registered; the concrete classes below are
+
+    @classmethod
+    def resolve(cls, settings, data):
+        """Fill in ``input_span``: on when there are fewer training points than input
+        dimensions (where it saves work)."""
+        out = dict(settings)
+        if out.get("input_span") is None:
+            out["input_span"] = data.num_train < data.input_dim
+        return out
+
+    @property
+    def input_span(self) -> bool:
+        return bool(self.settings.get("input_span", False))
+
+    @property
+    def first_layer_inputs(self) -> int:
+        """Columns of the stored first-layer weights: d, or k = min(D, d) in span coordinates."""
+        d = self.data.input_dim
+        return min(self.data.num_train, d) if self.input_span else d
 
     # -- architecture --------------------------------------------------------------
     @property
@@ -138,12 +204,13 @@ class FeedForward(Model):
         return self.hidden_layers + 1
 
     def parameter_shapes(self) -> list[tuple[int, ...]]:
-        n, d = self.width, self.data.input_dim
+        n, d = self.width, self.first_layer_inputs
         return [(n, d)] + [(n, n)] * self.hidden_layers + [(n,)]
 
     def unpack(self, theta: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor],
                                                    torch.Tensor]:
-        """Views ``U (G, n, d)``, ``[M_1 .. M_k] (G, n, n)`` and ``v (G, n)`` of ``theta``."""
+        """Views ``U (G, n, d)``, ``[M_1 .. M_k] (G, n, n)`` and ``v (G, n)`` of ``theta``
+        (in span coordinates the first is B, ``(G, n, k)``)."""
         out, start = [], 0
         for shape in self.parameter_shapes():
             size = math.prod(shape)
@@ -156,11 +223,26 @@ class FeedForward(Model):
     # -- set-up ---------------------------------------------------------------------
     def setup(self, seed, device, dtype):
         gen = torch.Generator().manual_seed(seed)
+        n, d = self.width, self.data.input_dim
+        shapes = [(n, d)] + self.parameter_shapes()[1:]          # U_0 is drawn in full
         pieces = [torch.randn(math.prod(shape), generator=gen, dtype=torch.float64)
-                  for shape in self.parameter_shapes()]           # i.i.d. N(0, 1), SPEC 2
-        theta0 = torch.cat(pieces).to(device, dtype)
+                  for shape in shapes]                            # i.i.d. N(0, 1), SPEC 2
         x, gram = _inputs(self.data, device, dtype)
         feats = NetFeatures(x, gram)
+        if self.input_span:                                      # module docstring
+            U0 = pieces[0].view(n, d)
+            Q = span_basis(self.data.inputs("train"))            # (k, d)
+            B0 = U0 @ Q.T                                        # (n, k)
+            U0_perp = U0 - B0 @ Q
+            pieces[0] = B0.flatten()
+            feats.basis = Q.to(device, dtype)
+            feats.row_norm_offset = (U0_perp * U0_perp).sum(-1).to(device, dtype)
+            for split in x:
+                inputs = self.data.inputs(split).double()
+                feats.x[split] = (inputs @ Q.T).to(device, dtype)
+                if split != "train":                             # X U_0perp^T = 0 on train
+                    feats.offset[split] = (inputs @ U0_perp.T).to(device, dtype)
+        theta0 = torch.cat(pieces).to(device, dtype)
         H0 = self.ntk(feats, theta0[None], None)[0]
         feats.lambda0 = float(torch.linalg.eigvalsh(H0)[-1]) if torch.isfinite(H0).all() \
             else math.nan
@@ -178,6 +260,8 @@ class FeedForward(Model):
         U, Ms, v = self.unpack(theta)
         rn = math.sqrt(self.width)
         s = [torch.matmul(feats.x[split], U.transpose(-1, -2))]     # s^1 = U x, (G, D, n)
+        if split in feats.offset:                                   # + U_0perp x (span coords)
+            s[0] = s[0].add_(feats.offset[split])
         slope = [sigma_prime(s[0], a_plus, a_minus)]
         a = [s[0] * slope[0]]                                       # sigma(s) = s sigma'(s)
         for M in Ms:                                                # s^(l+1) = M_l a^l/sqrt n
@@ -274,6 +358,17 @@ class FeedForward(Model):
         H = H + gram(g[0]) * feats.gram                            # from U
         return H / D
 
+    def weight_norm(self, feats, theta):
+        """``theta^2`` of the full parameters; in span coordinates ``|theta_B|^2 +
+        |U_0perp|^2`` (module docstring)."""
+        return super().weight_norm(feats, theta) + feats.weight_norm_offset
+
+    def first_layer_row_norms(self, feats, theta) -> torch.Tensor:
+        """``|U_i|^2`` per hidden unit of the first layer, ``(G, n)``, in either coordinates."""
+        U, _, _ = self.unpack(theta)
+        norms = (U * U).sum(-1)
+        return norms if feats.row_norm_offset is None else norms + feats.row_norm_offset
+
     def hidden_preactivations(self, feats, theta, split="train") -> list[torch.Tensor]:
         """``[s^1, ..., s^L]``, each (G, D, n); layer 1 is the one next to the input."""
         if split == "train":
@@ -323,9 +418,8 @@ def network_bounds(model: FeedForward, feats: NetFeatures, theta0: torch.Tensor,
         return []
     a_plus, a_minus = model.slopes
     n = model.width
-    x = feats.x["train"]
-    D, d = x.shape
-    theta2 = float((theta0 * theta0).sum())
+    D, d = model.data.num_train, model.data.input_dim
+    theta2 = float(model.weight_norm(feats, theta0[None])[0])
     if a_minus == 0.0:
         if D != 1:
             return []
@@ -333,7 +427,7 @@ def network_bounds(model: FeedForward, feats: NetFeatures, theta0: torch.Tensor,
                       "reduced weight norm theta_+^2 decreases below this (ReLU net, one "
                       "point), eta < 4/H_0")]
     if D == 1:
-        x2 = float((x * x).sum())
+        x2 = float(feats.gram[0, 0])                                # |x|^2
         out = [Bound("eq95", 4.0 * n / (a_plus ** 2 * x2 * theta2), "catapult", "eq. 95",
                      "theta^2 decreases at every step below this (homogeneous net, one point; "
                      "eta < 4n/(a_+^2 |x|^2 theta_0^2))")]
@@ -366,13 +460,14 @@ class Homogeneous(FeedForward):
         "a_plus": Option(1.0, "a_+, slope of sigma for s >= 0 (eq. 8)", check=positive),
         "a_minus": Option(0.5, "a_-, slope of sigma for s < 0; 0 <= a_- <= a_+ (eq. 8)",
                           check=non_negative),
+        "input_span": INPUT_SPAN,
     }
     homogeneous = True
 
     @classmethod
     def resolve(cls, settings, data):
         _check_slopes(settings)
-        return dict(settings)
+        return super().resolve(settings, data)
 
     @property
     def slopes(self):
@@ -384,7 +479,7 @@ class ReLU(FeedForward):
 
     name = "relu"
     description = "two-layer ReLU net z = v.relu(Ux)/sqrt(n) (eq. 7 with a_- = 0)"
-    options = {"width": _width_option()}
+    options = {"width": _width_option(), "input_span": INPUT_SPAN}
     homogeneous = True
 
 
@@ -399,6 +494,7 @@ class DeepReLU(FeedForward):
         "hidden_layers": Option(1, "k of eq. 193: n x n weight matrices W_1..W_k (k = 0 is "
                                 "the two-layer net, k = 1 the paper's three-layer net)",
                                 check=non_negative),
+        "input_span": INPUT_SPAN,
     }
     homogeneous = False     # z(l theta) = l^(k+2) z(theta): degree 2 only for k = 0
 
@@ -541,12 +637,11 @@ def _one_point_two_layer_relu(model, data) -> bool:
 def reduced_weight_norm(snap: Snapshot) -> torch.Tensor:
     """``theta_+^2 = |U_+|^2 + |v_+|^2`` over the units active at initialisation,
     ``U_i0 . x >= 0`` (eq. 107-115, P^+ of eq. 112); it obeys eq. 122."""
-    model = snap.model
-    U, _, v = model.unpack(snap.theta)
-    U0, _, _ = model.unpack(snap.theta0[None])
-    x = snap.features.x["train"][0]
-    active = (torch.matmul(U0[0], x) >= 0).to(snap.theta.dtype)     # (n,)
-    return ((U * U).sum(-1) + v * v) @ active
+    model, feats = snap.model, snap.features
+    _, _, v = model.unpack(snap.theta)
+    s0 = model.propagate(feats, snap.theta0[None])[1][0][0, 0]       # U_0 x, (n,)
+    active = (s0 >= 0).to(snap.theta.dtype)
+    return (model.first_layer_row_norms(feats, snap.theta) + v * v) @ active
 
 
 REDUCED_WEIGHT_NORM = Observable(

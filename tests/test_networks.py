@@ -16,10 +16,11 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from phasekit.config import resolve_config
+from phasekit.config import merge, resolve_config
 from phasekit.model import autograd_jacobian, autograd_loss_gradient, autograd_ntk
 from phasekit.observables import Snapshot
 from phasekit.options import ConfigError
+from phasekit.storage import stored_config
 from phasekit.sweep import Engine, _lambda_max
 from phasekit_plugins.networks import activation_sparsity, reduced_weight_norm, sigma
 
@@ -36,6 +37,7 @@ points = st.lists(st.floats(-3.0, 3.0).filter(lambda v: abs(v) > 0.1), min_size=
 
 
 def build(manager, model: dict, dataset: dict):
+    model = {k: v for k, v in model.items() if v is not None}     # None: the default
     config, data = resolve_config({"model": model, "dataset": dataset, "sweep": {}}, manager)
     return Engine(config, data, manager).model, data
 
@@ -57,13 +59,17 @@ def dense(raw, c, seed, max_steps=300):
 
 # -- closed forms against autograd ----------------------------------------------------
 
+spans = st.sampled_from([None, True, False])     # input_span: default, span or full coords
+
 MODELS = st.one_of(
-    st.builds(lambda w, ap, r: {"name": "homogeneous", "width": w, "a_plus": ap,
-                                "a_minus": ap * r},
-              st.integers(1, 12), a_pluses, st.floats(0.0, 1.0)),
-    st.builds(lambda w: {"name": "relu", "width": w}, st.integers(1, 12)),
-    st.builds(lambda w, k: {"name": "deep_relu", "width": w, "hidden_layers": k},
-              st.integers(1, 8), st.integers(0, 3)),
+    st.builds(lambda w, ap, r, sp: {"name": "homogeneous", "width": w, "a_plus": ap,
+                                    "a_minus": ap * r, "input_span": sp},
+              st.integers(1, 12), a_pluses, st.floats(0.0, 1.0), spans),
+    st.builds(lambda w, sp: {"name": "relu", "width": w, "input_span": sp},
+              st.integers(1, 12), spans),
+    st.builds(lambda w, k, sp: {"name": "deep_relu", "width": w, "hidden_layers": k,
+                                "input_span": sp},
+              st.integers(1, 8), st.integers(0, 3), spans),
     st.builds(lambda w, b: {"name": "linear_bias", "width": w, "bias_init": b},
               st.integers(1, 12), st.floats(-1.0, 1.0)),
 )
@@ -281,10 +287,19 @@ def test_bounds_follow_the_papers_formulas(manager):
     assert b["eq95"] == pytest.approx(4 * n / th2 * lam0)
     assert b["eq102"] == pytest.approx(4 * n / (0.25 * th2) * lam0)
     # one point in d = 2: |x|^2 enters, eq. 102 does not apply
-    m, _, f, t0, lam0 = setup(manager, hom, {"name": "toy", "x": [3.0, 4.0]}, 0)
-    b = bounds_of(m, f, t0, lam0)
-    assert set(b) == {"eq95"}
-    assert b["eq95"] == pytest.approx(4 * n / (25 * float((t0 ** 2).sum())) * lam0)
+    # (in span coordinates by default, D = 1 < d: the same bound as in full coordinates)
+    for span in (False, True):
+        m, _, f, t0, lam0 = setup(manager, {**hom, "input_span": span},
+                                  {"name": "toy", "x": [3.0, 4.0]}, 0)
+        assert m.input_span == span and t0.numel() == (2 if span else 3) * n   # (U or B, v)
+        b = bounds_of(m, f, t0, lam0)
+        assert set(b) == {"eq95"}
+        th2 = float(m.weight_norm(f, t0[None])[0])
+        assert b["eq95"] == pytest.approx(4 * n / (25 * th2) * lam0)
+        if not span:
+            assert th2 == pytest.approx(float((t0 ** 2).sum()), rel=1e-15)
+            full = b["eq95"]
+    assert b["eq95"] == pytest.approx(full, rel=1e-13)
     # several points: eq. 180
     m, data, f, t0, lam0 = setup(manager, hom, {"name": "random", "num_train": 8}, 0)
     lmax = float(torch.linalg.eigvalsh(data.x_train @ data.x_train.T)[-1])
@@ -358,7 +373,8 @@ def test_relu_on_4_2_turns_trivial_above_c4(manager):
 # -- observables ---------------------------------------------------------------------------
 
 def test_reduced_weight_norm_counts_units_active_at_init(manager):
-    m, data, feats, theta0, _ = setup(manager, {"name": "relu", "width": 10},
+    m, data, feats, theta0, _ = setup(manager, {"name": "relu", "width": 10,
+                                                "input_span": False},
                                       {"name": "toy", "x": [2.0, -1.0]}, 3)
     U, v = theta0[:20].view(10, 2), theta0[20:]
     active = (U @ data.x_train[0]) >= 0
@@ -433,3 +449,76 @@ def test_fused_descent_equals_gradient_step(manager, name, extra):
     model.descend(feats, fused, None, eps, eta)
     torch.testing.assert_close(fused, expected, rtol=1e-13, atol=1e-13)
     assert not torch.equal(fused, theta)
+
+
+# -- input-span coordinates (exact: module docstring of phasekit_plugins.networks) -----------
+
+SPAN_MODELS = [("homogeneous", {"a_minus": 0.3}), ("relu", {}),
+               ("deep_relu", {"hidden_layers": 2})]
+
+
+def test_input_span_defaults_to_on_only_below_the_input_dimension(manager):
+    for D, d, expect in ((3, 8, True), (8, 8, False), (9, 2, False)):
+        m, _ = build(manager, {"name": "relu", "width": 4},
+                     {"name": "random", "num_train": D, "input_dim": d})
+        assert m.input_span is expect
+        assert m.first_layer_inputs == (D if expect else d)
+
+
+@pytest.mark.parametrize("name, extra", SPAN_MODELS)
+def test_input_span_trains_the_same_network(manager, name, extra):
+    """theta^2, outputs on both splits, NTK and the trained first layer U = U_0perp + B Q
+    agree with full coordinates at every step, for a catapulting and a lazy rate."""
+    ds = {"name": "random", "num_train": 5, "num_test": 4, "input_dim": 11, "seed": 2}
+    full, _, ff, tf, lf = setup(manager, {"name": name, "width": 24, "input_span": False,
+                                          **extra}, ds, 5)
+    span, data, fs, ts, ls = setup(manager, {"name": name, "width": 24, "input_span": True,
+                                             **extra}, ds, 5)
+    n, d, D = 24, 11, 5
+    assert ts.numel() == tf.numel() - n * (d - D)
+    assert ls == pytest.approx(lf, rel=1e-12)
+    Q = fs.basis                                              # (D, d), orthonormal rows
+    torch.testing.assert_close(Q @ Q.T, torch.eye(D, dtype=torch.float64))
+    U0 = tf[:n * d].view(n, d)
+    U0_perp = U0 - (U0 @ Q.T) @ Q
+    eta = torch.tensor([1.0, 3.0], dtype=torch.float64) / lf
+    a, b = tf.expand(2, -1).clone(), ts.expand(2, -1).clone()
+    y = data.y_train
+    for _ in range(60):
+        za, ca = full.forward(ff, a)
+        zb, cb = span.forward(fs, b)
+        torch.testing.assert_close(zb, za, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(span.forward(fs, b, "test")[0],
+                                   full.forward(ff, a, "test")[0], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(span.weight_norm(fs, b), full.weight_norm(ff, a),
+                                   rtol=1e-12, atol=0)
+        torch.testing.assert_close(span.ntk(fs, b, cb), full.ntk(ff, a, ca),
+                                   rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(span.first_layer_row_norms(fs, b),
+                                   full.first_layer_row_norms(ff, a), rtol=1e-11, atol=1e-12)
+        full.descend(ff, a, ca, za - y, eta)
+        span.descend(fs, b, cb, zb - y, eta)
+    B = span.unpack(b)[0]
+    torch.testing.assert_close(U0_perp + B @ Q, full.unpack(a)[0], rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(b[:, n * D:], a[:, n * d:], rtol=1e-9, atol=1e-11)   # M, v
+    assert float((za - y).abs().max()) < float((tf.new_zeros(1) - y).abs().max())
+
+
+@pytest.mark.parametrize("name, extra", SPAN_MODELS)
+def test_input_span_sweep_equals_full_coordinates(manager, name, extra):
+    """Every stored variable -- trajectories, finals, bounds, statuses -- agrees."""
+    raw = {"model": {"name": name, "width": 32, **extra},
+           "dataset": {"name": "random", "num_train": 6, "num_test": 5, "input_dim": 20},
+           "sweep": {}}
+    kw = dict(eta_lambda0=[0.5, 2.0, 3.0, 40.0], seeds=[0, 1], max_steps=300)
+    on = sweep(merge(raw, {"model": {"input_span": True}}), **kw)
+    off = sweep(merge(raw, {"model": {"input_span": False}}), **kw)
+    assert stored_config(on)["model"]["input_span"] is True
+    assert stored_config(off)["model"]["input_span"] is False
+    np.testing.assert_array_equal(on.status.values, off.status.values)
+    np.testing.assert_array_equal(on.steps.values, off.steps.values)
+    assert "converged" in on.status.values and "diverged" in on.status.values
+    for var in off.data_vars:
+        if off[var].dtype.kind == "f":
+            np.testing.assert_allclose(on[var].values, off[var].values, rtol=1e-8,
+                                       atol=1e-12, err_msg=var)
