@@ -24,6 +24,7 @@ from typing import Any
 from .dataset import Data
 from .manager import PluginManager
 from .options import ConfigError, Option, non_negative, positive, resolve_options
+from .spectrum import LANCZOS_ABOVE_D, SOLVERS
 
 TABLES = ("model", "dataset", "sweep")
 
@@ -56,6 +57,11 @@ SWEEP_OPTIONS: dict[str, Option] = {
                            check=non_negative),
     "record_per_decade": Option(50, "after record_dense, recorded steps are log-spaced with "
                                 "this many per decade", check=non_negative),
+    "sharpness_solver": Option("auto", "how lambda_max(H_t) of the recorded sharpness is "
+                               "computed: eigvalsh (O(D^3)), lanczos (certified to a relative "
+                               "residual of 1e-10 in float64, 1e-5 in float32, O(k D^2)) or auto "
+                               f"(lanczos above D = {LANCZOS_ABOVE_D}); lambda_max(H_0) "
+                               "always uses eigvalsh", choices=SOLVERS),
 }
 
 

@@ -35,6 +35,7 @@ from .manager import PluginManager
 from .model import Bound, Model
 from .observables import Observable, Snapshot
 from .options import ConfigError
+from .spectrum import lambda_max
 
 STATUSES = ("converged", "diverged", "max_steps", "trivial")
 
@@ -124,13 +125,10 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _lambda_max(H: torch.Tensor) -> torch.Tensor:
-    """lambda_max of each symmetric D x D matrix; NaN where H is not finite."""
-    out = torch.full(H.shape[:1], math.nan, dtype=H.dtype, device=H.device)
-    ok = torch.isfinite(H).all(-1).all(-1)
-    if bool(ok.any()):
-        out[ok] = torch.linalg.eigvalsh(H[ok])[..., -1]
-    return out
+def _lambda_max(H: torch.Tensor, solver: str = "eigvalsh") -> torch.Tensor:
+    """lambda_max of each symmetric D x D matrix; NaN where H is not finite
+    (:func:`phasekit.spectrum.lambda_max`)."""
+    return lambda_max(H, solver)
 
 
 class Engine:
@@ -184,7 +182,7 @@ class Engine:
         """The core trajectories and every observable at one step, as float64 arrays."""
         values = {"loss": snap.loss,
                   "weight_norm": self.model.weight_norm(snap.features, snap.theta),
-                  "sharpness": snap.eta * _lambda_max(snap.ntk)}
+                  "sharpness": snap.eta * _lambda_max(snap.ntk, self.sweep["sharpness_solver"])}
         for obs in self.observables:
             values[obs.name] = obs.compute(snap)
         return {name: v.detach().to("cpu", torch.float64).numpy() for name, v in values.items()}

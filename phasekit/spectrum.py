@@ -1,0 +1,125 @@
+"""lambda_max of a batch of NTKs: the sharpness ``eta lambda_max(H_t)`` (SPEC 1, eq. 4).
+
+Two solvers, chosen by ``sweep.sharpness_solver``:
+
+* ``eigvalsh``: the full symmetric eigendecomposition, O(D^3) per grid point;
+* ``lanczos``: batched Lanczos iteration on the matrix-vector products ``H q``,
+  O(k D^2) per grid point for k iterations, with full reorthogonalisation.  A
+  run stops iterating once its top Ritz pair ``(theta_1, y)`` has residual
+  ``r = |H y - theta_1 y| = beta_k |e_k . s|`` at most ``rtol * theta_1``; then
+  an eigenvalue of H lies within ``r`` of theta_1 (for a symmetric matrix the
+  residual bounds the distance to the spectrum), and theta_1 <= lambda_max since
+  Ritz values are Rayleigh quotients.  A matrix that has not met the tolerance
+  after ``min(D, max_iter)`` iterations falls back to ``eigvalsh``; after D
+  iterations the Krylov space is the whole space and Lanczos is exact.
+* ``auto``: ``eigvalsh`` for D <= :data:`LANCZOS_ABOVE_D`, else ``lanczos``.
+
+``lambda0 = lambda_max(H_0)``, which sets every learning rate (eta = c / lambda0),
+is always computed with ``eigvalsh``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SOLVERS = ("auto", "eigvalsh", "lanczos")
+
+#: above this D, ``auto`` uses Lanczos (measured crossover on a 2-core CPU; docs/performance.md)
+LANCZOS_ABOVE_D = 100
+
+#: relative residual at which a Lanczos Ritz value counts as converged, per dtype
+LANCZOS_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+#: most Lanczos iterations before falling back to eigvalsh
+LANCZOS_MAX_ITER = 200
+
+
+def eigvalsh_max(H: torch.Tensor) -> torch.Tensor:
+    """lambda_max of each finite symmetric matrix of ``H`` (G, D, D) by ``eigvalsh``."""
+    return torch.linalg.eigvalsh(H)[..., -1]
+
+
+def _start_vector(G: int, D: int, dtype, device) -> torch.Tensor:
+    """A fixed start vector (the same on every device): the normalised mean direction,
+    which an NTK's top eigenvector is usually close to, plus a seeded random part so
+    that no eigenvector is orthogonal to it."""
+    gen = torch.Generator().manual_seed(0)
+    q = 1.0 + torch.randn(D, generator=gen, dtype=torch.float64)
+    q = (q / torch.linalg.vector_norm(q)).to(device, dtype)
+    return q.expand(G, D).clone()
+
+
+def lanczos_max(H: torch.Tensor, rtol: float | None = None,
+                max_iter: int = LANCZOS_MAX_ITER) -> tuple[torch.Tensor, torch.Tensor]:
+    """lambda_max of each symmetric matrix of ``H`` (G, D, D) by batched Lanczos.
+
+    Returns ``(lambda_max, iterations)``: the top Ritz value of each matrix (see the
+    module docstring for the residual test and the eigvalsh fallback) and the number
+    of Lanczos iterations it took (0 where eigvalsh was used).
+    """
+    G, D, _ = H.shape
+    rtol = LANCZOS_RTOL.get(H.dtype, 1e-10) if rtol is None else rtol
+    out = torch.full((G,), math.nan, dtype=H.dtype, device=H.device)
+    iters = torch.zeros(G, dtype=torch.int64)
+    todo = torch.arange(G, device=H.device)                    # matrices still iterating
+    # iterate on H / max|H_ij| (no under- or overflow in the norms); results are scaled back
+    scale = H.abs().amax(dim=(-1, -2))
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    A = H / scale[:, None, None]
+    q = _start_vector(G, D, H.dtype, H.device)
+    basis = [q]
+    alphas: list[torch.Tensor] = []
+    betas: list[torch.Tensor] = []
+    steps = min(D, max_iter)
+    for k in range(steps):
+        w = torch.bmm(A, q.unsqueeze(-1)).squeeze(-1)                      # A q_k
+        alpha = (q * w).sum(-1)
+        V = torch.stack(basis, dim=-1)                                     # (g, D, k+1)
+        for _ in range(2):                                     # full reorthogonalisation, twice
+            w = w - torch.bmm(V, torch.bmm(V.transpose(1, 2), w.unsqueeze(-1))).squeeze(-1)
+        beta = torch.linalg.vector_norm(w, dim=-1)
+        alphas.append(alpha)
+        # the tridiagonal T_k = V^T H V and its top Ritz pair
+        T = torch.diag_embed(torch.stack(alphas, -1))
+        if betas:
+            off = torch.stack(betas, -1)
+            T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+        theta, S = torch.linalg.eigh(T)
+        top = theta[:, -1]
+        residual = beta * S[:, -1, -1].abs()                   # |H y - theta y| (exact arithmetic)
+        done = (residual <= rtol * top.abs()) | (k + 1 == D)
+        if bool(done.any()):
+            out[todo[done]] = top[done] * scale[done]
+            iters[todo[done].cpu()] = k + 1
+            keep = ~done
+            if not bool(keep.any()):
+                return out, iters
+            todo, A, scale = todo[keep], A[keep], scale[keep]
+            basis = [v[keep] for v in basis]
+            alphas = [a[keep] for a in alphas]
+            betas = [b[keep] for b in betas]
+            w, beta = w[keep], beta[keep]
+        betas.append(beta)
+        q = w / beta.clamp_min(torch.finfo(H.dtype).tiny)[:, None]
+        basis.append(q)
+    out[todo] = eigvalsh_max(H[todo])                          # not converged: exact fallback
+    return out, iters
+
+
+def lambda_max(H: torch.Tensor, solver: str = "eigvalsh") -> torch.Tensor:
+    """lambda_max of each symmetric D x D matrix of ``H`` (G, D, D); NaN where H is
+    not finite.  ``solver`` is one of :data:`SOLVERS` (module docstring)."""
+    out = torch.full(H.shape[:1], math.nan, dtype=H.dtype, device=H.device)
+    ok = torch.isfinite(H).all(-1).all(-1)
+    if not bool(ok.any()):
+        return out
+    D = H.shape[-1]
+    if solver == "auto":
+        solver = "lanczos" if D > LANCZOS_ABOVE_D else "eigvalsh"
+    if solver == "lanczos" and D > 1:
+        out[ok] = lanczos_max(H[ok])[0]
+    else:
+        out[ok] = eigvalsh_max(H[ok])
+    return out
