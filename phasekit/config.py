@@ -45,7 +45,11 @@ SWEEP_OPTIONS: dict[str, Option] = {
     "dtype": Option("float64", "floating-point type of the computation",
                     choices=("float64", "float32")),
     "chunk_size": Option(0, "grid points (learning rates of one seed) advanced together; "
-                         "0 = all learning rates of a seed in one chunk", check=non_negative),
+                         "0 = all learning rates of a seed in one chunk, or as many as fit "
+                         "memory_budget", check=non_negative),
+    "memory_budget": Option(0.0, "GiB a chunk may use on the device (estimated from the "
+                            "model); with chunk_size = 0 the chunk size becomes the most runs "
+                            "that fit, and is stored; 0 = no budget", check=non_negative),
     "threads": Option(1, "torch threads per process while training; matrix-product rounding "
                       "depends on it, so runs are bit-identical across resume and Dask workers "
                       "at equal threads (0 = torch's default); use --workers to spread the grid "
@@ -231,6 +235,10 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
     resolved = ResolvedConfig(model={"name": model_cls.name, **model_settings},
                               dataset={"name": dataset_cls.name, **dataset_settings},
                               sweep=sweep)
+    if sweep["memory_budget"]:
+        from .memory import apply_memory_budget
+
+        resolved = apply_memory_budget(resolved, data, manager)
     return resolved, data
 
 

@@ -114,6 +114,14 @@ class Model:
         the model has no trivial phase."""
         return None
 
+    def memory_per_point(self, features: Any, theta0: torch.Tensor) -> int | None:
+        """Peak bytes one grid point adds to a chunk during a step (parameters, the
+        forward cache, the NTK, observables' passes over other splits, temporaries),
+        used to chunk a grid to ``sweep.memory_budget``.  ``None`` (the default): the
+        engine measures the tensors of one forward pass and NTK instead
+        (:func:`phasekit.memory.memory_estimate`)."""
+        return None
+
     def bounds(self, features: Any, theta0: torch.Tensor, lambda0: float) -> list[Bound]:
         """The SPEC 3 bounds that apply to this model and dataset, for one seed."""
         return []

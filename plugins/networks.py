@@ -84,6 +84,7 @@ from phasekit.dataset import Data
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
 from phasekit.options import ConfigError, Option, non_negative, positive
+from phasekit.spectrum import LANCZOS_MAX_ITER
 
 #: relative size of tr H below which a converged ReLU net counts as trivial
 TRIVIAL_NTK_RTOL = 1e-12
@@ -368,6 +369,20 @@ class FeedForward(Model):
         U, _, _ = self.unpack(theta)
         norms = (U * U).sum(-1)
         return norms if feats.row_norm_offset is None else norms + feats.row_norm_offset
+
+    def memory_per_point(self, feats, theta0):
+        """Peak bytes per grid point of a step (for ``sweep.memory_budget``): the training
+        cache (s, a, sigma' and g of every layer, D x n each) with two D x n temporaries
+        of the gradient step; a forward pass over the largest other split (s, a, sigma'
+        per layer, alive while the observables run); the NTK with its layer Grams and
+        the Lanczos basis; theta, the expanded copy and the update's operands."""
+        n, L = self.width, self.num_layers
+        D = feats.x["train"].shape[0]
+        other = max((3 * L * x.shape[0] * n for s, x in feats.x.items() if s != "train"),
+                    default=0)
+        ntk = (2 * L + 2) * D * D + D * min(D, LANCZOS_MAX_ITER)
+        numbers = (4 * L + 2) * D * n + other + ntk + 4 * theta0.numel()
+        return numbers * theta0.element_size()
 
     def hidden_preactivations(self, feats, theta, split="train") -> list[torch.Tensor]:
         """``[s^1, ..., s^L]``, each (G, D, n); layer 1 is the one next to the input."""

@@ -1,0 +1,94 @@
+"""Memory of a chunk, and the chunk size that fits ``sweep.memory_budget``.
+
+A chunk of G grid points holds its seed's fixed objects once (features and
+theta_0) and, per grid point, the parameters, the forward cache, the NTK and
+the temporaries of a step.  A model states the per-point peak through
+:meth:`phasekit.model.Model.memory_per_point`; otherwise it is measured from
+the tensors of one forward pass and NTK.  With ``sweep.memory_budget`` (GiB)
+and ``chunk_size = 0`` the chunk size becomes the largest G that fits, and is
+stored in the resolved config (so a resumed or distributed run cuts the grid
+the same way); an explicit ``chunk_size`` is checked against the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .options import ConfigError
+
+GIB = 2 ** 30
+
+
+def tensor_bytes(obj: Any, seen: set | None = None) -> int:
+    """Bytes held by the tensors inside ``obj`` (dataclasses, dicts, lists, attributes)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return sum(tensor_bytes(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v, seen) for v in obj)
+    if hasattr(obj, "__dict__"):
+        return sum(tensor_bytes(v, seen) for v in vars(obj).values())
+    return 0
+
+
+def memory_estimate(engine, prepared) -> tuple[int, int]:
+    """``(fixed, per_point)`` bytes of a chunk: a chunk of G points needs about
+    ``fixed + G * per_point``."""
+    model = engine.model
+    feats, theta0 = prepared.features, prepared.theta0
+    fixed = tensor_bytes(feats) + tensor_bytes(theta0)
+    per_point = model.memory_per_point(feats, theta0)
+    if per_point is None:
+        theta = theta0[None].clone()
+        z, cache = model.forward(feats, theta)
+        ntk = model.ntk(feats, theta, cache)
+        per_point = (tensor_bytes(cache) + tensor_bytes(ntk) + 3 * tensor_bytes(z)
+                     + 4 * tensor_bytes(theta))          # theta, its update and copies
+    return fixed, int(per_point)
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def apply_memory_budget(config, data, manager):
+    """The config with ``sweep.chunk_size`` fitted to ``sweep.memory_budget`` (module
+    docstring); unchanged without a budget."""
+    from .sweep import Engine
+
+    sweep = config.sweep
+    budget = sweep["memory_budget"]
+    if not budget:
+        return config
+    engine = Engine(config, data, manager)
+    fixed, per_point = memory_estimate(engine, engine.prepare(sweep["seeds"][0]))
+    fits = int((budget * GIB - fixed) // per_point) if per_point else len(sweep["eta_lambda0"])
+    need = (f"about {fmt_bytes(fixed)} for the seed's features plus {fmt_bytes(per_point)} "
+            f"per run advancing together")
+    if fits < 1:
+        raise ConfigError(f"sweep.memory_budget = {budget} GiB is too small for even one run: "
+                          f"a chunk needs {need}; raise the budget (or use a smaller model "
+                          f"or dataset)")
+    if sweep["chunk_size"] > fits:
+        raise ConfigError(f"sweep.chunk_size = {sweep['chunk_size']} does not fit "
+                          f"sweep.memory_budget = {budget} GiB ({need}, so at most {fits} "
+                          f"runs); lower chunk_size, or set it to 0 to derive it from the "
+                          f"budget")
+    if sweep["chunk_size"]:
+        return config
+    size = min(fits, len(sweep["eta_lambda0"]))
+    return dataclasses.replace(config, sweep={**sweep, "chunk_size": size})
