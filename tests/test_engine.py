@@ -8,6 +8,7 @@ import torch
 
 from phasekit.config import resolve_config
 from phasekit.options import ConfigError
+from phasekit.storage import stored_config
 from phasekit.sweep import Engine, make_chunks, record_schedule
 
 from .helpers import sweep, toy_quadratic
@@ -162,6 +163,26 @@ def test_cuda_matches_cpu(manager, model, dataset):
     assert (cpu.status.values == gpu.status.values).all()
     np.testing.assert_allclose(cpu.lambda0, gpu.lambda0, rtol=1e-9)
     for v in ("final_loss", "final_weight_norm", "final_sharpness"):
+        np.testing.assert_allclose(cpu[v], gpu[v], rtol=1e-6, atol=1e-12)
+
+
+SPAN_GPU_CONFIGS = [{"name": "homogeneous", "width": 64}, {"name": "relu", "width": 64},
+                    {"name": "deep_relu", "width": 32, "hidden_layers": 1}]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("model", SPAN_GPU_CONFIGS, ids=[m["name"] for m in SPAN_GPU_CONFIGS])
+def test_cuda_span_coordinates_and_lanczos_match_cpu(manager, model):
+    """D = 120 < d = 200: input-span coordinates and Lanczos sharpness (D > 100) on CUDA."""
+    raw = {"model": model, "sweep": {},
+           "dataset": {"name": "random", "num_train": 120, "input_dim": 200, "num_test": 16}}
+    kw = dict(eta_lambda0=[0.5, 1.5], seeds=[0], max_steps=100, tol=0.0)
+    cpu = sweep(raw, **kw)
+    gpu = sweep(raw, device="cuda", **kw)
+    assert stored_config(gpu)["model"]["input_span"] is True
+    assert (cpu.status.values == gpu.status.values).all()
+    for v in ("lambda0", "final_loss", "final_weight_norm", "final_sharpness", "final_test_loss"):
         np.testing.assert_allclose(cpu[v], gpu[v], rtol=1e-6, atol=1e-12)
 
 
