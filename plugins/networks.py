@@ -335,8 +335,12 @@ class FeedForward(Model):
         U, Ms, v = self.unpack(theta)
         rn = math.sqrt(self.width)
         w = (eps * (eta / eps.shape[-1])[:, None]).unsqueeze(-1)   # eta eps_a / D, (G, D, 1)
-        x = feats.x["train"].expand(theta.shape[0], -1, -1)
-        U.baddbmm_((w * g[0]).transpose(-1, -2), x, alpha=-1.0)                  # dL/dU
+        x = feats.x["train"]
+        if x.shape[-1] < self.width:       # weight the (D, k) inputs, not the (D, n) g^1
+            U.baddbmm_(g[0].transpose(-1, -2), w * x, alpha=-1.0)                 # dL/dU
+        else:
+            U.baddbmm_((w * g[0]).transpose(-1, -2), x.expand(theta.shape[0], -1, -1),
+                       alpha=-1.0)
         for layer in range(1, self.num_layers):                                   # dL/dM_l
             Ms[layer - 1].baddbmm_((w * g[layer]).transpose(-1, -2), a[layer - 1],
                                    alpha=-1.0 / rn)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from phasekit.config import resolve_config
+from phasekit.config import merge, resolve_config
 from phasekit.dataset import DataError
 from phasekit.options import ConfigError
 from phasekit_plugins import images
@@ -338,7 +338,6 @@ def test_real_fmnist_relu_training(manager):
 
 def test_every_network_preset_resolves(manager, isolated, monkeypatch):
     """Each preset is a valid config: tiny stand-ins for the three image sets."""
-    from phasekit.config import merge
     from phasekit_plugins.network_presets import PRESETS
 
     env = isolated / "env"
@@ -353,3 +352,18 @@ def test_every_network_preset_resolves(manager, isolated, monkeypatch):
         resolved, data = resolve_config(config, manager)
         assert resolved.model["width"] == 1024
         assert len(resolved.sweep["eta_lambda0"]) >= 10, name
+
+
+def test_real_fmnist_input_span_equals_full_coordinates(manager):
+    """784-pixel images, D = 32: the default input-span coordinates train the same nets."""
+    real_fmnist_or_skip()
+    raw = {"model": {"name": "deep_relu", "width": 128, "hidden_layers": 1},
+           "dataset": {"name": "fmnist", "num_train": 32, "max_test": 200},
+           "sweep": {"eta_lambda0": [1.0, 4.0], "seeds": [0], "max_steps": 100,
+                     "record_dense": 20, "record_per_decade": 5}}
+    span = sweep(raw)
+    full = sweep(merge(raw, {"model": {"input_span": False}}))
+    np.testing.assert_array_equal(span.status.values, full.status.values)
+    for var in ("loss", "weight_norm", "sharpness", "test_loss", "test_accuracy", "sparsity"):
+        np.testing.assert_allclose(span[var].values, full[var].values, rtol=1e-9, atol=1e-12,
+                                   err_msg=var)
