@@ -125,12 +125,6 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _lambda_max(H: torch.Tensor, solver: str = "eigvalsh") -> torch.Tensor:
-    """lambda_max of each symmetric D x D matrix; NaN where H is not finite
-    (:func:`phasekit.spectrum.lambda_max`)."""
-    return lambda_max(H, solver)
-
-
 class Engine:
     """Runs chunks of a resolved config (one model instance, one dataset)."""
 
@@ -159,7 +153,7 @@ class Engine:
         with torch_threads(self.sweep["threads"]):
             feats, theta0 = model.setup(seed, self.device, self.dtype)
             H0 = model.ntk(feats, theta0[None], None)[0]
-            lambda0 = float(_lambda_max(H0[None])[0])
+            lambda0 = float(lambda_max(H0[None], "eigvalsh")[0])        # sets every eta
             if not (math.isfinite(lambda0) and lambda0 > 0):
                 raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}: the NTK "
                                   f"vanishes at initialisation (an input x = 0, say), so "
@@ -182,7 +176,7 @@ class Engine:
         """The core trajectories and every observable at one step, as float64 arrays."""
         values = {"loss": snap.loss,
                   "weight_norm": self.model.weight_norm(snap.features, snap.theta),
-                  "sharpness": snap.eta * _lambda_max(snap.ntk, self.sweep["sharpness_solver"])}
+                  "sharpness": snap.eta * lambda_max(snap.ntk, self.sweep["sharpness_solver"])}
         for obs in self.observables:
             values[obs.name] = obs.compute(snap)
         return {name: v.detach().to("cpu", torch.float64).numpy() for name, v in values.items()}

@@ -20,8 +20,9 @@ from phasekit.config import merge, resolve_config
 from phasekit.model import autograd_jacobian, autograd_loss_gradient, autograd_ntk
 from phasekit.observables import Snapshot
 from phasekit.options import ConfigError
+from phasekit.spectrum import lambda_max
 from phasekit.storage import stored_config
-from phasekit.sweep import Engine, _lambda_max
+from phasekit.sweep import Engine
 from phasekit_plugins.networks import activation_sparsity, reduced_weight_norm, sigma
 
 from . import helpers
@@ -45,7 +46,7 @@ def build(manager, model: dict, dataset: dict):
 def setup(manager, model, dataset, seed):
     m, data = build(manager, model, dataset)
     feats, theta0 = m.setup(seed, CPU, torch.float64)
-    lam0 = float(_lambda_max(m.ntk(feats, theta0[None], None))[0])
+    lam0 = float(lambda_max(m.ntk(feats, theta0[None], None))[0])
     return m, data, feats, theta0, lam0
 
 

@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from phasekit.config import resolve_config
-from phasekit.sweep import Engine, _lambda_max
+from phasekit.spectrum import lambda_max
+from phasekit.sweep import Engine
 
 from .helpers import ULP, check_monotone, dense, eq12_series, sweep, toy_quadratic
 
@@ -32,7 +33,7 @@ def model_and_bounds(manager, raw, seed):
     config, data = resolve_config(raw, manager)
     engine = Engine(config, data, manager)
     feats, theta0 = engine.model.setup(seed, CPU, torch.float64)
-    lam0 = float(_lambda_max(engine.model.ntk(feats, theta0[None], None))[0])
+    lam0 = float(lambda_max(engine.model.ntk(feats, theta0[None], None))[0])
     bounds = {b.name: b.eta * lam0 for b in engine.model.bounds(feats, theta0, lam0)}
     return engine.model, feats, theta0, lam0, bounds
 
