@@ -648,6 +648,7 @@ TEST_ACCURACY = Observable(
     equation="SPEC 4 (two-class images, labels -1/+1)",
 )
 
+
 def _one_point_two_layer_relu(model, data) -> bool:
     return (isinstance(model, FeedForward) and model.is_relu and model.hidden_layers == 0
             and data.num_train == 1)
