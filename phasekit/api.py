@@ -8,7 +8,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from .config import load_toml, merge, parse_set, resolve_config
+from .config import load_toml, merge, parse_axis, parse_set, resolve_config
 from .manager import PluginManager, get_plugin_manager
 from .progress import Progress
 from .storage import open_sweep, write_sweep
@@ -16,9 +16,10 @@ from .storage import open_sweep, write_sweep
 
 def build_config(config: Mapping | str | os.PathLike | None = None, *,
                  preset: str | None = None, overrides: Iterable[str] | Mapping = (),
-                 manager: PluginManager | None = None) -> dict:
+                 axes: Iterable[str] = (), manager: PluginManager | None = None) -> dict:
     """The raw config ``phasekit run`` would use: preset, then file or mapping, then
-    overrides (``"sweep.max_steps=200"`` strings or a nested mapping)."""
+    overrides (``"sweep.max_steps=200"`` strings or a nested mapping), then axes
+    (``"model.width=[256,512]"`` strings, as ``--axis``)."""
     manager = manager or get_plugin_manager()
     raw: dict = {}
     if preset or config is None:
@@ -32,6 +33,8 @@ def build_config(config: Mapping | str | os.PathLike | None = None, *,
     else:
         for assignment in overrides:
             raw = merge(raw, parse_set(assignment))
+    for assignment in axes:
+        raw = merge(raw, parse_axis(assignment))
     return raw
 
 

@@ -28,7 +28,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"phasekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a sweep over (seed, eta_lambda0) and store it",
+    run = sub.add_parser("run", help="run a sweep over (axes, seed, eta_lambda0) and store it",
                          description="Run a sweep. With no CONFIG and no --preset, runs the "
                                      "built-in 'default' preset (fig1's setting, coarse grid).")
     run.add_argument("config", nargs="?", help="config TOML file ([model], [dataset], [sweep])")
@@ -36,6 +36,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE",
                      help="override one key with a TOML value, e.g. --set sweep.max_steps=200")
+    run.add_argument("--axis", dest="axes", action="append", default=[],
+                     metavar="KEY=[VALUES]",
+                     help="add a phase-diagram axis over a model or dataset option, e.g. "
+                          "--axis model.width=[64,256,1024] (the same as --set "
+                          "'sweep.axes.\"model.width\"=[64,256,1024]'); repeat for a product")
     run.add_argument("-o", "--output", default="sweep.nc", help="output netCDF file "
                      "(default: sweep.nc)")
     run.add_argument("--overwrite", action="store_true",
@@ -106,7 +111,8 @@ def summary_table(ds) -> str:
 
 def cmd_run(args) -> int:
     manager = get_plugin_manager()
-    raw = build_config(args.config, preset=args.preset, overrides=args.overrides)
+    raw = build_config(args.config, preset=args.preset, overrides=args.overrides,
+                       axes=args.axes)
     config, data = resolve_config(raw, manager)
     if args.workers < 0:
         raise ConfigError(f"--workers must be zero or positive, got {args.workers}")

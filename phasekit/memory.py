@@ -5,9 +5,9 @@ theta_0) and, per grid point, the parameters, the forward cache, the NTK and
 the temporaries of a step.  A model states the per-point peak through
 :meth:`phasekit.model.Model.memory_per_point`; otherwise it is measured from
 the tensors of one forward pass and NTK.  With ``sweep.memory_budget`` (GiB)
-and ``chunk_size = 0`` the chunk size becomes the largest G that fits, and is
-stored in the resolved config (so a resumed or distributed run cuts the grid
-the same way); an explicit ``chunk_size`` is checked against the budget.
+and ``chunk_size = 0`` each axis point's chunks hold the largest G that fits it;
+the estimate depends on the config alone, so a resumed or distributed run cuts
+the grid the same way; an explicit ``chunk_size`` is checked against the budget.
 """
 
 from __future__ import annotations
@@ -65,20 +65,19 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def apply_memory_budget(config, data, manager):
-    """The config with ``sweep.chunk_size`` fitted to ``sweep.memory_budget`` (module
-    docstring); unchanged without a budget."""
-    from .sweep import Engine
-
-    sweep = config.sweep
+def fitted_chunk_size(engine, prepared) -> int:
+    """Runs per chunk at one axis point under ``sweep.memory_budget`` (module docstring):
+    ``sweep.chunk_size`` if given and it fits, else the most runs that fit."""
+    sweep = engine.sweep
     budget = sweep["memory_budget"]
+    n_rates = len(sweep["eta_lambda0"])
     if not budget:
-        return config
-    engine = Engine(config, data, manager)
-    fixed, per_point = memory_estimate(engine, engine.prepare(sweep["seeds"][0]))
-    fits = int((budget * GIB - fixed) // per_point) if per_point else len(sweep["eta_lambda0"])
+        return sweep["chunk_size"] or n_rates
+    fixed, per_point = memory_estimate(engine, prepared)
+    fits = int((budget * GIB - fixed) // per_point) if per_point else n_rates
+    at = f" at {engine.where}" if engine.where else ""
     need = (f"about {fmt_bytes(fixed)} for the seed's features plus {fmt_bytes(per_point)} "
-            f"per run advancing together")
+            f"per run advancing together{at}")
     if fits < 1:
         raise ConfigError(f"sweep.memory_budget = {budget} GiB is too small for even one run: "
                           f"a chunk needs {need}; raise the budget (or use a smaller model "
@@ -88,7 +87,4 @@ def apply_memory_budget(config, data, manager):
                           f"sweep.memory_budget = {budget} GiB ({need}, so at most {fits} "
                           f"runs); lower chunk_size, or set it to 0 to derive it from the "
                           f"budget")
-    if sweep["chunk_size"]:
-        return config
-    size = min(fits, len(sweep["eta_lambda0"]))
-    return dataclasses.replace(config, sweep={**sweep, "chunk_size": size})
+    return sweep["chunk_size"] or min(fits, n_rates)

@@ -29,7 +29,7 @@ from .dataset import Data
 from .manager import PluginManager
 from .model import Bound
 from .options import ConfigError
-from .sweep import Chunk, ChunkResult, Engine, make_chunks
+from .sweep import Chunk, ChunkResult, Engine, PointEngines
 
 PARTS_SUFFIX = ".parts"
 
@@ -39,7 +39,7 @@ class ResumeError(ConfigError):
 
 
 def chunk_key(chunk: Chunk) -> str:
-    return f"chunk-s{chunk.seed_index:04d}-c{chunk.c_index[0]:05d}"
+    return f"chunk-p{chunk.point:05d}-s{chunk.seed_index:04d}-c{chunk.c_index[0]:05d}"
 
 
 # -- saving and loading chunk results ---------------------------------------------
@@ -47,6 +47,7 @@ def chunk_key(chunk: Chunk) -> str:
 def save_result(result: ChunkResult, path: Path) -> None:
     """Write one chunk's result atomically as an ``.npz`` file (no pickle)."""
     meta = {
+        "point": result.chunk.point,
         "seed_index": result.chunk.seed_index, "seed": result.chunk.seed,
         "c_index": result.chunk.c_index, "c_values": result.chunk.c_values,
         "lambda0": result.lambda0,
@@ -75,7 +76,8 @@ def save_result(result: ChunkResult, path: Path) -> None:
 def load_result(path: Path) -> ChunkResult:
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(str(npz["meta"]))
-        chunk = Chunk(meta["seed_index"], meta["seed"], meta["c_index"], meta["c_values"])
+        chunk = Chunk(meta["seed_index"], meta["seed"], meta["c_index"], meta["c_values"],
+                      meta["point"])
         return ChunkResult(
             chunk=chunk, lambda0=meta["lambda0"],
             bounds=[Bound(**b) for b in meta["bounds"]],
@@ -142,8 +144,8 @@ _ENGINES: dict[str, Engine] = {}
 
 
 def run_chunk_task(config_toml: str, chunk: Chunk) -> ChunkResult:
-    """A Dask task: rebuild the engine from the config text (cached per worker
-    process) and run one chunk (with the config's ``sweep.threads``)."""
+    """A Dask task: rebuild the engine of one axis point from its one-point config
+    text (cached per worker process) and run one chunk (with ``sweep.threads``)."""
     import tomllib
 
     from .config import resolve_config
@@ -157,8 +159,8 @@ def run_chunk_task(config_toml: str, chunk: Chunk) -> ChunkResult:
     return engine.run_chunk(chunk)
 
 
-def _dask_results(engine: Engine, todo: list[Chunk], workers: int, scheduler: str | None
-                  ) -> Iterable[ChunkResult]:
+def _dask_results(engines: PointEngines, todo: list[Chunk], workers: int,
+                  scheduler: str | None) -> Iterable[ChunkResult]:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -172,8 +174,8 @@ def _dask_results(engine: Engine, todo: list[Chunk], workers: int, scheduler: st
                                host="127.0.0.1", dashboard_address="127.0.0.1:0")
         client = Client(cluster)
     try:
-        text = engine.config.to_toml()
-        futures = [client.submit(run_chunk_task, text, chunk, pure=False,
+        texts = {i: engines.point_toml(i) for i in {c.point for c in todo}}
+        futures = [client.submit(run_chunk_task, texts[chunk.point], chunk, pure=False,
                                  key=f"phasekit-{chunk_key(chunk)}-{os.getpid()}")
                    for chunk in todo]
         for future in as_completed(futures):
@@ -184,19 +186,24 @@ def _dask_results(engine: Engine, todo: list[Chunk], workers: int, scheduler: st
             cluster.close()
 
 
-def execute(config: ResolvedConfig, data: Data, manager: PluginManager,
+def execute(config: ResolvedConfig, data: Data | None, manager: PluginManager,
             output: str | os.PathLike | None = None, *, progress=None, workers: int = 0,
             scheduler: str | None = None, overwrite: bool = False,
             chunks: Iterable[Chunk] | None = None):
     """Run (or resume) a sweep, write it to ``output`` and return the dataset.
 
-    ``chunks`` defaults to the config's own chunking (:func:`make_chunks`);
-    without ``output`` nothing is written and nothing is resumed.
+    ``chunks`` defaults to the config's own chunking (:meth:`PointEngines.chunks`:
+    every axis point, seed and learning rate); without ``output`` nothing is
+    written and nothing is resumed.  ``data`` is the dataset of a config without
+    axes (``None``: the one resolved with the config).
     """
+    from . import phases
     from .storage import build_dataset, write_sweep
 
-    engine = Engine(config, data, manager)
-    chunks = make_chunks(config.sweep) if chunks is None else list(chunks)
+    add_critical = getattr(phases, "add_critical", lambda ds: ds)  # TEMPORARY until phases lands
+
+    engines = PointEngines(config, data, manager)
+    chunks = engines.chunks() if chunks is None else list(chunks)
     store = PartStore(Path(output)) if output is not None else None
     done = store.open(config.to_toml(), overwrite) if store else {}
     done = {k: v for k, v in done.items() if k in {chunk_key(c) for c in chunks}}
@@ -212,20 +219,18 @@ def execute(config: ResolvedConfig, data: Data, manager: PluginManager,
             store.save(result)
 
     if workers or scheduler:
-        for result in _dask_results(engine, todo, workers, scheduler):
+        for result in _dask_results(engines, todo, workers, scheduler):
             finished(result)
             if progress is not None:
                 progress.advance(0, list(result.status))
     else:
-        prepared = None
-        for chunk in todo:                  # chunks of a seed are consecutive: prepare once
-            if prepared is None or prepared[0] != chunk.seed:
-                prepared = (chunk.seed, engine.prepare(chunk.seed))
-            finished(engine.run_chunk(chunk, progress.advance if progress else None,
-                                      prepared=prepared[1]))
+        for chunk in todo:      # chunks of a (point, seed) are consecutive: prepared once
+            finished(engines[chunk.point].run_chunk(
+                chunk, progress.advance if progress else None,
+                prepared=engines.prepared(chunk.point, chunk.seed)))
     if progress is not None:
         progress.finish()
-    ds = build_dataset(engine, [results[chunk_key(c)] for c in chunks])
+    ds = add_critical(build_dataset(engines, [results[chunk_key(c)] for c in chunks]))
     if output is not None:
         write_sweep(ds, Path(output))
         store.remove()

@@ -42,60 +42,111 @@ class SweepFileError(ValueError):
     """A file that is not a phasekit sweep, or lacks what is asked of it."""
 
 
-def build_dataset(engine, results) -> xr.Dataset:
-    """Assemble chunk results into the schema above."""
-    sweep = engine.sweep
-    seeds, cs, sched = sweep["seeds"], sweep["eta_lambda0"], engine.schedule
-    S, C, R = len(seeds), len(cs), len(sched)
-    obs_docs = {o.name: o for o in engine.observables}
-    obs_coords = engine.observable_coords()
+def _union(lists) -> list:
+    """Values of several coordinate lists, first-seen order."""
+    return list(dict.fromkeys(v for values in lists for v in values))
 
-    lambda0 = np.full(S, np.nan)
-    eta = np.full((S, C), np.nan)
-    steps = np.full((S, C), -1, dtype=np.int64)
-    status = np.full((S, C), "pending", dtype=object)
+
+def build_dataset(engines, results) -> xr.Dataset:
+    """Assemble chunk results into the schema above.
+
+    ``engines`` is a :class:`~phasekit.sweep.PointEngines` (one engine per axis
+    point) or a single :class:`~phasekit.sweep.Engine` of a config without axes.
+    Every array is first filled over a flat axis-point dimension ``P`` and
+    reshaped to the axes' dimensions at the end (dropped without axes).
+    """
+    from .sweep import Engine
+
+    if isinstance(engines, Engine):
+        engines = [engines]
+    engines = list(engines) if not hasattr(engines, "points") else engines
+    config = engines[0].config if isinstance(engines, list) else engines.config
+    axes = config.axes
+    axis_dims = config.axis_dims
+    shape = config.axis_shape
+    P = len(engines)
+    sweep = config.sweep
+    seeds, cs, sched = sweep["seeds"], sweep["eta_lambda0"], engines[0].schedule
+    S, C, R = len(seeds), len(cs), len(sched)
+
+    # Observables that apply at some axis point; an extra dimension (``layer``) gets
+    # the union of every point's coordinates, and NaN where a point lacks a value.
+    obs_docs, extra_dims = {}, {}
+    point_coords = [engines[p].observable_coords() for p in range(P)]
+    for p in range(P):
+        for obs in engines[p].observables:
+            obs_docs.setdefault(obs.name, obs)
+            extra_dims.setdefault(obs.name, obs.dims)
+    union = {dim: _union(pc[name][dim] for pc in point_coords if dim in pc.get(name, {}))
+             for name, dims in extra_dims.items() for dim in dims}
+
+    lambda0 = np.full((P, S), np.nan)
+    eta = np.full((P, S, C), np.nan)
+    steps = np.full((P, S, C), -1, dtype=np.int64)
+    status = np.full((P, S, C), "pending", dtype=object)
     traj: dict[str, np.ndarray] = {}
     final: dict[str, np.ndarray] = {}
     dims: dict[str, tuple[str, ...]] = {}
     bounds: dict[str, np.ndarray] = {}
     bound_meta: dict[str, object] = {}
 
+    def extra_index(p: int, name: str, arr_shape: tuple[int, ...]) -> list[np.ndarray]:
+        """Positions of point ``p``'s extra-dimension entries in the union coordinates."""
+        out = []
+        for dim, size in zip(dims[name], arr_shape, strict=True):
+            mine = point_coords[p].get(name, {}).get(dim)
+            if mine is None:
+                out.append(np.arange(size))
+            else:
+                pos = {v: i for i, v in enumerate(union[dim])}
+                out.append(np.asarray([pos[v] for v in mine]))
+        return out
+
     for res in results:
-        si, ci = res.chunk.seed_index, np.asarray(res.chunk.c_index)
-        lambda0[si] = res.lambda0
-        eta[si, ci] = res.eta
-        steps[si, ci] = res.steps
-        status[si, ci] = res.status
+        p, si, ci = res.chunk.point, res.chunk.seed_index, np.asarray(res.chunk.c_index)
+        lambda0[p, si] = res.lambda0
+        eta[p, si, ci] = res.eta
+        steps[p, si, ci] = res.steps
+        status[p, si, ci] = res.status
         for name, arr in res.traj.items():
             if name not in traj:
-                traj[name] = np.full((S, C, R) + arr.shape[2:], np.nan)
-                final[name] = np.full((S, C) + arr.shape[2:], np.nan)
-                dims[name] = res.extra_dims.get(name, ())
-            traj[name][si, ci] = arr
-            final[name][si, ci] = res.final[name]
+                dims[name] = tuple(res.extra_dims.get(name, ()))
+                sizes = tuple(len(union[d]) if union.get(d) else n
+                              for d, n in zip(dims[name], arr.shape[2:], strict=True))
+                traj[name] = np.full((P, S, C, R) + sizes, np.nan)
+                final[name] = np.full((P, S, C) + sizes, np.nan)
+            extra = extra_index(p, name, arr.shape[2:])
+            traj[name][(p, si) + np.ix_(ci, np.arange(R), *extra)] = arr
+            final[name][(p, si) + np.ix_(ci, *extra)] = res.final[name]
         for b in res.bounds:
-            bounds.setdefault(b.name, np.full(S, np.nan))[si] = b.eta * res.lambda0
-            bound_meta[b.name] = b
+            bounds.setdefault(b.name, np.full((P, S), np.nan))[p, si] = b.eta * res.lambda0
+            bound_meta.setdefault(b.name, b)
 
     # Trim the step axis after the last step any run reached.
     last = int(steps.max()) if steps.size else -1
     if last >= 0:
         keep = int(np.searchsorted(sched, last, side="right"))
         sched = sched[:keep]
-        traj = {name: arr[:, :, :keep] for name, arr in traj.items()}
+        traj = {name: arr[:, :, :, :keep] for name, arr in traj.items()}
+
+    def shaped(arr: np.ndarray) -> np.ndarray:
+        """(P, ...) -> (*axes, ...), or (...) without axes."""
+        return arr.reshape(shape + arr.shape[1:]) if axes else arr[0]
 
     coords = {"seed": np.asarray(seeds, dtype=np.int64),
               "eta_lambda0": np.asarray(cs, dtype=np.float64),
               "step": sched.astype(np.int64)}
-    for per_obs in obs_coords.values():
-        coords.update({k: np.asarray(v) for k, v in per_obs.items()})
+    coords.update({dim: np.asarray(values) for dim, values in union.items() if values})
+    for key, dim in zip(axes, axis_dims, strict=True):
+        coords[dim] = np.asarray(axes[key])
 
-    grid = ("seed", "eta_lambda0")
+    grid = (*axis_dims, "seed", "eta_lambda0")
     data_vars = {
-        "eta": (grid, eta, {"long_name": "learning rate eta = eta_lambda0 / lambda0",
-                            "equation": "SPEC 1"}),
-        "lambda0": (("seed",), lambda0, {"long_name": "lambda_max(H_0), top eigenvalue of "
-                                         "the NTK at initialisation", "equation": "eq. 4"}),
+        "eta": (grid, shaped(eta), {"long_name": "learning rate eta = eta_lambda0 / lambda0",
+                                    "equation": "SPEC 1"}),
+        "lambda0": ((*axis_dims, "seed"), shaped(lambda0), {
+            "long_name": "lambda_max(H_0), top eigenvalue of the NTK at initialisation",
+            "equation": "eq. 4"}),
     }
     for name in traj:
         if name in CORE_DOCS:
@@ -106,43 +157,77 @@ def build_dataset(engine, results) -> xr.Dataset:
         attrs = {"long_name": long_name}
         if equation:
             attrs["equation"] = equation
-        data_vars[name] = (grid + ("step",) + extra, traj[name],
-                           {**attrs, "note": "value at theta_t, before the t-th update; "
-                                             "NaN after the run stopped"})
-        data_vars[f"final_{name}"] = (grid + extra, final[name],
+        note = "value at theta_t, before the t-th update; NaN after the run stopped"
+        if extra and axes:
+            note += (f"; NaN where an axis point has no such {', '.join(extra)} (padded to the "
+                     f"union over axis points)")
+        data_vars[name] = (grid + ("step",) + extra, shaped(traj[name]), {**attrs, "note": note})
+        data_vars[f"final_{name}"] = (grid + extra, shaped(final[name]),
                                       {**attrs, "long_name": f"{long_name}, at the stop"})
-    data_vars["steps"] = (grid, steps, {"long_name": "gradient-descent updates made before "
-                                        "the run stopped"})
-    data_vars["status"] = (grid, status, {
+    data_vars["steps"] = (grid, shaped(steps), {"long_name": "gradient-descent updates made "
+                                                "before the run stopped"})
+    data_vars["status"] = (grid, shaped(status), {
         "long_name": "how the run ended",
         "flag_meanings": "converged diverged max_steps trivial pending",
         "description": STATUS_DOC})
     for name, values in bounds.items():
         b = bound_meta[name]
-        data_vars[f"bound_{name}"] = (("seed",), values, {
-            "long_name": b.long_name, "equation": b.equation, "kind": b.kind,
-            "units": "eta_lambda0 (eta * lambda0)"})
+        attrs = {"long_name": b.long_name, "equation": b.equation, "kind": b.kind,
+                 "units": "eta_lambda0 (eta * lambda0)"}
+        if axes:
+            attrs["note"] = "NaN at axis points where the bound does not apply"
+        data_vars[f"bound_{name}"] = ((*axis_dims, "seed"), shaped(values), attrs)
+    data_vars.update(_point_options(engines, config))
 
-    config = engine.config
     attrs = {
         "title": "phasekit learning-rate sweep",
         "config": config.to_toml(),
         "model": config.model["name"],
         "dataset": config.dataset["name"],
+        "axes": " ".join(axis_dims),
         "phasekit_version": __version__,
         "torch_version": torch.__version__,
         "conventions": "step t describes theta_t before the t-th update; eta_lambda0 = "
                        "eta * lambda_max(H_0)",
     }
-    for key, value in engine.data.attrs.items():
-        if isinstance(value, int | float | str):
-            attrs[f"dataset_{key}"] = value
+    shared = None
+    for p in range(P):
+        mine = {k: v for k, v in engines[p].data.attrs.items()
+                if isinstance(v, int | float | str)}
+        shared = mine if shared is None else {k: v for k, v in shared.items()
+                                              if mine.get(k) == v}
+    for key, value in (shared or {}).items():
+        attrs[f"dataset_{key}"] = value
     ds = xr.Dataset({k: xr.Variable(*v) for k, v in data_vars.items()}, coords=coords,
                     attrs=attrs)
     ds["seed"].attrs["long_name"] = "random seed of the initialisation and fixed features"
     ds["eta_lambda0"].attrs["long_name"] = "normalised learning rate c = eta * lambda_max(H_0)"
     ds["step"].attrs["long_name"] = "gradient-descent step t (0 = initialisation)"
+    for key, dim in zip(axes, axis_dims, strict=True):
+        ds[dim].attrs.update({"long_name": f"sweep axis {key}", "axis_key": key})
     return ds
+
+
+def _point_options(engines, config) -> dict:
+    """``model_<key>(*axes)`` / ``dataset_<key>(*axes)``: resolved option values that
+    differ between axis points (derived ones such as zeta = sqrt(2/width) included);
+    the axes themselves are coordinates already."""
+    if not config.axes:
+        return {}
+    out = {}
+    for kind in ("model", "dataset"):
+        tables = [getattr(engines[p].config, kind) for p in range(len(engines))]
+        for key in _union(t.keys() for t in tables):
+            if key == "name" or f"{kind}.{key}" in config.axes:
+                continue
+            values = [t.get(key) for t in tables]
+            scalar = all(isinstance(v, int | float | str) for v in values)
+            if not scalar or len(set(map(repr, values))) == 1:
+                continue
+            out[f"{kind}_{key}"] = (tuple(config.axis_dims),
+                                    np.asarray(values).reshape(config.axis_shape),
+                                    {"long_name": f"resolved {kind}.{key} at each axis point"})
+    return out
 
 
 def write_sweep(ds: xr.Dataset, path: str | os.PathLike) -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ResolvedConfig
+from .config import AxisPoint, ResolvedConfig
 from .dataset import Data
 from .manager import PluginManager
 from .model import Bound, Model
@@ -66,28 +66,49 @@ def dtype_of(name: str) -> torch.dtype:
 
 @dataclass
 class Chunk:
-    """A piece of the grid: one seed and some learning rates.
+    """A piece of the grid: one axis point, one seed and some learning rates.
 
     ``c_index`` locates the learning rates ``c_values`` in the sweep's
-    ``eta_lambda0`` grid (used when assembling the dataset).
+    ``eta_lambda0`` grid and ``point`` the axis point in ``config.points`` (used
+    when assembling the dataset).
     """
 
     seed_index: int
     seed: int
     c_index: list[int]
     c_values: list[float]
+    point: int = 0
 
 
-def make_chunks(sweep: dict) -> list[Chunk]:
-    """Deterministic chunking of the grid (depends on the config only)."""
+def make_chunks(sweep: dict, point: int = 0, size: int | None = None) -> list[Chunk]:
+    """Deterministic chunking of one axis point's grid: every seed's learning rates in
+    pieces of ``size`` (default ``sweep.chunk_size``, 0 = all of them)."""
     cs = sweep["eta_lambda0"]
-    size = sweep["chunk_size"] or len(cs)
+    size = size or sweep["chunk_size"] or len(cs)
     chunks = []
     for si, seed in enumerate(sweep["seeds"]):
         for start in range(0, len(cs), size):
             idx = list(range(start, min(start + size, len(cs))))
-            chunks.append(Chunk(si, seed, idx, [cs[i] for i in idx]))
+            chunks.append(Chunk(si, seed, idx, [cs[i] for i in idx], point))
     return chunks
+
+
+def points_of(config: ResolvedConfig, data: Data | None = None) -> list[AxisPoint]:
+    """The axis points of ``config``, each with the one-point config a separate sweep
+    would run (its ``[sweep]`` is ``config.sweep`` without the axes)."""
+    if not config.axes:
+        if data is None:
+            data = config.points[0].data
+        return [AxisPoint(0, {}, config, data)]
+    one_point = {**config.sweep, "axes": {}}
+    return [AxisPoint(p.index, p.values,
+                      ResolvedConfig(p.config.model, p.config.dataset, one_point), p.data)
+            for p in config.points]
+
+
+def describe_point(point: AxisPoint) -> str:
+    """``width = 512, hidden_layers = 2`` (empty without axes)."""
+    return ", ".join(f"{k.split('.', 1)[1]} = {v}" for k, v in point.values.items())
 
 
 @dataclass
@@ -126,10 +147,15 @@ def torch_threads(n: int):
 
 
 class Engine:
-    """Runs chunks of a resolved config (one model instance, one dataset)."""
+    """Runs chunks of a one-point config (one model instance, one dataset)."""
 
-    def __init__(self, config: ResolvedConfig, data: Data, manager: PluginManager):
+    def __init__(self, config: ResolvedConfig, data: Data, manager: PluginManager,
+                 where: str = ""):
+        if config.axes:
+            raise ValueError("an Engine runs one axis point; use PointEngines for a config "
+                             "with sweep.axes")
         self.config = config
+        self.where = where              # the axis point, for messages (empty without axes)
         self.sweep = config.sweep
         self.data = data
         settings = {k: v for k, v in config.model.items() if k != "name"}
@@ -155,7 +181,8 @@ class Engine:
             H0 = model.ntk(feats, theta0[None], None)[0]
             lambda0 = float(lambda_max(H0[None], "eigvalsh")[0])        # sets every eta
             if not (math.isfinite(lambda0) and lambda0 > 0):
-                raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}: the NTK "
+                at = f" at {self.where}" if self.where else ""
+                raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}{at}: the NTK "
                                   f"vanishes at initialisation (an input x = 0, say), so "
                                   f"eta = eta_lambda0 / lambda_0 is undefined (SPEC 1); change "
                                   f"the dataset or the model")
@@ -262,6 +289,60 @@ class Engine:
         extra_dims = {obs.name: obs.dims for obs in self.observables}
         return ChunkResult(chunk, lambda0, bounds, eta_all.cpu().double().numpy(), traj, final,
                            steps, status.astype(str), extra_dims)
+
+
+class PointEngines:
+    """The :class:`Engine` of every axis point of a config, built on first use.
+
+    Each axis point builds its model (and, through the config, its dataset) once;
+    the most recently prepared seed of each point is kept, since the chunks of a
+    seed run one after another.  Chunks are cut here, where the engines exist:
+    with ``sweep.memory_budget`` each axis point gets the chunk size that fits it
+    (a wide point smaller chunks than a narrow one).
+    """
+
+    def __init__(self, config: ResolvedConfig, data: Data | None, manager: PluginManager):
+        self.config = config
+        self.manager = manager
+        self.points = points_of(config, data)
+        self._engines: dict[int, Engine] = {}
+        self._prepared: dict[int, tuple[int, Prepared]] = {}
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, i: int) -> Engine:
+        if i not in self._engines:
+            point = self.points[i]
+            self._engines[i] = Engine(point.config, point.data, self.manager,
+                                      where=describe_point(point))
+        return self._engines[i]
+
+    def prepared(self, i: int, seed: int) -> Prepared:
+        """Axis point ``i``'s fixed objects for ``seed`` (cached for the last seed)."""
+        cached = self._prepared.get(i)
+        if cached is None or cached[0] != seed:
+            cached = self._prepared[i] = (seed, self[i].prepare(seed))
+        return cached[1]
+
+    def chunk_size(self, i: int) -> int:
+        """Runs per chunk at axis point ``i``: ``sweep.chunk_size``, or with a memory
+        budget the most that fit (checked against the budget either way)."""
+        from .memory import fitted_chunk_size
+
+        sweep = self.config.sweep
+        if not sweep["memory_budget"]:
+            return sweep["chunk_size"] or len(sweep["eta_lambda0"])
+        return fitted_chunk_size(self[i], self.prepared(i, sweep["seeds"][0]))
+
+    def chunks(self) -> list[Chunk]:
+        """Every chunk of the sweep, axis point by axis point (deterministic)."""
+        return [c for i in range(len(self))
+                for c in make_chunks(self.config.sweep, i, self.chunk_size(i))]
+
+    def point_toml(self, i: int) -> str:
+        """The one-point config of axis point ``i`` as TOML (what a Dask worker runs)."""
+        return self.points[i].config.to_toml()
 
 
 def run_sweep(config: ResolvedConfig, data: Data, manager: PluginManager,

@@ -11,12 +11,17 @@ import torch
 from phasekit.config import merge, resolve_config
 from phasekit.memory import GIB, memory_estimate, tensor_bytes
 from phasekit.options import ConfigError
-from phasekit.sweep import Engine, run_sweep
+from phasekit.sweep import Engine, PointEngines, run_sweep
 
 RAW = {"model": {"name": "relu", "width": 64},
        "dataset": {"name": "random", "num_train": 16, "num_test": 8, "input_dim": 3},
        "sweep": {"eta_lambda0": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 20.0], "seeds": [0, 1],
                  "max_steps": 400, "tol": 1e-6}}
+
+
+def chunk_sizes(config, manager) -> list[int]:
+    engines = PointEngines(config, None, manager)
+    return [engines.chunk_size(i) for i in range(len(engines))]
 
 
 def estimate(raw, manager):
@@ -33,10 +38,12 @@ def test_budget_sets_the_chunk_size_and_changes_no_result(manager, model):
     assert fixed > 0 and per_point > 0
     budget = (fixed + 3.5 * per_point) / GIB
     config, data = resolve_config(merge(raw, {"sweep": {"memory_budget": budget}}), manager)
-    assert config.sweep["chunk_size"] == 3
-    # the stored config resolves to itself (a resumed or distributed run cuts the same chunks)
+    assert chunk_sizes(config, manager) == [3]
+    # the stored config resolves to itself, and cuts the same chunks (resume, Dask)
     again, _ = resolve_config(tomllib.loads(config.to_toml()), manager)
     assert again == config
+    assert PointEngines(again, None, manager).chunks() == PointEngines(config, None,
+                                                                       manager).chunks()
     chunked = run_sweep(config, data, manager)
     whole = run_sweep(*resolve_config(raw, manager), manager)
     np.testing.assert_array_equal(chunked.status.values, whole.status.values)
@@ -49,17 +56,38 @@ def test_budget_sets_the_chunk_size_and_changes_no_result(manager, model):
 
 def test_budget_errors_name_the_keys(manager):
     fixed, per_point = estimate(RAW, manager)
+    too_small, _ = resolve_config(merge(RAW, {"sweep": {"memory_budget": fixed / 2 / GIB}}),
+                                  manager)       # resolution is pure data; sizing refuses
     with pytest.raises(ConfigError, match=r"sweep.memory_budget = .* too small .* per run"):
-        resolve_config(merge(RAW, {"sweep": {"memory_budget": fixed / 2 / GIB}}), manager)
+        chunk_sizes(too_small, manager)
     budget = (fixed + 3.5 * per_point) / GIB
     with pytest.raises(ConfigError, match=r"sweep.chunk_size = 8 does not fit .* at most 3"):
-        resolve_config(merge(RAW, {"sweep": {"memory_budget": budget, "chunk_size": 8}}),
-                       manager)
+        chunk_sizes(resolve_config(merge(RAW, {"sweep": {"memory_budget": budget,
+                                                         "chunk_size": 8}}), manager)[0],
+                    manager)
     config, _ = resolve_config(merge(RAW, {"sweep": {"memory_budget": budget,
                                                      "chunk_size": 2}}), manager)
-    assert config.sweep["chunk_size"] == 2                     # an explicit size that fits
+    assert chunk_sizes(config, manager) == [2]                 # an explicit size that fits
     config, _ = resolve_config(merge(RAW, {"sweep": {"memory_budget": 1.0}}), manager)
-    assert config.sweep["chunk_size"] == 8                     # everything fits
+    assert chunk_sizes(config, manager) == [8]                 # everything fits
+
+
+def test_budget_is_per_axis_point(manager):
+    """A wide axis point gets smaller chunks than a narrow one under the same budget,
+    and the error names the axis point that does not fit."""
+    fixed, per_point = estimate(merge(RAW, {"model": {"width": 256}}), manager)
+    budget = (fixed + 3.5 * per_point) / GIB
+    raw = merge(RAW, {"sweep": {"memory_budget": budget,
+                                "axes": {"model.width": [16, 256]}}})
+    config, _ = resolve_config(raw, manager)
+    small, wide = chunk_sizes(config, manager)
+    assert wide == 3 and small > wide
+    chunks = PointEngines(config, None, manager).chunks()
+    assert sorted({len(c.c_values) for c in chunks if c.point == 1}) == [2, 3]
+    raw["sweep"]["axes"]["model.width"] = [16, 4096]
+    config, _ = resolve_config(raw, manager)
+    with pytest.raises(ConfigError, match=r"too small .* at width = 4096"):
+        chunk_sizes(config, manager)
 
 
 @pytest.mark.parametrize("model", [{"name": "relu", "width": 48},

@@ -134,7 +134,7 @@ def test_dry_run(capsys, tmp_path):
                  "sweep.chunk_size=10", "--dry-run", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "grid: 3 seed(s) x 23 learning rates = 69 runs" in text
-    assert "chunks: 9 (up to 10 runs" in text
+    assert "9 chunk(s) of up to 10 runs" in text
     assert "memory per chunk" in text and "ms per step" in text and "estimated time" in text
     assert not out.exists()
 
