@@ -1,4 +1,4 @@
-"""Network models (SPEC 2.4-2.5): closed forms against autograd, the theorems of
+"""Network models (docs/theory.md §2.4-§2.5): closed forms against autograd, the theorems of
 Appendix B (Hypothesis), bounds, the trivial phase and the network observables.
 
 Monotonicity is exact in exact arithmetic; in float64 a change of theta^2 below a
@@ -23,7 +23,8 @@ from phasekit.options import ConfigError
 from phasekit.spectrum import lambda_max
 from phasekit.storage import stored_config
 from phasekit.sweep import Engine
-from phasekit_plugins.networks import activation_sparsity, reduced_weight_norm, sigma
+from phasekit_plugins.feedforward import sigma
+from phasekit_plugins.network_observables import activation_sparsity, reduced_weight_norm
 
 from . import helpers
 from .helpers import ULP, check_monotone, eq12_series, sweep
@@ -317,7 +318,8 @@ def test_bounds_follow_the_papers_formulas(manager):
 
 
 def test_eq95_bound_sits_near_2_5_and_the_net_converges_to_4_5(manager):
-    """SPEC 3 worked expectation (fig. 2): E[H_0] / (E[theta_0^2]/n) = 1.25 -> c ~ 2.5."""
+    """docs/theory.md §3 worked expectation (fig. 2): E[H_0] / (E[theta_0^2]/n) = 1.25, so
+    c ~ 2.5."""
     raw = {"model": {"name": "homogeneous", "width": 1024, "a_plus": 1.0, "a_minus": 0.5},
            "dataset": {"name": "toy"}, "sweep": {}}
     ds = sweep(raw, eta_lambda0=[3.0, 4.5, 5.0], seeds=[0], max_steps=3000)
@@ -452,7 +454,7 @@ def test_fused_descent_equals_gradient_step(manager, name, extra):
     assert not torch.equal(fused, theta)
 
 
-# -- input-span coordinates (exact: module docstring of phasekit_plugins.networks) -----------
+# -- input-span coordinates (exact: module docstring of phasekit_plugins.feedforward) --------
 
 SPAN_MODELS = [("homogeneous", {"a_minus": 0.3}), ("relu", {}),
                ("deep_relu", {"hidden_layers": 2})]

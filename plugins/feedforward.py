@@ -1,7 +1,8 @@
-"""Networks (SPEC 2.4-2.5): ``homogeneous``, ``relu``, ``deep_relu`` and ``linear_bias``.
+"""The feed-forward core shared by the network models (docs/theory.md §2.4-§2.5).
 
-All ReLU-family models are one bias-free MLP with L = k + 1 hidden layers of
-width n and the scale-invariant activation of eq. 8,
+The models ``homogeneous`` and ``relu`` (``phasekit_plugins.homogeneous``) and
+``deep_relu`` (``phasekit_plugins.deep_relu``) are all one bias-free MLP with
+L = k + 1 hidden layers of width n and the scale-invariant activation of eq. 8,
 
     sigma(s) = a_+ s (s >= 0),  a_- s (s < 0),   sigma'(0) := (a_+ + a_-)/2  (eq. 9),
 
@@ -11,6 +12,12 @@ reproduces the eq. 9 convention exactly, and the slopes computed once serve the
 forward pass, the gradient and the NTK.  The output is eq. 193 (eq. 7/53 for k = 0):
 
     z = n^(-(k+1)/2) v . sigma(W_1 sigma(... W_k sigma(U x))).
+
+This module holds what they share: the layers (:class:`FeedForward`), the forward
+pass, the layer-wise closed-form gradient and NTK, input-span coordinates, the
+trivial phase and the memory a step needs.  A model family is a subclass that
+fixes the hidden-layer count and the slopes, in its own module with its own
+entry point.
 
 Parameters, weights i.i.d. N(0, 1) at init, are flattened as
 ``theta = (vec U, vec M_1, ..., vec M_k, v)`` with ``M_l = W_(k+1-l)``: the
@@ -57,7 +64,7 @@ D = 128) the first layer's products shrink from D d n to D^2 n per run and step.
 ``input_span`` defaults to on when D < d; results equal the full coordinates to
 rounding (tests/test_networks.py).
 
-Trivial phase (SPEC 1, 5): a converged ReLU net (a_- = 0) is *trivial* when
+Trivial phase (docs/theory.md §1, §5): a converged ReLU net (a_- = 0) is *trivial* when
 
 * some hidden layer is dead: every unit of it has pre-activation s <= 0, hence
   sigma(s) = 0, on every training input -- then z = 0 on the whole training set
@@ -68,8 +75,8 @@ Trivial phase (SPEC 1, 5): a converged ReLU net (a_- = 0) is *trivial* when
 
 Nets with a_- > 0 have no trivial phase (``is_trivial`` returns None).
 
-Inputs are used as given; the image datasets already feed x / sqrt(d) (SPEC 2.5,
-see ``phasekit_plugins.images``), so the models need no input-scaling option.
+Inputs are used as given; the image datasets already feed x / sqrt(d) (docs/theory.md
+§2.5, see ``phasekit_plugins.images``), so the models need no input-scaling option.
 """
 
 from __future__ import annotations
@@ -79,11 +86,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from phasekit import hookimpl
 from phasekit.dataset import Data
-from phasekit.model import Bound, Model
-from phasekit.observables import Observable, Snapshot
-from phasekit.options import ConfigError, Option, non_negative, positive
+from phasekit.model import Model
+from phasekit.options import Option, positive
 from phasekit.spectrum import LANCZOS_MAX_ITER
 
 #: relative size of tr H below which a converged ReLU net counts as trivial
@@ -131,18 +136,19 @@ def _is_transformed(t: torch.Tensor) -> bool:
     return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
-def _inputs(data: Data, device, dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def net_inputs(data: Data, device, dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The inputs of every split on the device, and the training Gram matrix x_a . x_b."""
     splits = ["train"] + (["test"] if data.has_test else [])
     x = {s: data.inputs(s).to(device, dtype) for s in splits}
     return x, x["train"] @ x["train"].T
 
 
-def _width_option(default: int = 1024) -> Option:
+def width_option(default: int = 1024) -> Option:
     return Option(default, "n, width of every hidden layer", check=positive)
 
 
 INPUT_SPAN = Option(None, "train the first layer in the span of the training inputs, "
-                    "U = U_0perp + B Q (exact, module docstring of phasekit_plugins.networks); "
+                    "U = U_0perp + B Q (exact, module docstring of phasekit_plugins.feedforward); "
                     "default: true when num_train < input dimension", type=bool)
 
 
@@ -159,7 +165,7 @@ class FeedForward(Model):
     :meth:`hidden_layers` and :meth:`slopes`.
     """
 
-    name = "feed_forward"   # not registered; the concrete classes below are
+    name = "feed_forward"   # not registered; the model families subclass it
 
     @classmethod
     def resolve(cls, settings, data):
@@ -227,8 +233,8 @@ class FeedForward(Model):
         n, d = self.width, self.data.input_dim
         shapes = [(n, d)] + self.parameter_shapes()[1:]          # U_0 is drawn in full
         pieces = [torch.randn(math.prod(shape), generator=gen, dtype=torch.float64)
-                  for shape in shapes]                            # i.i.d. N(0, 1), SPEC 2
-        x, gram = _inputs(self.data, device, dtype)
+                  for shape in shapes]             # i.i.d. N(0, 1), docs/theory.md §2
+        x, gram = net_inputs(self.data, device, dtype)
         feats = NetFeatures(x, gram)
         if self.input_span:                                      # module docstring
             U0 = pieces[0].view(n, d)
@@ -394,7 +400,7 @@ class FeedForward(Model):
             return self.forward(feats, theta, split)[1]["s"]
         return self.propagate(feats, theta, split)[1]
 
-    # -- phases and bounds ------------------------------------------------------------
+    # -- the trivial phase ------------------------------------------------------------
     def is_trivial(self, feats, theta, ntk):
         """A dead ReLU net (module docstring): some layer dead on every training input,
         or ``tr H <= 1e-12 lambda_max(H_0)``.  None for a_- > 0 (no trivial phase)."""
@@ -408,299 +414,6 @@ class FeedForward(Model):
         vanished = torch.isfinite(trace) & (trace <= TRIVIAL_NTK_RTOL * feats.lambda0)
         return dead | vanished
 
-    def bounds(self, feats, theta0, lambda0):
-        """SPEC 3 bounds; see :func:`network_bounds`."""
-        return network_bounds(self, feats, theta0, lambda0)
 
-
-def network_bounds(model: FeedForward, feats: NetFeatures, theta0: torch.Tensor,
-                   lambda0: float) -> list[Bound]:
-    """The SPEC 3 bounds of two-layer nets, for a general dataset.
-
-    The paper states eq. 95/102 for the toy point x = 1.  For one point x in R^d
-    the same proof runs with ``H <= a_+^2 |x|^2 theta^2 / n`` (Cauchy-Schwarz,
-    |U_i . x| <= |U_i| |x|), which is eq. 177 with D = 1, so we implement
-
-    * eq. 95:  eta < 4n / (a_+^2 |x|^2 theta_0^2)         (one point, a_- > 0);
-    * eq. 102: eta > 4n / (a_-^2 x^2 theta_0^2)           (one point, d = 1, a_- > 0:
-      the lower bound H >= a_-^2 x^2 theta^2 / n needs every weight to see x,
-      which fails for d > 1, where weights orthogonal to x never move);
-    * eq. 180: eta < 4nD / (a_+^2 lambda_max(X X^T) theta_0^2)  (D > 1, a_- > 0);
-      for D = 1 it coincides with our eq. 95;
-    * eq. 124: eta < 4 / H_0 (one point, ReLU, a_- = 0): for any x, at t = 0 every
-      active unit has sigma = a_+ s so H_0 = a_+^2 |x|^2 theta_(+,par)^2 / n exactly
-      (theta_(+,par): active units, U rows projected on x), giving c = eta lambda_0 = 4.
-
-    ReLU nets never get eq. 180 (SPEC 5); deeper nets get no bound.
-    """
-    if model.hidden_layers:
-        return []
-    a_plus, a_minus = model.slopes
-    n = model.width
-    D, d = model.data.num_train, model.data.input_dim
-    theta2 = float(model.weight_norm(feats, theta0[None])[0])
-    if a_minus == 0.0:
-        if D != 1:
-            return []
-        return [Bound("eq124", 4.0 / lambda0, "catapult", "eq. 124",
-                      "reduced weight norm theta_+^2 decreases below this (ReLU net, one "
-                      "point), eta < 4/H_0")]
-    if D == 1:
-        x2 = float(feats.gram[0, 0])                                # |x|^2
-        out = [Bound("eq95", 4.0 * n / (a_plus ** 2 * x2 * theta2), "catapult", "eq. 95",
-                     "theta^2 decreases at every step below this (homogeneous net, one point; "
-                     "eta < 4n/(a_+^2 |x|^2 theta_0^2))")]
-        if d == 1:
-            out.append(Bound("eq102", 4.0 * n / (a_minus ** 2 * x2 * theta2), "divergence",
-                             "eq. 102",
-                             "theta^2 increases at every step above this (homogeneous net, "
-                             "one point; eta > 4n/(a_-^2 x^2 theta_0^2))"))
-        return out
-    lmax_xx = float(torch.linalg.eigvalsh(feats.gram)[-1])
-    return [Bound("eq180", 4.0 * n * D / (a_plus ** 2 * lmax_xx * theta2), "catapult",
-                  "eq. 180", "catapult bound of the homogeneous net, several points "
-                  "(4nD/(a_+^2 lambda_max(XX^T) theta_0^2))")]
-
-
-def _check_slopes(settings: dict) -> None:
-    a_plus, a_minus = settings["a_plus"], settings["a_minus"]
-    if not 0.0 <= a_minus <= a_plus:
-        raise ConfigError(f"model.a_minus must satisfy 0 <= a_minus <= a_plus (eq. 8); got "
-                          f"a_minus = {a_minus}, a_plus = {a_plus}")
-
-
-class Homogeneous(FeedForward):
-    """Two-layer homogeneous net ``z = v . sigma(U x) / sqrt(n)`` (eq. 7, 53; SPEC 2.4)."""
-
-    name = "homogeneous"
-    description = "two-layer net z = v.sigma(Ux)/sqrt(n), sigma of slopes (a_+, a_-) (eq. 53)"
-    options = {
-        "width": _width_option(),
-        "a_plus": Option(1.0, "a_+, slope of sigma for s >= 0 (eq. 8)", check=positive),
-        "a_minus": Option(0.5, "a_-, slope of sigma for s < 0; 0 <= a_- <= a_+ (eq. 8)",
-                          check=non_negative),
-        "input_span": INPUT_SPAN,
-    }
-    homogeneous = True
-
-    @classmethod
-    def resolve(cls, settings, data):
-        _check_slopes(settings)
-        return super().resolve(settings, data)
-
-    @property
-    def slopes(self):
-        return float(self.settings["a_plus"]), float(self.settings["a_minus"])
-
-
-class ReLU(FeedForward):
-    """Two-layer ReLU net: the homogeneous net with (a_-, a_+) = (0, 1) (SPEC 2.5)."""
-
-    name = "relu"
-    description = "two-layer ReLU net z = v.relu(Ux)/sqrt(n) (eq. 7 with a_- = 0)"
-    options = {"width": _width_option(), "input_span": INPUT_SPAN}
-    homogeneous = True
-
-
-class DeepReLU(FeedForward):
-    """ReLU MLP without biases, eq. 193; ``hidden_layers`` = k (k = 1: three layers)."""
-
-    name = "deep_relu"
-    description = ("ReLU MLP without biases, z = n^(-(k+1)/2) v.relu(W_1 ... relu(Ux)) "
-                   "(eq. 193)")
-    options = {
-        "width": _width_option(),
-        "hidden_layers": Option(1, "k of eq. 193: n x n weight matrices W_1..W_k (k = 0 is "
-                                "the two-layer net, k = 1 the paper's three-layer net)",
-                                check=non_negative),
-        "input_span": INPUT_SPAN,
-    }
-    homogeneous = False     # z(l theta) = l^(k+2) z(theta): degree 2 only for k = 0
-
-    def __init__(self, settings, data):
-        super().__init__(settings, data)
-        self.homogeneous = self.hidden_layers == 0
-
-    @property
-    def hidden_layers(self):
-        return int(self.settings["hidden_layers"])
-
-
-# -- two-layer linear net with output bias (eq. 86) -----------------------------------
-
-class LinearBias(Model):
-    """``z = v . (U x) / sqrt(n) + b`` (eq. 86 for x = 1), theta = (vec U, v, b).
-
-    NTK (eq. 87 for one point x = 1):
-    ``H_ab = (1/(nD)) [(U x_a).(U x_b) + (x_a . x_b) v^2] + 1/D``.
-    It is a quadratic model with bias (eq. 90-91: phi_b = 1, psi couples U and v
-    through x, zeta^2 = 1/n), so for one point the eq. 77 bound reads
-    ``eta < 4 / (2 + |x|^2 (U^2 + v^2 + 2 b^2) / n)`` (eq. 92; lambda_max(psi^2) = |x|^2)
-    and ``theta^2 + b^2`` (eq. 79) decreases below it.
-    """
-
-    name = "linear_bias"
-    description = "two-layer linear net with output bias, z = v.Ux/sqrt(n) + b (eq. 86)"
-    options = {
-        "width": _width_option(),
-        "bias_init": Option(0.0, "initial output bias b_0 (eq. 93 takes b_0 = 0)"),
-    }
-    homogeneous = False
-
-    def split(self, theta):
-        n, d = int(self.settings["width"]), self.data.input_dim
-        U = theta[:, :n * d].unflatten(1, (n, d))
-        return U, theta[:, n * d:n * d + n], theta[:, n * d + n]
-
-    def setup(self, seed, device, dtype):
-        n, d = int(self.settings["width"]), self.data.input_dim
-        gen = torch.Generator().manual_seed(seed)
-        U = torch.randn(n * d, generator=gen, dtype=torch.float64)
-        v = torch.randn(n, generator=gen, dtype=torch.float64)
-        b = torch.tensor([self.settings["bias_init"]], dtype=torch.float64)
-        x, gram = _inputs(self.data, device, dtype)
-        return NetFeatures(x, gram), torch.cat([U, v, b]).to(device, dtype)
-
-    def forward(self, feats, theta, split="train"):
-        U, v, b = self.split(theta)
-        h = torch.matmul(feats.x[split], U.transpose(-1, -2))      # (G, D, n), U x
-        rn = math.sqrt(int(self.settings["width"]))
-        z = torch.matmul(h, v.unsqueeze(-1)).squeeze(-1) / rn + b.unsqueeze(-1)   # eq. 86
-        return z, {"split": split, "h": h}
-
-    def loss_gradient(self, feats, theta, cache, eps):
-        if cache is None or cache.get("split") != "train":
-            _, cache = self.forward(feats, theta)
-        U, v, b = self.split(theta)
-        rn = math.sqrt(int(self.settings["width"]))
-        w = eps / eps.shape[-1]                                     # (G, D)
-        grad_v = torch.matmul(w.unsqueeze(1), cache["h"]).squeeze(1) / rn
-        grad_U = v.unsqueeze(-1) * torch.matmul(w, feats.x["train"]).unsqueeze(1) / rn
-        grad_b = w.sum(-1, keepdim=True)
-        return torch.cat([grad_U.flatten(1), grad_v, grad_b], dim=1)
-
-    def ntk(self, feats, theta, cache):
-        if cache is None or cache.get("split") != "train":
-            _, cache = self.forward(feats, theta)
-        _, v, _ = self.split(theta)
-        h = cache["h"]
-        n, D = int(self.settings["width"]), h.shape[1]
-        H = (torch.matmul(h, h.transpose(-1, -2))
-             + feats.gram * (v * v).sum(-1)[:, None, None]) / n + 1.0   # eq. 87
-        return H / D
-
-    def bounds(self, feats, theta0, lambda0):
-        x = feats.x["train"]
-        if x.shape[0] != 1:
-            return []
-        n = int(self.settings["width"])
-        b0 = float(theta0[-1])
-        w2 = float((theta0[:-1] ** 2).sum())
-        x2 = float((x * x).sum())
-        return [Bound("eq92", 4.0 / (2.0 + x2 * (w2 + 2.0 * b0 ** 2) / n), "catapult",
-                      "eq. 92", "theta^2 + b^2 decreases below this (linear net with bias, "
-                      "one point; eq. 77 applied to eq. 86)")]
-
-
-# -- observables ------------------------------------------------------------------------
-
-def _is_relu_net(model, data) -> bool:
-    return isinstance(model, FeedForward) and model.is_relu
-
-
-def activation_sparsity(snap: Snapshot) -> torch.Tensor:
-    """Per hidden layer: the fraction of units that are zero after the ReLU for one
-    input, averaged over the training inputs (SPEC 2.5; Fig. 3f).  ``(G, L)``, layer
-    1 next to the input.  A unit is zero after the ReLU when its pre-activation is
-    ``<= 0``."""
-    pre = snap.model.hidden_preactivations(snap.features, snap.theta)
-    return torch.stack([(s <= 0).to(snap.theta.dtype).mean(dim=(-1, -2)) for s in pre], -1)
-
-
-SPARSITY = Observable(
-    name="sparsity",
-    long_name="activation sparsity: fraction of hidden units that are zero after the ReLU, "
-              "per input, averaged over the training inputs",
-    compute=activation_sparsity,
-    applies=_is_relu_net,
-    equation="SPEC 2.5 (Fig. 3f)",
-    dims=("layer",),
-    coords=lambda model, data: {"layer": list(range(1, model.num_layers + 1))},
-)
-
-
-def _pm1_test_labels(model, data) -> bool:
-    return data.has_test and bool((data.y_test.abs() == 1).all())
-
-
-def test_accuracy(snap: Snapshot) -> torch.Tensor:
-    """Fraction of test points with sign(z) = y, labels +/-1 (z = 0 counts as wrong)."""
-    z = snap.outputs("test")
-    y = snap.data.y_test.to(z)
-    return (torch.sign(z) == y).to(z.dtype).mean(-1)
-
-
-TEST_ACCURACY = Observable(
-    name="test_accuracy",
-    long_name="test accuracy: fraction of test points with sign(z) equal to the +/-1 label",
-    compute=test_accuracy,
-    applies=_pm1_test_labels,
-    equation="SPEC 4 (two-class images, labels -1/+1)",
-)
-
-
-def _one_point_two_layer_relu(model, data) -> bool:
-    return (isinstance(model, FeedForward) and model.is_relu and model.hidden_layers == 0
-            and data.num_train == 1)
-
-
-def reduced_weight_norm(snap: Snapshot) -> torch.Tensor:
-    """``theta_+^2 = |U_+|^2 + |v_+|^2`` over the units active at initialisation,
-    ``U_i0 . x >= 0`` (eq. 107-115, P^+ of eq. 112); it obeys eq. 122."""
-    model, feats = snap.model, snap.features
-    _, _, v = model.unpack(snap.theta)
-    s0 = model.propagate(feats, snap.theta0[None])[1][0][0, 0]       # U_0 x, (n,)
-    active = (s0 >= 0).to(snap.theta.dtype)
-    return (model.first_layer_row_norms(feats, snap.theta) + v * v) @ active
-
-
-REDUCED_WEIGHT_NORM = Observable(
-    name="reduced_weight_norm",
-    long_name="reduced weight norm theta_+^2 = |u_+|^2 + |v_+|^2 over units active at init",
-    compute=reduced_weight_norm,
-    applies=_one_point_two_layer_relu,
-    equation="eq. 107-123",
-)
-
-
-def linear_bias_norm(snap: Snapshot) -> torch.Tensor:
-    """``theta^2 + (phi.theta)^2/phi^2 = theta^2 + b^2`` for eq. 86 (eq. 79)."""
-    return (snap.theta * snap.theta).sum(-1) + snap.theta[:, -1] ** 2
-
-
-LINEAR_BIAS_NORM = Observable(
-    name="linear_bias_norm",
-    long_name="theta^2 + b^2 of the linear net with bias, decreasing below eq. 92",
-    compute=linear_bias_norm,
-    applies=lambda model, data: isinstance(model, LinearBias),
-    equation="eq. 79 with phi_b = 1 (eq. 91)",
-)
-
-
-@hookimpl
-def phasekit_register_models(register):
-    register(Homogeneous)
-    register(ReLU)
-    register(DeepReLU)
-    register(LinearBias)
-
-
-@hookimpl
-def phasekit_register_observables(register):
-    for obs in (SPARSITY, TEST_ACCURACY, REDUCED_WEIGHT_NORM,
-                LINEAR_BIAS_NORM):
-        register(obs)
-
-
-__all__ = ["DeepReLU", "FeedForward", "Homogeneous", "LinearBias", "NetFeatures", "ReLU",
-           "network_bounds", "sigma", "sigma_prime"]
+__all__ = ["FeedForward", "INPUT_SPAN", "NetFeatures", "net_inputs", "sigma", "sigma_prime",
+           "span_basis", "width_option"]
