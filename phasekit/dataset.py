@@ -18,7 +18,7 @@ class DataError(RuntimeError):
 class Data:
     """Training (and optionally test) data, as float64 tensors on the CPU.
 
-    ``x_train`` has shape ``(D, d)`` and ``y_train`` shape ``(D,)`` (SPEC 1).
+    ``x_train`` has shape ``(D, d)`` and ``y_train`` shape ``(D,)`` (docs/theory.md §1).
     ``extras`` carries dataset-specific objects a model may use (for example
     the student's feature functions of the teacher-student set-up, eq. 190-191);
     ``attrs`` are stored in the sweep's attributes.

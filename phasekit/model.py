@@ -25,7 +25,7 @@ from .options import Option
 
 @dataclass(frozen=True)
 class Bound:
-    """A sufficient condition of SPEC 3 on the learning rate, for one seed.
+    """A sufficient condition on the learning rate (docs/theory.md §3), for one seed.
 
     ``eta`` is the bound on the (unnormalised) learning rate; the engine stores
     ``eta * lambda0`` as ``bound_<name>`` in ``eta_lambda0`` units.
@@ -85,7 +85,8 @@ class Model:
 
     def loss_gradient(self, features: Any, theta: torch.Tensor, cache: Any,
                       eps: torch.Tensor) -> torch.Tensor:
-        """``grad_theta L = (1/D) sum_alpha eps_alpha dz_alpha/dtheta`` (SPEC 1), ``(G, P)``."""
+        """``grad_theta L = (1/D) sum_alpha eps_alpha dz_alpha/dtheta`` (docs/theory.md §1),
+        ``(G, P)``."""
         return autograd_loss_gradient(self, features, theta, eps)
 
     def ntk(self, features: Any, theta: torch.Tensor, cache: Any) -> torch.Tensor:
@@ -93,12 +94,12 @@ class Model:
         return autograd_ntk(self, features, theta)
 
     def weight_norm(self, features: Any, theta: torch.Tensor) -> torch.Tensor:
-        """``theta^2 = sum_mu theta_mu^2`` (SPEC 1), shape ``(G,)``."""
+        """``theta^2 = sum_mu theta_mu^2`` (docs/theory.md §1), shape ``(G,)``."""
         return torch.linalg.vector_norm(theta, dim=-1).square()   # one fused pass, no temporary
 
     def descend(self, features: Any, theta: torch.Tensor, cache: Any, eps: torch.Tensor,
                 eta: torch.Tensor) -> None:
-        """One gradient-descent step in place: ``theta <- theta - eta grad L`` (SPEC 1).
+        """One gradient-descent step in place: ``theta <- theta - eta grad L`` (docs/theory.md §1).
 
         ``eta`` has shape ``(G,)``.  The default forms the gradient with
         :meth:`loss_gradient`; a model may fuse gradient and update (no ``(G, P)``
@@ -109,8 +110,8 @@ class Model:
 
     def is_trivial(self, features: Any, theta: torch.Tensor, ntk: torch.Tensor
                    ) -> torch.Tensor | None:
-        """For converged runs: which ones ended as a *trivial* model (SPEC 1: every
-        unit dead, NTK ~ 0, constant output).  ``(G,)`` booleans, or ``None`` when
+        """For converged runs: which ones ended as a *trivial* model (docs/theory.md §1:
+        every unit dead, NTK ~ 0, constant output).  ``(G,)`` booleans, or ``None`` when
         the model has no trivial phase."""
         return None
 
@@ -123,7 +124,7 @@ class Model:
         return None
 
     def bounds(self, features: Any, theta0: torch.Tensor, lambda0: float) -> list[Bound]:
-        """The SPEC 3 bounds that apply to this model and dataset, for one seed."""
+        """The bounds of docs/theory.md §3 that apply to this model and dataset, for one seed."""
         return []
 
 

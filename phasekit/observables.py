@@ -49,7 +49,8 @@ class Snapshot:
         return self._outputs[split]
 
     def split_loss(self, split: str) -> torch.Tensor:
-        """``1/(2 D_split) sum_alpha (z_alpha - y_alpha)^2`` on ``split`` (SPEC 1), ``(G,)``."""
+        """``1/(2 D_split) sum_alpha (z_alpha - y_alpha)^2`` on ``split`` (docs/theory.md §1),
+        ``(G,)``."""
         if split == "train":
             return self.loss
         z = self.outputs(split)

@@ -1,4 +1,5 @@
-"""lambda_max of a batch of NTKs: the sharpness ``eta lambda_max(H_t)`` (SPEC 1, eq. 4).
+"""lambda_max of a batch of NTKs: the sharpness ``eta lambda_max(H_t)``
+(docs/theory.md §1, eq. 4).
 
 Two solvers, chosen by ``sweep.sharpness_solver``:
 

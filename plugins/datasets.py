@@ -1,4 +1,4 @@
-"""Synthetic datasets of SPEC 4: ``toy``, ``random`` and ``teacher_student``."""
+"""Synthetic datasets (docs/theory.md §2.1, §4): ``toy``, ``random`` and ``teacher_student``."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class Random(DatasetPlugin):
         "input_dim": Option(1, "d, input dimension", check=positive),
         "k": Option(0.5, "half-width of the input and label ranges", check=positive),
         "labels": Option("uniform", "label distribution: U([-k,k]) or N(0,1) (the authors' "
-                         "code, SPEC 5)", choices=("uniform", "normal")),
+                         "code, docs/theory.md §5)", choices=("uniform", "normal")),
         "seed": Option(0, "seed of the data (the same for every model seed)",
                        check=non_negative),
     }

@@ -1,4 +1,4 @@
-"""Two-class image datasets (SPEC 4, Appendix D.3.1): ``mnist``, ``fmnist``, ``cifar10``;
+"""Two-class image datasets (docs/theory.md §4, Appendix D.3.1): ``mnist``, ``fmnist``, ``cifar10``;
 and ``point``, one arbitrary datapoint (figure 10).
 
 Each image set keeps two classes (defaults: digits 0/1, T-shirt(0)/trouser(1),
@@ -7,7 +7,7 @@ training set is the first ``num_train`` images of those two classes in the
 original training split (file order); the test set is every test image of the
 two classes (``max_test`` can cap it, 0 = all).
 
-Input scaling (SPEC 2.5) lives here, not in the models: pixels are divided by
+Input scaling (docs/theory.md §2.5) lives here, not in the models: pixels are divided by
 255 (so they lie in [0, 1], not centred) and, with ``input_scale = "sqrt_d"``
 (default), by sqrt(d) -- the authors' code feeds x / sqrt(d).  ``"none"`` keeps
 the [0, 1] pixels.  Doing it in the dataset means every model, bound (eq. 180
@@ -260,7 +260,8 @@ def _image_options(default_classes: list[int], classes_help: str) -> dict[str, O
         "max_test": Option(0, "cap on the test images of the two classes (0: every one, "
                            "as in the paper)", check=non_negative),
         "input_scale": Option("sqrt_d", "pixels / 255 in [0, 1], then divided by sqrt(d) "
-                              "('sqrt_d', the authors' x/sqrt(d), SPEC 2.5) or not ('none')",
+                              "('sqrt_d', the authors' x/sqrt(d), docs/theory.md §2.5) or "
+                              "not ('none')",
                               choices=("sqrt_d", "none")),
         "path": Option("", "folder holding the files (searched first; then $PHASEKIT_DATA, "
                        "then /usr/share/datasets)"),

@@ -1,4 +1,5 @@
-"""Presets reproducing the paper's network experiments (SPEC 4: figures 2, 3, 8-16).
+"""Presets reproducing the paper's network experiments, figures 2, 3 and 8-16
+(docs/theory.md §4).
 
 Image presets use the paper's dataset.  The MNIST ones (figures 3, 11, 14) set
 ``dataset.fallback = "fmnist"``: where the MNIST files are absent they train on

@@ -7,12 +7,13 @@ from phasekit.observables import Observable, Snapshot
 
 
 def test_loss(snap: Snapshot):
-    """``L_test = 1/(2T) sum_alpha (z_alpha - y_alpha)^2`` on the test split (SPEC 1)."""
+    """``L_test = 1/(2T) sum_alpha (z_alpha - y_alpha)^2`` on the test split
+    (docs/theory.md §1)."""
     return snap.split_loss("test")
 
 
 def generalisation_gap(snap: Snapshot):
-    """``L_test - L_train`` (Fig. 3g), both with the SPEC 1 loss."""
+    """``L_test - L_train`` (Fig. 3g), both with the loss of docs/theory.md §1."""
     return snap.split_loss("test") - snap.loss
 
 
@@ -21,7 +22,7 @@ TEST_LOSS = Observable(
     long_name="loss on the test split, 1/(2T) sum (z - y)^2",
     compute=test_loss,
     applies=lambda model, data: data.has_test,
-    equation="SPEC 1 (the training loss's formula on the test split)",
+    equation="docs/theory.md §1 (the training loss's formula on the test split)",
 )
 
 
@@ -30,7 +31,7 @@ GENERALISATION_GAP = Observable(
     long_name="generalisation gap: test loss minus training loss",
     compute=generalisation_gap,
     applies=lambda model, data: data.has_test,
-    equation="SPEC 1 (Fig. 3g)",
+    equation="docs/theory.md §1 (Fig. 3g)",
 )
 
 

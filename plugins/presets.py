@@ -1,4 +1,4 @@
-"""Presets reproducing the paper's quadratic-model experiments (SPEC 4)."""
+"""Presets reproducing the paper's quadratic-model experiments (docs/theory.md §4)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Quadratic models (SPEC 2.1-2.3): ``quadratic`` and ``quadratic_bias``.
+"""Quadratic models (docs/theory.md §2.1-§2.3): ``quadratic`` and ``quadratic_bias``.
 
-Outputs (eq. 1, SPEC 2.2-2.3), with theta = (theta_phi, theta_psi)::
+Outputs (eq. 1; docs/theory.md §2.2-§2.3), with theta = (theta_phi, theta_psi)::
 
     z_alpha = phi_alpha . theta_phi + (zeta/2) theta_psi^T psi_alpha theta_psi
 
@@ -9,7 +9,7 @@ theta, so psi phi = 0 as the paper requires.  With v_alpha = psi_alpha theta_psi
 every quantity of a step follows from one matrix product:
 
 * gradient  dz_alpha/dtheta = (phi_alpha, zeta v_alpha)
-* NTK       H_ab = (1/D) (phi_a . phi_b + zeta^2 v_a . v_b)          (eq. 4, SPEC 2.3)
+* NTK       H_ab = (1/D) (phi_a . phi_b + zeta^2 v_a . v_b)   (eq. 4; docs/theory.md §2.3)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def draw_meta_feature_matrices(gen: torch.Generator, n: int, d: int, eigen_low: 
 
     ``q = expm(B)`` with ``B = (b - b^T)/sqrt(2)`` and ``b`` i.i.d. N(0, 1)
     (eq. 187), an orthogonal matrix.  The n/2 positive eigenvalues are drawn
-    from U[eigen_low, eigen_high] and paired with their negatives (SPEC 2.1).
+    from U[eigen_low, eigen_high] and paired with their negatives (docs/theory.md §2.1).
     """
     mats = []
     for _ in range(d):
@@ -67,8 +67,8 @@ class FeatureMap:
     """The fixed functions psi(x) and phi(x) of a quadratic model.
 
     ``psi(x) = g(sum_i x_i W^i / sqrt(d))`` (eq. 185 with the authors' 1/sqrt(d),
-    SPEC 2.1), ``g`` applied element-wise; ``phi(x) = U x * phi_scale`` with
-    ``phi_scale = 1/sqrt(d n_phi)`` (eq. 184, SPEC 2.1).  A teacher-student
+    docs/theory.md §2.1), ``g`` applied element-wise; ``phi(x) = U x * phi_scale`` with
+    ``phi_scale = 1/sqrt(d n_phi)`` (eq. 184; docs/theory.md §2.1).  A teacher-student
     dataset hands the model its projected maps (eq. 190-191) through this class.
     """
 
@@ -132,7 +132,7 @@ def _model_options(with_bias: bool) -> dict[str, Option]:
         "width": Option(1000 if not with_bias else 100,
                         "n (n_psi with bias): number of weights of the quadratic part; even",
                         check=positive_even),
-        "zeta": Option(None, "zeta; default sqrt(2/width) (SPEC 2.2)", type=float,
+        "zeta": Option(None, "zeta; default sqrt(2/width) (docs/theory.md §2.2)", type=float,
                        check=positive),
         "eigen_low": Option(1.0, "positive eigenvalues of W^i ~ U[eigen_low, eigen_high]",
                             check=positive),
@@ -151,7 +151,8 @@ def _model_options(with_bias: bool) -> dict[str, Option]:
 
 
 class QuadraticBias(Model):
-    """Quadratic model with bias, ``z = phi^T theta + (zeta/2) theta^T psi theta`` (SPEC 2.3)."""
+    """Quadratic model with bias, ``z = phi^T theta + (zeta/2) theta^T psi theta``
+    (docs/theory.md §2.3)."""
 
     name = "quadratic_bias"
     description = "quadratic model with bias: z = phi.theta + (zeta/2) theta^T psi theta"
@@ -177,7 +178,7 @@ class QuadraticBias(Model):
                     raise ConfigError(f"model.{key} = {want} does not match the dataset's "
                                       f"student features ({have}); set model.{key} = {have}")
         if settings["zeta"] is None:
-            settings["zeta"] = math.sqrt(2.0 / settings["width"])  # SPEC 2.2, 2.3
+            settings["zeta"] = math.sqrt(2.0 / settings["width"])  # docs/theory.md §2.2, §2.3
         possible = data.num_train == 1 and not data.has_test
         if settings["eigenbasis"] == "on" and not possible:
             raise ConfigError("model.eigenbasis = \"on\" needs one training point and no test "
@@ -238,9 +239,9 @@ class QuadraticBias(Model):
     def forward(self, feats, theta, split="train"):
         v = self._v(feats, theta, split)
         th_psi = theta[:, feats.n_phi:]
-        z = 0.5 * feats.zeta * (v * th_psi[:, None, :]).sum(-1)        # SPEC 2.2
+        z = 0.5 * feats.zeta * (v * th_psi[:, None, :]).sum(-1)  # docs/theory.md §2.2
         if feats.n_phi:
-            z = z + theta[:, :feats.n_phi] @ feats.phi[split].T         # SPEC 2.3
+            z = z + theta[:, :feats.n_phi] @ feats.phi[split].T  # docs/theory.md §2.3
         return z, v
 
     def loss_gradient(self, feats, theta, cache, eps):
@@ -254,13 +255,13 @@ class QuadraticBias(Model):
     def ntk(self, feats, theta, cache):
         v = self._v(feats, theta, "train") if cache is None else cache
         D = v.shape[1]
-        H = feats.zeta ** 2 * (v @ v.transpose(-1, -2)) / D              # SPEC 2.2
+        H = feats.zeta ** 2 * (v @ v.transpose(-1, -2)) / D  # docs/theory.md §2.2
         if feats.n_phi:
             phi = feats.phi["train"]
-            H = H + (phi @ phi.T / D)[None]                               # SPEC 2.3
+            H = H + (phi @ phi.T / D)[None]                        # docs/theory.md §2.3
         return H
 
-    # -- bounds (SPEC 3) ------------------------------------------------------------
+    # -- bounds (docs/theory.md §3) -------------------------------------------------
     def bounds(self, feats, theta0, lambda0):
         psi = feats.psi["train"]
         D = psi.shape[0]
@@ -304,7 +305,7 @@ class QuadraticBias(Model):
 
 
 class Quadratic(QuadraticBias):
-    """Pure quadratic model, ``z = (zeta/2) theta^T psi theta`` (SPEC 2.2)."""
+    """Pure quadratic model, ``z = (zeta/2) theta^T psi theta`` (docs/theory.md §2.2)."""
 
     name = "quadratic"
     description = "pure quadratic model: z = (zeta/2) theta^T psi theta"

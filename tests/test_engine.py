@@ -44,7 +44,8 @@ def test_fig1_phases(fig1_sweep):
 
 
 def test_eq60_bound_near_expected(fig1_sweep):
-    """SPEC 3: for +/-U[1,2] and large n the eq. 60 bound sits near 4 E[l^2]/max l^2 = 2.33."""
+    """For +/-U[1,2] and large n the eq. 60 bound sits near 4 E[l^2]/max l^2 = 2.33
+    (docs/theory.md §3)."""
     b = fig1_sweep.bound_eq60.values
     assert np.all(np.abs(b - 7 / 3) < 0.1)
     assert np.all(fig1_sweep.bound_eq68.values > 4)
@@ -155,7 +156,8 @@ GPU_CONFIGS = [
                                      {"name": "random", "num_train": 8, "input_dim": 3,
                                       "num_test": 16}], ids=["toy", "random"])
 def test_cuda_matches_cpu(manager, model, dataset):
-    """Every built-in model runs on CUDA and agrees with the CPU (same draws, SPEC 1)."""
+    """Every built-in model runs on CUDA and agrees with the CPU (same draws,
+    docs/theory.md §1)."""
     raw = {"model": model, "dataset": dataset, "sweep": {}}
     kw = dict(eta_lambda0=[0.5, 1.5], seeds=[0], max_steps=200, tol=0.0)
     cpu = sweep(raw, **kw)

@@ -321,7 +321,8 @@ def test_real_fmnist_two_class_set(manager):
 
 def test_real_fmnist_relu_training(manager):
     """Two-layer ReLU net (width 256) on 128 real images: trains at every c, stays
-    accurate on the two-class test set, and gets sparser with c (SPEC 4 observations)."""
+    accurate on the two-class test set, and gets sparser with c (observations listed in
+    docs/theory.md §4)."""
     real_fmnist_or_skip()
     raw = {"model": {"name": "relu", "width": 256},
            "dataset": {"name": "fmnist", "num_train": 128, "max_test": 500},

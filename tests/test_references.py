@@ -6,9 +6,9 @@ Scans every tracked text file of the checkout (``git ls-files``) and fails, list
 * a citation of an outside formula sheet (the word written in capitals below as
   ``OUTSIDE_SHEET``) or a path into a folder outside the repository
   (``OUTSIDE_FOLDER``): the physics is documented in ``docs/theory.md``;
-* a Markdown path (``something.md``) named in code or docs that does not exist:
-  resolved against the repository root or the mentioning file's folder, and a
-  bare file name also against ``docs/``;
+* a path to a Markdown file (a name ending in ``.md``) named in code or docs that
+  does not exist: resolved against the repository root or the mentioning file's
+  folder, and a bare file name also against ``docs/``;
 * a relative Markdown link ``[text](target)`` whose target does not exist relative
   to the file (anchors stripped; http(s), mailto and pure ``#anchor`` links ignored);
 * a citation ``docs/theory.md §N`` or ``§N.M`` (and every ``§`` number in
