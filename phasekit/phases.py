@@ -1,15 +1,16 @@
 """Phase classification of stored runs: lazy, catapult, divergent, trivial.
 
 Works on any stored sweep (``docs/schema.md``); nothing is re-run.  Each run
-``(seed, eta_lambda0)`` gets one phase from its ``status`` and its recorded
-training loss (criteria also in ``docs/phases.md`` and in the ``phase``
-variable's attributes):
+``(*axes, seed, eta_lambda0)`` (``axes``: the sweep's axis dimensions, none for
+a sweep without ``sweep.axes``) gets one phase from its ``status`` and its
+recorded training loss (criteria also in ``docs/phases.md`` and in the
+``phase`` variable's attributes):
 
 =================  ==================================================================
 ``status``         phase
 =================  ==================================================================
 ``diverged``       ``divergent``
-``trivial``        ``trivial`` (converged to a dead network, SPEC 1)
+``trivial``        ``trivial`` (converged to a dead network, docs/theory.md §1)
 ``converged``      ``catapult`` if ``max_t L_t >= catapult_factor * L_0``, else ``lazy``
 ``max_steps``      ``undetermined`` (neither converged nor diverged within max_steps)
 ``pending``        ``pending`` (not run)
@@ -20,16 +21,26 @@ loss among the recorded steps ``t >= 1`` and the loss at the stop
 (``final_loss``).  The default ``catapult_factor`` is 2: in the lazy phase
 (``c < 2``) the loss of a wide model decays monotonically, so it never
 doubles, whereas a catapult grows the loss exponentially, by a factor of
-order the width, before it falls (SPEC 1; paper Appendix A).
+order the width, before it falls (docs/theory.md §1; paper Appendix A).
+
+Critical learning rates per ``(*axes, seed)`` on the stored grid of ``c``
+(:func:`critical_rates`, Kalra & Barkeshli's early-training quantities, and
+``c_max``): ``c_loss`` where the loss first rises above ``L_0`` within the
+first ``early_window`` steps, ``c_sharp`` where the sharpness first drops
+below ``(1 - sharpness_drop)`` times its initial value in that window,
+``c_max`` the largest converged ``c`` below the first failure and
+``c_trivial`` the first ``c`` that ends trivial (``docs/phases.md``).
 """
 
 from __future__ import annotations
 
+import tomllib
 import warnings
 
 import numpy as np
 import xarray as xr
 
+from .options import ConfigError
 from .storage import SweepFileError
 
 PHASES = ("lazy", "catapult", "divergent", "trivial", "undetermined", "pending")
@@ -49,6 +60,17 @@ def criteria(catapult_factor: float = DEFAULT_CATAPULT_FACTOR) -> str:
             f"pending -> pending")
 
 
+def sweep_axes(ds: xr.Dataset) -> list[str]:
+    """The sweep's axis dimensions still present in ``ds``, in config order.
+
+    Read from the ``axes`` attribute (space-separated; absent or empty for a
+    sweep without axes).  An axis removed by a selection such as
+    ``ds.sel(width=512)`` is no longer a dimension and is left out.
+    """
+    names = str(ds.attrs.get("axes", "") or "").split()
+    return [n for n in names if n in ds.dims]
+
+
 def require(ds: xr.Dataset, *names: str, purpose: str) -> None:
     """Raise :class:`SweepFileError` unless ``ds`` is a phasekit sweep holding ``names``."""
     if not isinstance(ds, xr.Dataset):
@@ -61,6 +83,15 @@ def require(ds: xr.Dataset, *names: str, purpose: str) -> None:
     if missing:
         raise SweepFileError(f"{purpose} needs the variable(s) {', '.join(missing)}, which this "
                              f"sweep lacks")
+
+
+def _status(ds: xr.Dataset, purpose: str) -> xr.DataArray:
+    """``status`` as strings, checked for values phasekit does not know."""
+    status = ds["status"].astype(str)
+    unknown = sorted(set(np.unique(status.values)) - set(STATUS_TO_PHASE) - {CONVERGED})
+    if unknown:
+        raise SweepFileError(f"{purpose}: unknown status value(s) {unknown}")
+    return status
 
 
 def loss_peak_ratio(ds: xr.Dataset) -> xr.DataArray:
@@ -81,15 +112,12 @@ def loss_peak_ratio(ds: xr.Dataset) -> xr.DataArray:
 
 
 def classify(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_FACTOR) -> xr.DataArray:
-    """The phase of every run, ``phase(seed, eta_lambda0)`` (see the module docstring)."""
+    """The phase of every run, ``phase(*axes, seed, eta_lambda0)`` (module docstring)."""
     if not (np.isfinite(catapult_factor) and catapult_factor > 1):
         raise ValueError(f"catapult_factor must be a number above 1, got {catapult_factor!r}")
     require(ds, "status", "loss", "final_loss", purpose="phase classification")
-    status = ds["status"].astype(str)
-    unknown = sorted(set(np.unique(status.values)) - set(STATUS_TO_PHASE) - {CONVERGED})
-    if unknown:
-        raise SweepFileError(f"phase classification: unknown status value(s) {unknown}")
-    ratio = loss_peak_ratio(ds)
+    status = _status(ds, "phase classification")
+    ratio = loss_peak_ratio(ds).transpose(*status.dims)
     phase = np.empty(status.shape, dtype=object)
     for stat, ph in STATUS_TO_PHASE.items():
         phase[status.values == stat] = ph
@@ -113,72 +141,262 @@ def add_phases(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_FACTOR)
     return out
 
 
+# -- majority phase over runs ---------------------------------------------------------
+
+#: the phases a majority is taken over (``pending`` runs have no phase and do not vote)
+VOTING = PHASES[:-1]
+
+
+def phase_counts(phase: xr.DataArray, dims: str | list[str] = "seed") -> xr.DataArray:
+    """How many runs are in each phase, summed over ``dims``: a new leading dim ``phase``
+    with the values of :data:`VOTING` (``pending`` is not counted)."""
+    counts = xr.concat([(phase == p).sum(dims) for p in VOTING], dim="phase")
+    return counts.assign_coords(phase=list(VOTING))
+
+
+def majority(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(phase, disagree)`` from counts whose first axis follows :data:`VOTING`.
+
+    The majority phase wins; a tie goes to the phase listed first in
+    :data:`PHASES`; ``pending`` where no run voted.  ``disagree`` is true where
+    the runs fall into more than one phase.
+    """
+    counts = np.asarray(counts)
+    names = np.asarray(VOTING)[np.argmax(counts, axis=0)]
+    names = np.where(counts.sum(axis=0) > 0, names, "pending")
+    return names, (counts > 0).sum(axis=0) > 1
+
+
 # -- critical learning rates from a stored grid --------------------------------------
 
-def _first_index(mask: np.ndarray) -> int | None:
-    hits = np.flatnonzero(mask)
-    return int(hits[0]) if hits.size else None
+#: thresholds of the early-training criteria for files whose stored config has none
+#: (written before phasekit stored them); phasekit's choices, docs/phases.md
+EARLY_DEFAULTS = {"early_window": 10, "sharpness_drop": 0.05, "loss_rise": 0.0}
+#: the critical learning rates of :func:`critical_rates`, each with its bracket variable
+BRACKETS = {"c_loss": "c_loss_below", "c_sharp": "c_sharp_below", "c_max": "c_fail",
+            "c_trivial": "c_trivial_below"}
+#: critical learning rates a ``phasekit boundary`` file refines (kept by add_critical)
+REFINED = ("c_max", "c_fail", "c_trivial")
 
 
-def critical_summary(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_FACTOR
-                     ) -> xr.Dataset:
-    """Per seed: the critical learning rates visible on the stored grid.
+def early_thresholds(ds: xr.Dataset, early_window: int | None = None,
+                     sharpness_drop: float | None = None, loss_rise: float | None = None
+                     ) -> dict[str, float]:
+    """The thresholds of ``c_loss`` and ``c_sharp``: the arguments given, else the stored
+    config's ``[sweep]`` values, else :data:`EARLY_DEFAULTS`.  Raises ConfigError for
+    a window that is not a positive integer, a drop outside [0, 1) or a negative rise."""
+    try:
+        stored = tomllib.loads(str(ds.attrs.get("config", ""))).get("sweep", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepFileError(f"the stored config is not valid TOML ({exc})") from None
+    given = {"early_window": early_window, "sharpness_drop": sharpness_drop,
+             "loss_rise": loss_rise}
+    out = {k: given[k] if given[k] is not None else stored.get(k, default)
+           for k, default in EARLY_DEFAULTS.items()}
+    window = out["early_window"]
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        raise ConfigError(f"early_window must be a positive whole number of steps, got "
+                          f"{window!r}")
+    drop, rise = out["sharpness_drop"], out["loss_rise"]
+    if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0 <= drop < 1:
+        raise ConfigError(f"sharpness_drop must be a number in [0, 1), got {drop!r}")
+    if (isinstance(rise, bool) or not isinstance(rise, int | float) or not np.isfinite(rise)
+            or rise < 0):
+        raise ConfigError(f"loss_rise must be a finite number >= 0, got {rise!r}")
+    return {"early_window": int(window), "sharpness_drop": float(drop),
+            "loss_rise": float(rise)}
 
-    * ``c_fail``: the smallest evaluated ``c`` whose run did not converge
-      (diverged, trivial or max_steps); NaN if every evaluated run converged;
-    * ``c_max``: the largest evaluated ``c`` below ``c_fail`` that converged
-      (``phasekit boundary`` stores a refined ``c_max``, which is used when present);
+
+def _onset(hit: xr.DataArray, ran: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    """``(first, below)`` over ``eta_lambda0``: the smallest evaluated ``c`` where ``hit``
+    holds, and the largest evaluated ``c`` below it (NaN where there is none).
+
+    With ``hit`` = "did not converge" this is the bracket rule of ``phasekit
+    boundary`` (``phasekit.boundary._bracket``): ``below`` = ``c_max``, ``first`` =
+    ``c_fail``; every evaluated ``c`` below ``first`` lacks the property.
+    """
+    c = ran["eta_lambda0"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN: nothing qualifies
+        first = xr.where(hit & ran, c, np.nan).min("eta_lambda0")
+        below = xr.where(ran & (c < first), c, np.nan).max("eta_lambda0")
+    return first, below
+
+
+def _early(ds: xr.Dataset, name: str, window: int) -> tuple[xr.DataArray, xr.DataArray] | None:
+    """``(x_0, x_t)`` of trajectory ``name``: the value at initialisation and the values
+    at the recorded steps ``1 <= t <= window``, NaN where the run had stopped
+    (``t > steps``); None when no step of the window is recorded."""
+    t = ds["step"].values
+    if not (t == 0).any():
+        raise SweepFileError(f"'{name}' has no value at step 0 (the initialisation)")
+    inside = np.flatnonzero((t >= 1) & (t <= window))
+    if not inside.size:
+        return None
+    traj = ds[name]
+    values = traj.isel(step=inside)
+    return traj.sel(step=0, drop=True), values.where(values["step"] <= ds["steps"])
+
+
+def _grid_attrs(long_name: str, definition: str, bracket: str,
+                th: dict[str, float] | None = None) -> dict:
+    attrs = {"long_name": long_name, "definition": definition, "units": "1",
+             "resolution": bracket, "documentation": "docs/phases.md"}
+    return {**attrs, **(th or {})}
+
+
+def critical_rates(ds: xr.Dataset, early_window: int | None = None,
+                   sharpness_drop: float | None = None, loss_rise: float | None = None
+                   ) -> xr.Dataset:
+    """Critical learning rates on the stored grid, over ``(*axes, seed)``.
+
+    Only evaluated runs (status not ``pending``) count; NaN where no evaluated
+    ``c`` qualifies.  With ``W`` = ``early_window``, ``r`` = ``loss_rise`` and
+    ``delta`` = ``sharpness_drop`` (defaults: the stored config's ``[sweep]``,
+    else 10, 0.05 and 0):
+
+    * ``c_loss``: the smallest ``c`` with ``L_t > (1 + r) L_0`` at some recorded
+      step ``1 <= t <= W`` at which the run was still running (``t <= steps``),
+      or whose run diverged at a step ``1 <= steps <= W``;
+    * ``c_sharp``: the smallest ``c`` with ``eta lambda_max(H_t) < (1 - delta)``
+      times its step-0 value at such a step;
+    * ``c_max``, ``c_fail``: the bracket of ``phasekit boundary`` on the grid:
+      ``c_fail`` the smallest ``c`` whose run did not converge (diverged, trivial
+      or max_steps), ``c_max`` the largest ``c`` below it (which converged); both
+      NaN where nothing failed (the grid does not reach ``c_max``);
+    * ``c_trivial``: the smallest ``c`` whose run ended trivial.
+
+    ``c_loss_below``, ``c_sharp_below`` and ``c_trivial_below`` hold the largest
+    evaluated ``c`` below each (the true onset lies in ``(below, c]``; NaN when
+    ``c`` is the smallest evaluated one), ``c_fail`` the upper end of ``c_max``'s
+    bracket ``[c_max, c_fail)``.  ``c_loss`` needs ``loss`` and ``c_sharp`` needs
+    ``sharpness``: each is absent when its trajectory is missing or no step of the
+    window was recorded.
+    """
+    purpose = "the critical learning rates"
+    require(ds, "status", "steps", purpose=purpose)
+    th = early_thresholds(ds, early_window, sharpness_drop, loss_rise)
+    window, drop, rise = th["early_window"], th["sharpness_drop"], th["loss_rise"]
+    axes = sweep_axes(ds)
+    status = _status(ds, purpose).transpose(*axes, "seed", "eta_lambda0")
+    ran = status != "pending"
+    steps = ds["steps"]
+    where = (f"at a recorded step t in 1..{window} at which the run was still running "
+             f"(t <= steps)")
+    bracket = ("grid resolution: the onset lies in ({0}_below, {0}]; {0}_below is the largest "
+               "evaluated c below {0} (NaN when {0} is the smallest evaluated c)")
+    out: dict[str, tuple[xr.DataArray, dict]] = {}
+
+    early = _early(ds, "loss", window) if "loss" in ds.variables else None
+    if early is not None:
+        L0, Lt = early
+        rose = Lt > (1 + rise) * L0
+        rose = rose.any([d for d in rose.dims if d not in status.dims])
+        rose = rose | ((status == "diverged") & (steps >= 1) & (steps <= window))
+        first, below = _onset(rose, ran)
+        loss_th = {"early_window": window, "loss_rise": rise}
+        out["c_loss"] = (first, _grid_attrs(
+            "smallest c at which the training loss rises above its initial value "
+            "in early training",
+            f"smallest evaluated c with L_t > (1 + {rise:g}) L_0 {where}, or whose run "
+            f"diverged at a step in 1..{window}", bracket.format("c_loss"), loss_th))
+        out["c_loss_below"] = (below, {"long_name": "largest evaluated c below c_loss (lower "
+                                       "end of its bracket)", "units": "1"})
+    early = _early(ds, "sharpness", window) if "sharpness" in ds.variables else None
+    if early is not None:
+        S0, St = early
+        fell = St < (1 - drop) * S0
+        fell = fell.any([d for d in fell.dims if d not in status.dims])
+        first, below = _onset(fell, ran)
+        out["c_sharp"] = (first, _grid_attrs(
+            "smallest c at which the sharpness eta lambda_max(H_t) decreases in "
+            "early training",
+            f"smallest evaluated c with eta lambda_max(H_t) < (1 - {drop:g}) eta "
+            f"lambda_max(H_0) {where}", bracket.format("c_sharp"),
+            {"early_window": window, "sharpness_drop": drop}))
+        out["c_sharp_below"] = (below, {"long_name": "largest evaluated c below c_sharp "
+                                        "(lower end of its bracket)", "units": "1"})
+    fail, c_max = _onset(status != CONVERGED, ran)
+    out["c_max"] = (c_max, _grid_attrs(
+        "largest c that converged, below the first c that did not converge",
+        "c_fail = smallest evaluated c whose run did not converge (diverged, trivial or "
+        "max_steps); c_max = largest evaluated c below c_fail (it converged); the bracket "
+        "rule of phasekit boundary; NaN where no evaluated run failed or none below the "
+        "first failure converged",
+        "grid resolution: the largest convergent c lies in [c_max, c_fail)"))
+    out["c_fail"] = (fail, {"long_name": "smallest evaluated c whose run did not converge "
+                            "(upper end of the c_max bracket)", "units": "1"})
+    first, below = _onset(status == "trivial", ran)
+    out["c_trivial"] = (first, _grid_attrs(
+        "smallest c whose run ended trivial (dead network)",
+        "smallest evaluated c with status trivial; NaN if none", bracket.format("c_trivial")))
+    out["c_trivial_below"] = (below, {"long_name": "largest evaluated c below c_trivial "
+                                      "(lower end of its bracket)", "units": "1"})
+    res = xr.Dataset({name: da.transpose(*axes, "seed").astype(float).assign_attrs(attrs)
+                      for name, (da, attrs) in out.items()})
+    res.attrs.update({**th, "documentation": "docs/phases.md"})
+    return res
+
+
+def _is_boundary(ds: xr.Dataset) -> bool:
+    """A ``phasekit boundary`` file, whose c_max, c_fail and c_trivial are refined."""
+    return "boundary_tol" in ds.attrs and all(n in ds.variables for n in REFINED)
+
+
+def add_critical(ds: xr.Dataset, early_window: int | None = None,
+                 sharpness_drop: float | None = None, loss_rise: float | None = None
+                 ) -> xr.Dataset:
+    """A copy of ``ds`` with the variables of :func:`critical_rates` added (or replaced).
+
+    Cheap (only the first ``early_window`` steps of ``loss`` and ``sharpness`` are
+    read).  A ``phasekit boundary`` file keeps its refined ``c_max``, ``c_fail``
+    and ``c_trivial``.
+    """
+    rates = critical_rates(ds, early_window, sharpness_drop, loss_rise)
+    keep = REFINED if _is_boundary(ds) else ()
+    out = ds.copy()
+    for name, da in rates.data_vars.items():
+        if name not in keep:
+            out[name] = da.variable          # keep the coordinates (and their attrs) of ds
+    return out
+
+
+def critical_summary(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_FACTOR, *,
+                     early_window: int | None = None, sharpness_drop: float | None = None,
+                     loss_rise: float | None = None) -> xr.Dataset:
+    """The critical learning rates visible on the stored grid, over ``(*axes, seed)``.
+
+    Everything of :func:`critical_rates` (``c_loss``, ``c_sharp``, ``c_max``,
+    ``c_fail``, ``c_trivial`` and their brackets) plus
+
     * ``c_catapult``: the smallest ``c`` classified ``catapult``;
-    * ``c_trivial``: the smallest ``c`` whose run ended trivial;
     * ``converged_above``: converged runs above ``c_fail`` (non-monotone, chaotic
       dynamics near the boundary);
     * ``gap_<bound>``: ``c_max - bound_<bound>``, how far each stored bound sits
       below ``c_max``.
+
+    A ``phasekit boundary`` file's refined ``c_max``, ``c_fail`` and ``c_trivial``
+    are used instead of the grid values.
     """
     phase = classify(ds, catapult_factor)
-    status = ds["status"].astype(str).values
-    cs = ds["eta_lambda0"].values
-    S = status.shape[0]
-    out = {name: np.full(S, np.nan) for name in ("c_max", "c_fail", "c_catapult", "c_trivial")}
-    above = np.zeros(S, dtype=np.int64)
-    for s in range(S):
-        evaluated = status[s] != "pending"
-        fail = evaluated & (status[s] != CONVERGED)
-        i_fail = _first_index(fail)
-        conv = status[s] == CONVERGED
-        if i_fail is not None:
-            out["c_fail"][s] = cs[i_fail]
-            below = np.flatnonzero(conv[:i_fail])
-            if below.size:
-                out["c_max"][s] = cs[below[-1]]
-            above[s] = int(conv[i_fail:].sum())
-        i_cat = _first_index(phase.values[s] == "catapult")
-        if i_cat is not None:
-            out["c_catapult"][s] = cs[i_cat]
-        i_triv = _first_index(status[s] == "trivial")
-        if i_triv is not None:
-            out["c_trivial"][s] = cs[i_triv]
-    if "c_max" in ds.variables:        # refined by phasekit boundary
-        out["c_max"] = ds["c_max"].values.astype(float)
-        if "c_fail" in ds.variables:
-            out["c_fail"] = ds["c_fail"].values.astype(float)
-        if "c_trivial" in ds.variables:
-            out["c_trivial"] = ds["c_trivial"].values.astype(float)
-    docs = {
-        "c_max": "largest c that converged, below c_fail (eta_lambda0 units)",
-        "c_fail": "smallest evaluated c that did not converge (diverged, trivial or max_steps)",
-        "c_catapult": "smallest c whose run was classified catapult",
-        "c_trivial": "smallest c whose run ended trivial (dead network)",
-    }
-    seed = ds["seed"]
-    res = xr.Dataset({k: (("seed",), v, {"long_name": docs[k]}) for k, v in out.items()},
-                     coords={"seed": seed})
-    res["converged_above"] = (("seed",), above, {
-        "long_name": "converged runs above c_fail (non-monotone boundary)"})
+    res = critical_rates(ds, early_window, sharpness_drop, loss_rise)
+    axes = sweep_axes(ds)
+    if _is_boundary(ds):
+        for name in REFINED:
+            res[name] = ds[name].astype(float)
+    cat, _ = _onset(phase == "catapult", phase != "pending")
+    res["c_catapult"] = cat.transpose(*axes, "seed").assign_attrs(
+        long_name="smallest c whose run was classified catapult", units="1",
+        catapult_factor=catapult_factor)
+    status = ds["status"].astype(str)
+    above = ((status == CONVERGED) & (ds["eta_lambda0"] > res["c_fail"])).sum("eta_lambda0")
+    res["converged_above"] = above.transpose(*axes, "seed").assign_attrs(
+        long_name="converged runs above c_fail (non-monotone boundary)")
     for b in bound_names(ds):
         eq = ds[f"bound_{b}"].attrs.get("equation", b)
-        res[f"gap_{b}"] = (("seed",), out["c_max"] - ds[f"bound_{b}"].values, {
-            "long_name": f"c_max - bound_{b}: how far the {eq} bound sits below c_max"})
+        res[f"gap_{b}"] = (res["c_max"] - ds[f"bound_{b}"]).transpose(*axes, "seed")
+        res[f"gap_{b}"].attrs = {"long_name": f"c_max - bound_{b}: how far the {eq} bound "
+                                              f"sits below c_max", "units": "1"}
     res.attrs["catapult_window"] = "(2, c_max)"
     return res
 
@@ -188,12 +406,19 @@ def bound_names(ds: xr.Dataset) -> list[str]:
     return sorted(str(v)[len("bound_"):] for v in ds.data_vars if str(v).startswith("bound_"))
 
 
+# -- the printed report ----------------------------------------------------------------
+
 def _fmt(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{x:.4g}"
 
 
+def _finite(values) -> np.ndarray:
+    v = np.asarray(values, dtype=float).ravel()
+    return v[np.isfinite(v)]
+
+
 def _mean_spread(values: np.ndarray) -> str:
-    v = values[np.isfinite(values)]
+    v = _finite(values)
     if not v.size:
         return "-"
     if v.size == 1:
@@ -201,31 +426,111 @@ def _mean_spread(values: np.ndarray) -> str:
     return f"{v.mean():.4g} +/- {v.std(ddof=1):.2g} (range {v.min():.4g}-{v.max():.4g})"
 
 
-def summary_text(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_FACTOR) -> str:
-    """A plain-text report: phase counts per ``c`` and the critical learning rates."""
-    phase = classify(ds, catapult_factor).values
+def _mean_std(values: np.ndarray) -> str:
+    v = _finite(values)
+    if not v.size:
+        return "-"
+    if v.size == 1 or v.std() == 0:
+        return f"{v.mean():.4g}"
+    return f"{v.mean():.4g}+/-{v.std(ddof=1):.2g}"
+
+
+def _window_line(crit: xr.Dataset) -> str | None:
+    parts = []
+    if "c_loss" in crit:
+        parts.append(f"c_loss: L_t > (1 + {crit['c_loss'].attrs['loss_rise']:g}) L_0, or "
+                     f"diverged")
+    if "c_sharp" in crit:
+        parts.append(f"c_sharp: eta lambda_max(H_t) < "
+                     f"{1 - crit['c_sharp'].attrs['sharpness_drop']:g} x its initial value")
+    if not parts:
+        return None
+    return (f"early window: steps 1-{crit.attrs['early_window']}; " + "; ".join(parts)
+            + " (docs/phases.md)")
+
+
+def _axis_label(ds: xr.Dataset, name: str) -> str:
+    key = ds[name].attrs.get("axis_key")
+    return f"{name} ({key})" if key and key != name else name
+
+
+def _point_label(ds: xr.Dataset, axes: list[str], index: tuple[int, ...]) -> str:
+    return " ".join(f"{a}={ds[a].values[i]}" for a, i in zip(axes, index, strict=True))
+
+
+def _phase_ranges(major: np.ndarray, disagree: np.ndarray, cs: np.ndarray) -> str:
+    """``lazy 0.5-1.9, catapult 2-3.8, ...``: runs of equal majority phase along c."""
+    parts, start = [], None
+    keep = np.flatnonzero(major != "pending")
+    for k, j in enumerate(keep):
+        if start is None:
+            start = j
+        if k + 1 == len(keep) or major[keep[k + 1]] != major[j]:
+            span = f"{cs[start]:.4g}" if start == j else f"{cs[start]:.4g}-{cs[j]:.4g}"
+            parts.append(f"{major[j]} {span}")
+            start = None
+    text = ", ".join(parts) if parts else "no run"
+    n = int(disagree.sum())
+    return text + (f" (seeds disagree at {n} c)" if n else "")
+
+
+def _report_axes(ds: xr.Dataset, phase: xr.DataArray, crit: xr.Dataset,
+                 catapult_factor: float, axes: list[str]) -> list[str]:
+    lines = ["sweep axes: " + "; ".join(
+        f"{_axis_label(ds, a)} = " + ", ".join(str(v) for v in ds[a].values) for a in axes)]
+    counts = phase_counts(phase.transpose(*axes, "seed", "eta_lambda0"), "seed")
+    major, disagree = majority(counts.values)
     cs = ds["eta_lambda0"].values
-    shown = [p for p in PHASES if (phase == p).any()]
+    lines.append(f"phases (criteria: docs/phases.md; catapult factor {catapult_factor:g}), "
+                 f"majority over {ds.sizes['seed']} seed(s) per axis point, along c:")
+    shape = tuple(ds.sizes[a] for a in axes)
+    for index in np.ndindex(*shape):
+        lines.append(f"  {_point_label(ds, axes, index)}: "
+                     f"{_phase_ranges(major[index], disagree[index], cs)}")
+    names = [n for n in ("c_loss", "c_sharp", "c_max", "c_catapult", "c_trivial") if n in crit]
+    bnames = bound_names(ds)
+    lines.append("")
+    lines.append("critical learning rates (eta_lambda0 units), mean +/- std over seeds:")
+    header = list(axes) + names + [f"bound_{b}" for b in bnames]
+    width = [max(11, len(h)) for h in header]
+    lines.append("  ".join(f"{h:>{w}}" for h, w in zip(header, width, strict=True)))
+    values = {n: crit[n].transpose(*axes, "seed").values for n in names}
+    values.update({f"bound_{b}": ds[f"bound_{b}"].transpose(*axes, "seed").values
+                   for b in bnames})
+    for index in np.ndindex(*shape):
+        row = [str(ds[a].values[i]) for a, i in zip(axes, index, strict=True)]
+        row += [_mean_std(values[h][index]) for h in header[len(axes):]]
+        lines.append("  ".join(f"{x:>{w}}" for x, w in zip(row, width, strict=True)))
+    return lines
+
+
+def _report_seeds(ds: xr.Dataset, phase: xr.DataArray, crit: xr.Dataset,
+                  catapult_factor: float) -> list[str]:
+    phase_v = phase.transpose("seed", "eta_lambda0").values
+    cs = ds["eta_lambda0"].values
+    shown = [p for p in PHASES if (phase_v == p).any()]
     lines = [f"phases (criteria: docs/phases.md; catapult factor {catapult_factor:g}), runs per "
-             f"learning rate over {phase.shape[0]} seed(s):",
+             f"learning rate over {phase_v.shape[0]} seed(s):",
              "eta_lambda0  " + " ".join(f"{p:>12}" for p in shown)]
     for j, c in enumerate(cs):
-        col = phase[:, j]
+        col = phase_v[:, j]
         if (col == "pending").all():
             continue
         lines.append(f"{c:>11.4g}  " + " ".join(f"{int((col == p).sum()):>12}" for p in shown))
-    crit = critical_summary(ds, catapult_factor)
     lines.append("")
     lines.append("critical learning rates (eta_lambda0 units), per seed:")
-    header = ["seed", "c_max", "c_fail", "c_catapult", "c_trivial"]
+    names = [n for n in ("c_loss", "c_sharp", "c_max", "c_fail", "c_catapult", "c_trivial")
+             if n in crit]
     bnames = bound_names(ds)
-    header += [f"bound_{b}" for b in bnames]
+    header = ["seed"] + names + [f"bound_{b}" for b in bnames]
     lines.append("  ".join(f"{h:>12}" for h in header))
     for s, seed in enumerate(ds["seed"].values):
-        row = [str(int(seed))] + [_fmt(float(crit[k].values[s]))
-                                  for k in ("c_max", "c_fail", "c_catapult", "c_trivial")]
+        row = [str(int(seed))] + [_fmt(float(crit[k].values[s])) for k in names]
         row += [_fmt(float(ds[f"bound_{b}"].values[s])) for b in bnames]
         lines.append("  ".join(f"{x:>12}" for x in row))
+    for name in ("c_loss", "c_sharp"):
+        if name in crit:
+            lines.append(f"{name}: {_mean_spread(crit[name].values)}")
     c_max = crit["c_max"].values
     lines.append(f"c_max: {_mean_spread(c_max)}")
     if np.isfinite(c_max).any():
@@ -236,9 +541,29 @@ def summary_text(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_FACTO
         eq = ds[f"bound_{b}"].attrs.get("equation", "")
         lines.append(f"bound_{b} ({eq}, {kind}): {_mean_spread(ds[f'bound_{b}'].values)}; "
                      f"c_max - bound = {_mean_spread(gap)}")
-    grid_c = np.broadcast_to(cs, phase.shape)
-    slow = int(((phase == "lazy") & (grid_c > 2)).sum())
-    early = int(((phase == "catapult") & (grid_c < 2)).sum())
+    return lines
+
+
+def summary_text(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_FACTOR, *,
+                 early_window: int | None = None, sharpness_drop: float | None = None,
+                 loss_rise: float | None = None) -> str:
+    """A plain-text report: phases per ``c`` and the critical learning rates (per seed;
+    for a sweep with axes, the majority phase along ``c`` and the seed mean of each
+    critical rate per axis point)."""
+    phase = classify(ds, catapult_factor)
+    crit = critical_summary(ds, catapult_factor, early_window=early_window,
+                            sharpness_drop=sharpness_drop, loss_rise=loss_rise)
+    axes = sweep_axes(ds)
+    if axes:
+        lines = _report_axes(ds, phase, crit, catapult_factor, axes)
+    else:
+        lines = _report_seeds(ds, phase, crit, catapult_factor)
+    window = _window_line(crit)
+    if window:
+        lines.append(window)
+    c = phase["eta_lambda0"]
+    slow = int(((phase == "lazy") & (c > 2)).sum())
+    early = int(((phase == "catapult") & (c < 2)).sum())
     if slow:
         lines.append(f"note: {slow} converged run(s) above c = 2 are lazy by the loss criterion "
                      f"(their loss rose less than {catapult_factor:g}x; expected just above c = 2 "
