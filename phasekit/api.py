@@ -61,6 +61,27 @@ def load(path: str | os.PathLike) -> xr.Dataset:
     return open_sweep(path)
 
 
+def build_model(config, *, manager: PluginManager | None = None):
+    """The model of ``config``, built on its dataset as the sweep engine builds it and
+    ready for ``setup`` (its dataset is ``model.data``).
+
+    ``config`` is a raw mapping with the tables ``[model]`` and ``[dataset]`` (as in a
+    config file) or a resolved config; the ``[sweep]`` table, axes included, is not
+    used.  Used by the contract checks of :mod:`phasekit.testing`.
+
+    >>> model = build_model({"model": {"name": "relu", "width": 16},
+    ...                      "dataset": {"name": "random", "num_train": 4}})  # doctest: +SKIP
+    """
+    from .config import ResolvedConfig
+    from .sweep import Engine
+
+    manager = manager or get_plugin_manager()
+    raw = config.to_dict() if isinstance(config, ResolvedConfig) else config
+    tables = {k: raw[k] for k in ("model", "dataset") if k in raw}
+    resolved, data = resolve_config(tables, manager)
+    return Engine(resolved, data, manager).model
+
+
 # -- analysis: mirrors `phasekit analyze`, `phasekit boundary` and `phasekit plot` -----
 
 def _as_sweep(sweep: xr.Dataset | str | os.PathLike) -> xr.Dataset:
