@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, diagnostics
 from .api import build_config
 from .config import resolve_config
 from .dataset import DataError
@@ -85,27 +85,23 @@ def _existing_output(path: Path, config_toml: str, overwrite: bool) -> bool:
 
 
 def summary_table(ds) -> str:
-    """Per eta_lambda0: status counts, theta^2_inf/theta^2_0 and final sharpness."""
-    from .sweep import STATUSES
+    """What a person reads first after a run: the phases along c (seed spread), the
+    critical learning rates and the bounds (:func:`phasekit.phases.summary_text`),
+    then theta^2_inf / theta^2_0 and the final sharpness per c (without axes)."""
+    from .phases import summary_text
 
-    ratio = ds["final_weight_norm"] / ds["weight_norm"].isel(step=0)
-    status = ds["status"].values
-    shown = [s for s in STATUSES if s != "trivial" or (status == s).any()]
-    lines = ["eta_lambda0  " + " ".join(f"{s:>9}" for s in shown)
-             + f"  {'theta2_inf/theta2_0':>19}  {'final sharpness':>15}"]
-    for j, c in enumerate(ds["eta_lambda0"].values):
-        col = status[:, j]
-        counts = " ".join(f"{int((col == s).sum()):>9}" for s in shown)
-        finite = col != "diverged"
-        r = ratio.values[:, j][finite]
-        sh = ds["final_sharpness"].values[:, j][finite]
-        r_txt = f"{np.mean(r):.4g}" if r.size else "-"
-        s_txt = f"{np.mean(sh):.4g}" if sh.size else "-"
-        lines.append(f"{c:>11.4g}  {counts}  {r_txt:>19}  {s_txt:>15}")
-    for b in (v for v in ds.data_vars if v.startswith("bound_")):
-        vals = ds[b].values
-        lines.append(f"{b} ({ds[b].attrs.get('equation', '')}): mean {np.nanmean(vals):.4g} "
-                     f"over {len(vals)} seed(s), in eta_lambda0 units")
+    lines = [summary_text(ds)]
+    if not ds.attrs.get("axes"):
+        ratio = (ds["final_weight_norm"] / ds["weight_norm"].isel(step=0)).values
+        finite = ds["status"].values != "diverged"
+        sharp = ds["final_sharpness"].values
+        lines.append(f"{'eta_lambda0':>11}  {'theta2_inf/theta2_0':>19}  {'final sharpness':>15}"
+                     "  (means over the runs that did not diverge)")
+        for j, c in enumerate(ds["eta_lambda0"].values):
+            keep = finite[:, j]
+            r = f"{np.mean(ratio[keep, j]):.4g}" if keep.any() else "-"
+            sh = f"{np.mean(sharp[keep, j]):.4g}" if keep.any() else "-"
+            lines.append(f"{c:>11.4g}  {r:>19}  {sh:>15}")
     return "\n".join(lines)
 
 
@@ -160,6 +156,7 @@ def cmd_presets(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    diagnostics.install()               # phasekit's warnings as one 'phasekit: warning:' line
     args = _build_parser().parse_args(argv)
     from .cli_analysis import HANDLERS
 
@@ -168,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except (ConfigError, DataError, SweepFileError) as exc:
-        print(f"phasekit: error: {exc}", file=sys.stderr)
+        print(diagnostics.error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nphasekit: interrupted; nothing was written", file=sys.stderr)

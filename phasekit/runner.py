@@ -197,10 +197,8 @@ def execute(config: ResolvedConfig, data: Data | None, manager: PluginManager,
     written and nothing is resumed.  ``data`` is the dataset of a config without
     axes (``None``: the one resolved with the config).
     """
-    from . import phases
+    from .phases import add_critical
     from .storage import build_dataset, write_sweep
-
-    add_critical = getattr(phases, "add_critical", lambda ds: ds)  # TEMPORARY until phases lands
 
     engines = PointEngines(config, data, manager)
     chunks = engines.chunks() if chunks is None else list(chunks)

@@ -209,9 +209,9 @@ def build_dataset(engines, results) -> xr.Dataset:
 
 
 def _point_options(engines, config) -> dict:
-    """``model_<key>(*axes)`` / ``dataset_<key>(*axes)``: resolved option values that
-    differ between axis points (derived ones such as zeta = sqrt(2/width) included);
-    the axes themselves are coordinates already."""
+    """``model_<key>`` / ``dataset_<key>``: resolved option values that differ between
+    axis points (derived ones such as zeta = sqrt(2/width) included), over exactly the
+    axes they vary along; the axes themselves are coordinates already."""
     if not config.axes:
         return {}
     out = {}
@@ -224,8 +224,14 @@ def _point_options(engines, config) -> dict:
             scalar = all(isinstance(v, int | float | str) for v in values)
             if not scalar or len(set(map(repr, values))) == 1:
                 continue
-            out[f"{kind}_{key}"] = (tuple(config.axis_dims),
-                                    np.asarray(values).reshape(config.axis_shape),
+            arr = np.asarray(values).reshape(config.axis_shape)
+            dims = list(config.axis_dims)
+            for axis in reversed(range(arr.ndim)):    # keep only the axes it depends on
+                first = np.take(arr, [0], axis=axis)
+                if (arr == first).all():
+                    arr = np.squeeze(first, axis=axis)
+                    del dims[axis]
+            out[f"{kind}_{key}"] = (tuple(dims), arr,
                                     {"long_name": f"resolved {kind}.{key} at each axis point"})
     return out
 
