@@ -1,8 +1,11 @@
 """The plugin manager: finds plugins through entry points and collects what they register.
 
 Built-in and third-party plugins are found the same way, through the
-``phasekit`` entry-point group.  Two environment variables control loading
-(comma-separated entry-point names):
+``phasekit`` entry-point group.  Two environment variables control loading;
+each holds comma-separated entries, either an entry-point name (``tanh_net``,
+every plugin of that name) or ``distribution:name`` (``phasekit-tanh-net:tanh_net``,
+that distribution's plugin only; distribution names compare as pip compares
+them, so ``phasekit_tanh_net`` works too):
 
 ``PHASEKIT_DISABLE_PLUGINS``
     never load these plugins (built-in or third-party).
@@ -10,14 +13,23 @@ Built-in and third-party plugins are found the same way, through the
     if set, load only these *third-party* plugins (built-ins always load);
     set it to an empty string to load no third-party plugin at all.
 
-A plugin that fails to import, or whose hook raises, is reported as a warning
-naming it and the distribution it came from; everything else keeps working.
+An entry matching no installed plugin is warned about.  When several
+distributions provide plugins of the same name, one is loaded and a warning
+names them all and says how to choose another: a built-in plugin wins,
+otherwise the distribution whose name sorts first.  A plugin whose import
+raises anything but ``KeyboardInterrupt`` (``SystemExit`` included), or whose
+hook raises, is reported as a warning naming it and the distribution it came
+from, and listed in :attr:`PluginManager.failures`; everything else keeps
+working.  What a failing hook registered before raising is discarded.
+
+Warnings are :class:`PluginWarning`, a :class:`phasekit.diagnostics.PhasekitWarning`.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +37,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .diagnostics import PhasekitWarning, describe, suggest
 from .options import ConfigError
 
 ENTRY_POINT_GROUP = "phasekit"
@@ -35,8 +48,11 @@ BUILTIN_DISTRIBUTION = "phasekit"
 KINDS = ("model", "dataset", "observable", "preset")
 
 
-class PluginWarning(UserWarning):
-    """A plugin could not be loaded or failed inside a hook."""
+HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith(f"{hookspecs.PROJECT_NAME}_"))
+
+
+class PluginWarning(PhasekitWarning):
+    """A plugin could not be loaded, failed inside a hook, or clashed with another."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +83,52 @@ class PluginFailure:
     error: str
 
 
-def _names(var: str) -> set[str] | None:
+def _entries(var: str) -> list[str] | None:
+    """The comma-separated entries of an environment variable (``None`` if unset)."""
     raw = os.environ.get(var)
     if raw is None:
         return None
-    return {n.strip() for n in raw.split(",") if n.strip()}
+    return list(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+
+
+def normalize_distribution(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): ``Tanh_Net`` -> ``tanh-net``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def entry_matches(entry: str, name: str, distribution: str) -> bool:
+    """Whether an environment entry (``name`` or ``distribution:name``) selects a plugin."""
+    if entry == name:
+        return True
+    dist, sep, ep_name = entry.partition(":")
+    return bool(sep) and ep_name.strip() == name and (
+        normalize_distribution(dist.strip()) == normalize_distribution(distribution))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    ep: md.EntryPoint
+    distribution: str
+    version: str
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
+
+    @property
+    def origin(self) -> str:
+        return f"{self.distribution} {self.version}".strip()
+
+
+def _selector(distribution: str, name: str) -> str:
+    """The environment entry that selects exactly this plugin, where one can."""
+    return name if distribution in ("(unknown)", "(local)") else f"{distribution}:{name}"
+
+
+def _origin_text(distribution: str, version: str) -> str:
+    if distribution == "(local)":
+        return "registered directly"
+    return f"distribution {distribution} {version}".strip()
 
 
 class PluginManager:
@@ -81,6 +138,7 @@ class PluginManager:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._origin: dict[str, tuple[str, str]] = {}
+        self._from_entry_points: set[str] = set()
         self.failures: list[PluginFailure] = []
         self._registry: dict[str, dict[str, Registration]] | None = None
         if load_entry_points:
@@ -88,24 +146,89 @@ class PluginManager:
 
     # -- loading ------------------------------------------------------------------
     def _load_entry_points(self) -> None:
-        disabled = _names(ENV_DISABLE) or set()
-        allowed = _names(ENV_ALLOW)
-        eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP),
-                     key=lambda ep: (_dist_name(ep) != BUILTIN_DISTRIBUTION, ep.name))
-        for ep in eps:
-            dist, version = _dist_name(ep), _dist_version(ep)
-            if ep.name in disabled:
+        disabled = _entries(ENV_DISABLE) or []
+        allowed = _entries(ENV_ALLOW)
+        used: set[str] = set()
+        installed: list[_Candidate] = []
+        by_name: dict[str, list[_Candidate]] = {}
+        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            cand = _Candidate(ep, _dist_name(ep), _dist_version(ep))
+            installed.append(cand)
+            hits = {e for e in disabled if entry_matches(e, ep.name, cand.distribution)}
+            used |= hits
+            if hits:
                 continue
-            if allowed is not None and dist != BUILTIN_DISTRIBUTION and ep.name not in allowed:
-                continue
-            if self._pm.has_plugin(ep.name):
-                continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import failure is reported
-                self._fail(ep.name, dist, version, f"failed to import {ep.value!r}: {exc!r}")
-                continue
+            if allowed is not None:
+                hits = {e for e in allowed if entry_matches(e, ep.name, cand.distribution)}
+                used |= hits
+                if not hits and not cand.builtin:
+                    continue
+            by_name.setdefault(ep.name, []).append(cand)
+        for var, entries in ((ENV_DISABLE, disabled), (ENV_ALLOW, allowed or [])):
+            for entry in entries:
+                if entry not in used:
+                    self._warn_unmatched(var, entry, installed)
+        # Built-ins first (they win name clashes, here and between registered
+        # things in _collect), then third-party plugins by name.
+        chosen = [self._choose(name, cands) for name, cands in by_name.items()]
+        for cand in sorted(chosen, key=lambda c: (not c.builtin, c.ep.name)):
+            self._load(cand)
+
+    @staticmethod
+    def _choose(name: str, cands: list[_Candidate]) -> _Candidate:
+        """The one of several same-named plugins that is loaded; warns about the others."""
+        cands = sorted(cands, key=lambda c: (not c.builtin,
+                                             normalize_distribution(c.distribution), c.version))
+        if len(cands) > 1:
+            winner, runner_up = cands[0], cands[1]
+            why = ("built-in plugins win" if winner.builtin
+                   else "the distribution whose name sorts first wins")
+            others = ", ".join(c.origin for c in cands[1:])
+            warnings.warn(
+                f"{len(cands)} installed distributions provide a phasekit plugin named '{name}': "
+                f"{winner.origin} and {others}; loading the one from {winner.distribution} "
+                f"({why}). To load the one from {runner_up.distribution} instead, set "
+                f"{ENV_DISABLE}={_selector(winner.distribution, name)}.", PluginWarning,
+                stacklevel=4)
+        return cands[0]
+
+    @staticmethod
+    def _warn_unmatched(var: str, entry: str, installed: list[_Candidate]) -> None:
+        names = sorted({c.ep.name for c in installed})
+        dist, sep, ep_name = entry.partition(":")
+        if sep and ep_name.strip() in names:
+            dists = sorted({c.distribution for c in installed if c.ep.name == ep_name.strip()})
+            hint = f" '{ep_name.strip()}' comes from {', '.join(dists)}."
+        else:
+            close = suggest(ep_name.strip() if sep else entry, names)
+            hint = f" Did you mean '{close}'?" if close else ""
+        warnings.warn(f"{var} names '{entry}', which matches no installed phasekit plugin."
+                      f"{hint} Installed: {', '.join(names) or '(none)'} (see 'phasekit "
+                      f"plugins'; an entry is a name or distribution:name).",
+                      PluginWarning, stacklevel=4)
+
+    def _load(self, cand: _Candidate) -> None:
+        ep, dist, version = cand.ep, cand.distribution, cand.version
+        try:
+            plugin = ep.load()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too: a plugin must not end phasekit
+            self._fail(ep.name, dist, version, f"importing '{ep.value}' raised {describe(exc)}",
+                       "it was not loaded", entry_point=True, stacklevel=5)
+            return
+        try:
             self.register(plugin, name=ep.name, distribution=dist, version=version)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            if self._pm.has_plugin(ep.name):      # older pluggy registers before validating
+                self._pm.unregister(name=ep.name)
+            self._origin.pop(ep.name, None)
+            self._fail(ep.name, dist, version, f"'{ep.value}' is not a valid phasekit plugin: "
+                       f"{describe(exc)}", "it was not loaded", entry_point=True, stacklevel=5)
+            return
+        self._from_entry_points.add(ep.name)
 
     def register(self, plugin: Any, name: str | None = None, distribution: str = "(local)",
                  version: str = "") -> None:
@@ -113,12 +236,36 @@ class PluginManager:
         name = self._pm.register(plugin, name=name)
         self._origin[name] = (distribution, version)
         self._registry = None
+        self._check_hook_names(plugin, name, distribution, version)
 
-    def _fail(self, plugin: str, dist: str, version: str, error: str) -> None:
+    def _check_hook_names(self, plugin: Any, name: str, dist: str, version: str) -> None:
+        """Warn about functions marked as hooks whose name is no phasekit hook."""
+        for attr in dir(plugin):
+            try:
+                opts = self._pm.parse_hookimpl_opts(plugin, attr)
+            except Exception:  # noqa: BLE001 - an attribute that cannot be read is no hook
+                continue
+            hook = (opts or {}).get("specname") or attr
+            if opts is not None and hook not in HOOK_NAMES:
+                close = suggest(hook, HOOK_NAMES)
+                hint = f" Did you mean '{close}'?" if close else ""
+                origin = _origin_text(dist, version)
+                warnings.warn(f"phasekit plugin '{name}' ({origin}) implements '{hook}', which "
+                              f"is not a phasekit hook, so phasekit never calls it.{hint} "
+                              f"Hooks: {', '.join(sorted(HOOK_NAMES))}.",
+                              PluginWarning, stacklevel=4)
+
+    def _fail(self, plugin: str, dist: str, version: str, error: str, consequence: str,
+              entry_point: bool = False, stacklevel: int = 4) -> None:
+        """Record a broken plugin and warn: what failed, what that costs, how to skip it."""
         self.failures.append(PluginFailure(plugin, dist, version, error))
-        warnings.warn(f"phasekit plugin '{plugin}' (distribution {dist} {version}) was skipped: "
-                      f"{error}. Disable it with {ENV_DISABLE}={plugin}.",
-                      PluginWarning, stacklevel=3)
+        hint = ""
+        if entry_point or plugin in self._from_entry_points:
+            hint = (f" Set {ENV_DISABLE}={_selector(dist, plugin)} to skip it without this "
+                    f"warning.")
+        warnings.warn(f"phasekit plugin '{plugin}' ({_origin_text(dist, version)}) is broken: "
+                      f"{error.rstrip('.')}; {consequence}.{hint}", PluginWarning,
+                      stacklevel=stacklevel)
 
     # -- collection -------------------------------------------------------------
     def _collect(self) -> dict[str, dict[str, Registration]]:
@@ -133,30 +280,39 @@ class PluginManager:
         }
         for kind, hook in hooks.items():
             # Each implementation is called on its own so one failing plugin
-            # cannot take the others down.  pluggy lists them in registration
-            # order, so built-ins (loaded first) win name clashes.
+            # cannot take the others down; what it registered is kept only if
+            # the hook returns.  pluggy lists them in registration order, so
+            # built-ins (loaded first) win name clashes.
             for impl in hook.get_hookimpls():
                 plugin_name = impl.plugin_name
                 dist, version = self._origin.get(plugin_name, ("(local)", ""))
+                pending: list[Registration] = []
 
                 def register(*args, _kind=kind, _plugin=plugin_name, _dist=dist,
-                             _ver=version, **kwargs):
-                    reg = _make_registration(_kind, _plugin, _dist, _ver, *args, **kwargs)
-                    table = registry[_kind]
-                    if reg.name in table:
-                        old = table[reg.name]
-                        warnings.warn(f"phasekit plugin '{_plugin}' registers {_kind} "
-                                      f"'{reg.name}', already provided by '{old.plugin}' "
-                                      f"({old.distribution}); keeping the first.",
-                                      PluginWarning, stacklevel=2)
-                        return
-                    table[reg.name] = reg
+                             _ver=version, _pending=pending, **kwargs):
+                    _pending.append(_make_registration(_kind, _plugin, _dist, _ver,
+                                                       *args, **kwargs))
 
                 try:
                     impl.function(register=register)
-                except Exception as exc:  # noqa: BLE001
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - SystemExit too
                     self._fail(plugin_name, dist, version,
-                               f"hook {hook.name} raised {exc!r}")
+                               f"its hook {hook.name} raised {describe(exc)}",
+                               f"none of its {kind}s are registered (its other hooks still "
+                               f"count)")
+                    continue
+                table = registry[kind]
+                for reg in pending:
+                    if reg.name in table:
+                        old = table[reg.name]
+                        warnings.warn(f"phasekit plugin '{plugin_name}' registers {kind} "
+                                      f"'{reg.name}', already provided by '{old.plugin}' "
+                                      f"({old.distribution}); keeping the first.",
+                                      PluginWarning, stacklevel=3)
+                        continue
+                    table[reg.name] = reg
         self._registry = registry
         return registry
 
@@ -205,12 +361,19 @@ def _make_registration(kind, plugin, dist, version, *args, **kwargs) -> Registra
 
 def _dist_name(ep: md.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
-    return dist.metadata["Name"] if dist is not None else "(unknown)"
+    try:
+        name = dist.metadata["Name"] if dist is not None else None
+    except Exception:  # noqa: BLE001 - unreadable metadata
+        name = None
+    return name or "(unknown)"
 
 
 def _dist_version(ep: md.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
-    return dist.version if dist is not None else ""
+    try:
+        return (dist.version if dist is not None else "") or ""
+    except Exception:  # noqa: BLE001
+        return ""
 
 
 _default: PluginManager | None = None

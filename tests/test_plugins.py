@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import textwrap
 import tomllib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ import torch
 
 from phasekit import hookimpl
 from phasekit.config import resolve_config
+from phasekit.diagnostics import PhasekitWarning, is_own
 from phasekit.manager import PluginManager, PluginWarning
 from phasekit.model import autograd_ntk
 from phasekit.options import ConfigError
@@ -95,6 +99,10 @@ def test_allow_list_and_disable(third_party, monkeypatch):
     assert "tanh_net" not in pm.models() and not pm.failures
 
 
+def test_plugin_warnings_are_phasekit_warnings():
+    assert issubclass(PluginWarning, PhasekitWarning) and is_own(PluginWarning)
+
+
 def test_failing_hook_and_name_clash_are_reported():
     class Bad:
         @hookimpl
@@ -138,4 +146,220 @@ def test_cli_lists_third_party_and_failures(third_party):
     assert ["model", "quadratic", "phasekit"] == rows[1][:3] or any(
         r[:3] == ["model", "quadratic", "phasekit"] for r in rows)
     assert "FAILED  broken (phasekit-broken 1.0)" in proc.stdout
-    assert "broken on purpose" in proc.stderr               # the warning names it
+    # the warning names it, on one line: no file name, line number or source line
+    assert [line for line in proc.stderr.splitlines() if "broken" in line] == [
+        "phasekit: warning: phasekit plugin 'broken' (distribution phasekit-broken 1.0) is "
+        "broken: importing 'broken_plugin' raised ImportError: this plugin is broken on "
+        "purpose; it was not loaded. Set PHASEKIT_DISABLE_PLUGINS=phasekit-broken:broken to "
+        "skip it without this warning."]
+    assert "manager.py" not in proc.stderr and "warnings.warn(" not in proc.stderr
+
+
+# -- loading rules: same-named plugins, distribution:name, broken plugins ----------------
+
+def model_plugin(model: str, before: str = "") -> str:
+    """Source of a plugin module registering a (registry-only) model called ``model``."""
+    return textwrap.dedent(f"""
+        from phasekit import hookimpl
+        {before}
+
+        class M:
+            name = {model!r}
+            description = "fake"
+
+        @hookimpl
+        def phasekit_register_models(register):
+            register(M)
+        """)
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """``fake(dist, version, {entry-point name: module source})`` installs a distribution.
+
+    Each module is written as ``<dist>_<entry-point name>.py`` (unique per test run)
+    next to a ``*.dist-info`` folder naming it in the ``phasekit`` group.
+    """
+    monkeypatch.delenv("PHASEKIT_PLUGINS", raising=False)
+    monkeypatch.delenv("PHASEKIT_DISABLE_PLUGINS", raising=False)
+    tag = tmp_path.name.replace("-", "_")
+
+    def install(dist: str, version: str, plugins: dict[str, str]) -> None:
+        modules = {}
+        for ep_name, source in plugins.items():
+            module = f"{dist.replace('-', '_')}_{ep_name}_{tag}"
+            modules[ep_name] = module
+            (tmp_path / dist).mkdir(exist_ok=True)
+            (tmp_path / dist / f"{module}.py").write_text(source)
+        site = install_fake_distribution(tmp_path / dist, dist, version, modules)
+        monkeypatch.syspath_prepend(str(tmp_path / dist))
+        monkeypatch.syspath_prepend(str(site))
+
+    return install
+
+
+def plugin_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, PluginWarning)]
+
+
+def load(**env) -> tuple[PluginManager, list[str]]:
+    """A fresh manager under the given environment, with the plugin warnings it gave."""
+    for var, value in env.items():
+        os.environ[var] = value
+    try:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            pm = PluginManager()
+            pm.models()
+    finally:
+        for var in env:
+            del os.environ[var]
+    return pm, plugin_warnings(record)
+
+
+def test_two_distributions_with_one_plugin_name_warn_and_can_be_chosen(fake):
+    fake("phasekit-dup-b", "2.0", {"dup": model_plugin("model_b")})
+    fake("phasekit-dup-a", "1.0", {"dup": model_plugin("model_a")})
+    pm, messages = load()
+    assert "model_a" in pm.models() and "model_b" not in pm.models()
+    [message] = messages
+    assert ("2 installed distributions provide a phasekit plugin named 'dup': phasekit-dup-a "
+            "1.0 and phasekit-dup-b 2.0; loading the one from phasekit-dup-a") in message
+    assert ("To load the one from phasekit-dup-b instead, set "
+            "PHASEKIT_DISABLE_PLUGINS=phasekit-dup-a:dup.") in message
+    # the advice works, and names compare as pip compares them
+    for entry in ("phasekit-dup-a:dup", "Phasekit_Dup.A:dup"):
+        pm, messages = load(PHASEKIT_DISABLE_PLUGINS=entry)
+        assert "model_b" in pm.models() and "model_a" not in pm.models() and not messages
+    pm, messages = load(PHASEKIT_DISABLE_PLUGINS="dup")           # a plain name: both
+    assert not {"model_a", "model_b"} & set(pm.models()) and not messages
+
+
+def test_allow_list_by_distribution_and_name(fake):
+    fake("phasekit-dup-a", "1.0", {"dup": model_plugin("model_a")})
+    fake("phasekit-dup-b", "2.0", {"dup": model_plugin("model_b"),
+                                   "more": model_plugin("model_more")})
+    pm, messages = load(PHASEKIT_PLUGINS="phasekit-dup-b:dup")
+    assert {"model_b", "quadratic"} <= set(pm.models()) and not messages
+    assert not {"model_a", "model_more"} & set(pm.models())
+    pm, messages = load(PHASEKIT_PLUGINS="phasekit-dup-b:dup,more")
+    assert {"model_b", "model_more"} <= set(pm.models()) and "model_a" not in pm.models()
+    pm, messages = load(PHASEKIT_PLUGINS="dup")                   # both: one wins, and says so
+    assert "model_a" in pm.models() and "model_b" not in pm.models()
+    assert len(messages) == 1 and "named 'dup'" in messages[0]
+
+
+def test_a_third_party_plugin_named_like_a_builtin(fake):
+    fake("phasekit-shadow", "0.1", {"quadratic": model_plugin("shadow")})
+    pm, [message] = load()
+    assert pm.get("model", "quadratic").__module__ == "phasekit_plugins.quadratic"
+    assert "shadow" not in pm.models()
+    assert re.fullmatch(r"2 installed distributions provide a phasekit plugin named 'quadratic': "
+                        r"phasekit \S+ and phasekit-shadow 0\.1; loading the one from phasekit "
+                        r"\(built-in plugins win\)\. To load the one from phasekit-shadow "
+                        r"instead, set PHASEKIT_DISABLE_PLUGINS=phasekit:quadratic\.", message)
+    pm, messages = load(PHASEKIT_DISABLE_PLUGINS="phasekit:quadratic")
+    assert "shadow" in pm.models() and "quadratic" not in pm.models() and not messages
+
+
+def test_an_entry_matching_no_plugin_is_named(fake):
+    fake("phasekit-dup-a", "1.0", {"dup": model_plugin("model_a")})
+    pm, [message] = load(PHASEKIT_DISABLE_PLUGINS="dpu")
+    assert "model_a" in pm.models()
+    assert message.startswith("PHASEKIT_DISABLE_PLUGINS names 'dpu', which matches no "
+                              "installed phasekit plugin. Did you mean 'dup'? Installed: ")
+    pm, [message] = load(PHASEKIT_PLUGINS="phasekit-dup-z:dup")
+    assert "model_a" not in pm.models()
+    assert "'dup' comes from phasekit-dup-a." in message
+
+
+@pytest.mark.parametrize("raises", ["SystemExit(3)", "SystemExit('bye')", "GeneratorExit()",
+                                    "MemoryError('no room')"])
+def test_a_plugin_raising_any_base_exception_at_import_is_reported(fake, raises):
+    fake("phasekit-quits", "1.0", {"quits": f"raise {raises}\n"})
+    fake("phasekit-dup-a", "1.0", {"dup": model_plugin("model_a")})
+    pm, [message] = load()
+    assert "model_a" in pm.models() and "quadratic" in pm.models()      # the rest loads
+    assert message.startswith("phasekit plugin 'quits' (distribution phasekit-quits 1.0) is "
+                              "broken: importing 'phasekit_quits_quits_")
+    assert f"' raised {raises.split('(')[0]}" in message
+    assert message.endswith("; it was not loaded. Set "
+                            "PHASEKIT_DISABLE_PLUGINS=phasekit-quits:quits to skip it without "
+                            "this warning.")
+    assert [(f.plugin, f.distribution) for f in pm.failures] == [("quits", "phasekit-quits")]
+
+
+def test_ctrl_c_during_a_plugin_import_is_not_swallowed(fake):
+    fake("phasekit-slow", "1.0", {"slow": "raise KeyboardInterrupt\n"})
+    with pytest.raises(KeyboardInterrupt):
+        PluginManager()
+
+
+def test_a_module_that_is_no_valid_plugin_is_reported(fake):
+    bad_signature = textwrap.dedent("""
+        from phasekit import hookimpl
+
+        @hookimpl
+        def phasekit_register_models(reg, extra):
+            pass
+        """)
+    fake("phasekit-odd", "1.0", {"odd": bad_signature})
+    pm, [message] = load()
+    assert "phasekit plugin 'odd' (distribution phasekit-odd 1.0) is broken: " in message
+    assert "is not a valid phasekit plugin: PluginValidationError" in message
+    assert [f.plugin for f in pm.failures] == ["odd"] and "quadratic" in pm.models()
+
+
+def test_a_misnamed_hook_is_named_with_the_hook_meant(fake):
+    misnamed = model_plugin("never").replace("def phasekit_register_models",
+                                             "def phasekit_register_model")
+    fake("phasekit-typo", "1.0", {"typo": misnamed})
+    pm, [message] = load()
+    assert "never" not in pm.models()
+    assert message.startswith("phasekit plugin 'typo' (distribution phasekit-typo 1.0) "
+                              "implements 'phasekit_register_model', which is not a phasekit "
+                              "hook, so phasekit never calls it. Did you mean "
+                              "'phasekit_register_models'?")
+
+
+@pytest.mark.parametrize("raises", [SystemExit(1), RuntimeError("boom"), GeneratorExit()])
+def test_a_hook_raising_anything_keeps_nothing_it_registered(raises):
+    class HalfDone:
+        @hookimpl
+        def phasekit_register_models(self, register):
+            from phasekit_plugins.quadratic import Quadratic
+
+            class Early(Quadratic):
+                name = "early"
+
+            register(Early)
+            raise raises
+
+        @hookimpl
+        def phasekit_register_presets(self, register):
+            register("half_done", {"model": {"name": "quadratic"}}, "still here")
+
+    pm = PluginManager()
+    pm.register(HalfDone(), name="half", distribution="phasekit-half", version="2.1")
+    with pytest.warns(PluginWarning) as record:
+        models, presets = pm.models(), pm.presets()
+    [message] = plugin_warnings(record)
+    assert message == (f"phasekit plugin 'half' (distribution phasekit-half 2.1) is broken: "
+                       f"its hook phasekit_register_models raised "
+                       f"{type(raises).__name__}{': ' + str(raises) if str(raises) else ''}; "
+                       f"none of its models are registered (its other hooks still count).")
+    assert "early" not in models and "quadratic" in models
+    assert "half_done" in presets                                   # its other hook counts
+    assert [(f.plugin, f.distribution) for f in pm.failures] == [("half", "phasekit-half")]
+
+
+def test_ctrl_c_inside_a_hook_is_not_swallowed():
+    class Interrupted:
+        @hookimpl
+        def phasekit_register_datasets(self, register):
+            raise KeyboardInterrupt
+
+    pm = PluginManager()
+    pm.register(Interrupted(), name="interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        pm.datasets()
