@@ -222,8 +222,6 @@ def install() -> None:
     Calling it again changes nothing.  Which warnings are shown at all is
     still decided by the warning filters (``-W``, ``PYTHONWARNINGS``).
     """
-    if getattr(warnings.showwarning, "_phasekit", False):
-        return
     previous_show = warnings.showwarning
     previous_format = warnings.formatwarning
 
@@ -244,7 +242,11 @@ def install() -> None:
             return previous_format(message, category, filename, lineno, line)
         return warning_line(message) + "\n"
 
-    showwarning._phasekit = True
-    formatwarning._phasekit = True
-    warnings.showwarning = showwarning
-    warnings.formatwarning = formatwarning
+    # Each is replaced only if it is not ours already: warnings.catch_warnings
+    # restores showwarning but not formatwarning, so they can come apart.
+    if not getattr(previous_show, "_phasekit", False):
+        showwarning._phasekit = True
+        warnings.showwarning = showwarning
+    if not getattr(previous_format, "_phasekit", False):
+        formatwarning._phasekit = True
+        warnings.formatwarning = formatwarning

@@ -153,6 +153,16 @@ def test_install_twice_changes_nothing(passed_on):
     assert (warnings.showwarning, warnings.formatwarning) == (show, fmt)
 
 
+def test_install_again_after_showwarning_was_restored_does_not_wrap_twice(passed_on,
+                                                                          monkeypatch):
+    fmt = warnings.formatwarning
+    # warnings.catch_warnings restores showwarning on exit but leaves formatwarning
+    monkeypatch.setattr(warnings, "showwarning", lambda *args: passed_on.append(args))
+    diagnostics.install()
+    assert getattr(warnings.showwarning, "_phasekit", False)
+    assert warnings.formatwarning is fmt
+
+
 def test_outside_pytest_the_warning_is_exactly_one_line():
     code = ("import warnings; from phasekit import diagnostics as d; d.install(); "
             "warnings.warn('first\\nsecond', d.PhasekitWarning); "
