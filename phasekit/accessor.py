@@ -3,18 +3,20 @@
 Registered on ``import phasekit``::
 
     ds = phasekit.load("sweep.nc")          # or xr.open_dataset(...)
-    ds.phasekit.phases()                   # phase(seed, eta_lambda0)
+    ds.phasekit.phases()                   # phase(*axes, seed, eta_lambda0)
     ds = ds.phasekit.add_phases()          # ... stored as variables
-    print(ds.phasekit.summary())           # phase counts, c_max, bounds
-    ds.phasekit.critical()                 # per-seed critical learning rates
+    print(ds.phasekit.summary())           # phase counts, critical rates, bounds
+    ds.phasekit.critical()                 # c_loss, c_sharp, c_max, ... over (*axes, seed)
+    ds = ds.phasekit.add_critical()        # ... stored as variables
     fig = ds.phasekit.plot(panels="a,d,e", c_values=[2.5, 3.5])
+    fig = ds.phasekit.plot(x="hidden_layers/width")   # 2-D diagram of a sweep with axes
     ds.phasekit.config()                   # the resolved config, as a dict
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import xarray as xr
 
@@ -43,7 +45,7 @@ class PhasekitAccessor:
         return stored_config(self._check())
 
     def phases(self, catapult_factor: float = CATAPULT_FACTOR) -> xr.DataArray:
-        """``phase(seed, eta_lambda0)``: lazy, catapult, divergent, trivial, undetermined
+        """``phase(*axes, seed, eta_lambda0)``: lazy, catapult, divergent, trivial, undetermined
         or pending (``docs/phases.md``)."""
         from .phases import classify
 
@@ -56,21 +58,36 @@ class PhasekitAccessor:
 
         return add_phases(self._check(), catapult_factor)
 
-    def critical(self, catapult_factor: float = CATAPULT_FACTOR
-                 ) -> xr.Dataset:
-        """Per-seed critical learning rates: ``c_max``, ``c_fail``, ``c_catapult``,
-        ``c_trivial`` and ``gap_<bound>`` (see :func:`phasekit.phases.critical_summary`)."""
+    def critical(self, catapult_factor: float = CATAPULT_FACTOR, *,
+                 early_window: int | None = None, sharpness_drop: float | None = None,
+                 loss_rise: float | None = None) -> xr.Dataset:
+        """Critical learning rates over ``(*axes, seed)``: ``c_loss``, ``c_sharp``,
+        ``c_max``, ``c_fail``, ``c_trivial`` (with their brackets), ``c_catapult`` and
+        ``gap_<bound>`` (:func:`phasekit.phases.critical_summary`, ``docs/phases.md``);
+        the thresholds default to the stored config's."""
         from .phases import critical_summary
 
-        return critical_summary(self._check(), catapult_factor)
+        return critical_summary(self._check(), catapult_factor, early_window=early_window,
+                                sharpness_drop=sharpness_drop, loss_rise=loss_rise)
 
-    def summary(self, catapult_factor: float = CATAPULT_FACTOR) -> str:
+    def add_critical(self, *, early_window: int | None = None,
+                     sharpness_drop: float | None = None, loss_rise: float | None = None
+                     ) -> xr.Dataset:
+        """A copy with the variables of :func:`phasekit.phases.critical_rates` added."""
+        from .phases import add_critical
+
+        return add_critical(self._check(), early_window, sharpness_drop, loss_rise)
+
+    def summary(self, catapult_factor: float = CATAPULT_FACTOR, *,
+                early_window: int | None = None, sharpness_drop: float | None = None,
+                loss_rise: float | None = None) -> str:
         """A printable report: phases per learning rate, critical learning rates, bounds
         (and the boundary search's results for a ``phasekit boundary`` file)."""
         from .phases import summary_text
 
         ds = self._check()
-        text = summary_text(ds, catapult_factor)
+        text = summary_text(ds, catapult_factor, early_window=early_window,
+                            sharpness_drop=sharpness_drop, loss_rise=loss_rise)
         if "c_max" in ds.variables and "fail_status" in ds.variables:
             from .boundary import boundary_report
 
@@ -78,8 +95,12 @@ class PhasekitAccessor:
         return text
 
     def plot(self, panels: str | Sequence[str] | None = None,
-             c_values: Sequence[float] | None = None, path: str | os.PathLike | None = None):
-        """The paper's panels (``docs/plotting.md``); returns a matplotlib Figure."""
+             c_values: Sequence[float] | None = None, path: str | os.PathLike | None = None,
+             *, x: str | None = None, select: Mapping | Sequence[str] | None = None):
+        """The paper's panels, or for a sweep with axes the 2-D phase diagram
+        (``docs/plotting.md``); ``select={"width": 512}`` fixes axes, ``x="width"`` or
+        ``x="hidden_layers/width"`` chooses the diagram's x axis.  Returns a Figure."""
         from .plot import plot_sweep
 
-        return plot_sweep(self._check(), panels=panels, c_values=c_values, path=path)
+        return plot_sweep(self._check(), panels=panels, c_values=c_values, path=path, x=x,
+                          select=select)

@@ -23,11 +23,14 @@ from .storage import SweepFileError, open_sweep, write_sweep
 def add_subcommands(subparsers) -> None:
     """Register ``plot``, ``analyze`` and ``boundary`` on ``subparsers``."""
     plot = subparsers.add_parser(
-        "plot", help="draw the paper's panels from a stored sweep",
+        "plot", help="draw the paper's panels, or the phase diagram of a sweep with axes",
         description="Draw the paper's panels from a stored sweep: (a) loss, (b) theta^2_t/"
                     "theta^2_0, (c) eta lambda_max(H_t) against step for a few c; (d) final "
                     "sharpness, (e) theta^2_inf/theta^2_0, (f) sparsity, (g) generalisation gap "
-                    "against c. See docs/plotting.md.")
+                    "against c. A sweep with axes (sweep.axes) gets a 2-D phase diagram "
+                    "instead: c against one axis (--x), phases as coloured cells, c_loss, "
+                    "c_sharp, c_max and the bounds per axis point; --select fixes axes (with "
+                    "every axis fixed, the panels are drawn). See docs/plotting.md.")
     plot.add_argument("sweep", help="a netCDF file written by 'phasekit run' or 'boundary'")
     plot.add_argument("-o", "--output", help="figure file, .png, .pdf or .svg (default: the "
                       "sweep's name with .png)")
@@ -36,13 +39,20 @@ def add_subcommands(subparsers) -> None:
     plot.add_argument("--c", dest="c_values", metavar="C1,C2,...",
                       help="learning rates c of the trajectory panels (nearest stored values; "
                            "default: picked from each phase)")
+    plot.add_argument("--x", metavar="AXIS", help="x of the phase diagram: an axis (width or "
+                      "model.width) or the ratio of two, hidden_layers/width (each point at "
+                      "x = hidden_layers/width, all on one panel); default: the numeric axis "
+                      "with the most values; every other axis gets a panel per value")
+    plot.add_argument("--select", action="append", metavar="AXIS=VALUE",
+                      help="fix an axis to one of its values, e.g. width=512 (repeatable); "
+                           "with every axis fixed, the panels a-g of that axis point are drawn")
     plot.set_defaults(handler=cmd_plot)
 
     analyze = subparsers.add_parser(
         "analyze", help="classify every run (lazy, catapult, divergent, trivial) and report",
-        description="Add a 'phase' variable to a stored sweep (criteria: docs/phases.md) and "
-                    "print the phases and critical learning rates. Without -o or --in-place "
-                    "nothing is written.")
+        description="Add a 'phase' variable and the critical learning rates (c_loss, "
+                    "c_sharp, c_max, c_trivial) to a stored sweep (definitions: docs/phases.md) "
+                    "and print them. Without -o or --in-place nothing is written.")
     analyze.add_argument("sweep", help="a netCDF file written by 'phasekit run'")
     where = analyze.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", help="write the sweep with 'phase' to this file")
@@ -50,18 +60,34 @@ def add_subcommands(subparsers) -> None:
     analyze.add_argument("--catapult-factor", type=float, default=2.0,
                          help="a converged run is a catapult if its loss rose to at least this "
                               "multiple of L_0 (default: 2)")
+    analyze.add_argument("--early-window", type=int, metavar="STEPS",
+                         help="c_loss and c_sharp look at the steps 1..STEPS (default: the "
+                              "sweep's sweep.early_window, else 10)")
+    analyze.add_argument("--sharpness-drop", type=float, metavar="FRACTION",
+                         help="c_sharp: the sharpness fell below (1 - FRACTION) times its "
+                              "initial value (default: sweep.sharpness_drop, else 0.05)")
+    analyze.add_argument("--loss-rise", type=float, metavar="FRACTION",
+                         help="c_loss: the loss rose above (1 + FRACTION) L_0 (default: "
+                              "sweep.loss_rise, else 0)")
     analyze.set_defaults(handler=cmd_analyze)
 
     boundary = subparsers.add_parser(
-        "boundary", help="find c_max (and the trivial onset) per seed by bisection",
-        description="Find, per seed, the largest c that converges (c_max) and the onset of "
-                    "the trivial phase: the config's eta_lambda0 grid, then doubling/halving to "
-                    "a bracket, then bisection to --tol, all seeds batched each round. Stores "
-                    "every evaluated run. See docs/boundary.md.")
+        "boundary", help="find c_loss, c_sharp, c_max and the trivial onset by bisection, "
+                         "for every axis point and seed at once",
+        description="Locate the critical learning rates of every axis point and seed: "
+                    "c_max (largest c that converges) and the trivial onset from whole "
+                    "runs, c_loss and c_sharp from runs of sweep.early_window steps; all "
+                    "cells batched in each round of bracketing and bisection. Writes every "
+                    "evaluated whole run. See docs/boundary.md.")
     boundary.add_argument("config", nargs="?", help="config TOML file")
     boundary.add_argument("--preset", help="start from a named preset (see 'phasekit presets')")
     boundary.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="override one key with a TOML value")
+    boundary.add_argument("--axis", dest="axes", action="append", default=[],
+                          metavar="KEY=[VALUES]",
+                          help="a phase-diagram axis, as for 'phasekit run --axis'")
+    boundary.add_argument("--no-early", dest="early", action="store_false",
+                          help="skip c_loss and c_sharp (only c_max and the trivial onset)")
     boundary.add_argument("--tol", type=float, default=0.01,
                           help="width of the final bracket, in c (default: 0.01)")
     boundary.add_argument("--points", type=int, default=1,
@@ -98,23 +124,28 @@ def cmd_plot(args) -> int:
     out = Path(args.output) if args.output else Path(args.sweep).with_suffix(".png")
     if out.suffix.lower() not in FORMATS:
         raise ConfigError(f"-o {out}: the figure file must end in {', '.join(FORMATS)}")
-    plot_sweep(ds, panels=args.panels, c_values=_floats(args.c_values), path=out)
+    plot_sweep(ds, panels=args.panels, c_values=_floats(args.c_values), path=out, x=args.x,
+               select=args.select)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_analyze(args) -> int:
-    from .phases import add_phases, summary_text
+    from .phases import BRACKETS, add_critical, add_phases, summary_text
 
     if not args.catapult_factor > 1:
         raise ConfigError(f"--catapult-factor must be above 1, got {args.catapult_factor}")
+    early = {"early_window": args.early_window, "sharpness_drop": args.sharpness_drop,
+             "loss_rise": args.loss_rise}
     ds = open_sweep(args.sweep)
-    ds = add_phases(ds, args.catapult_factor)
-    print(summary_text(ds, args.catapult_factor))
+    ds = add_critical(add_phases(ds, args.catapult_factor), **early)
+    print(summary_text(ds, args.catapult_factor, **early))
     target = Path(args.sweep) if args.in_place else (Path(args.output) if args.output else None)
     if target is not None:
         write_sweep(ds, target)
-        print(f"wrote {target} (variable 'phase')")
+        added = ["phase", "loss_peak_ratio"] + [n for pair in BRACKETS.items() for n in pair
+                                                if n in ds.variables]
+        print(f"wrote {target} (variables {', '.join(added)})")
     return 0
 
 
@@ -143,7 +174,7 @@ def cmd_boundary(args) -> int:
 
     manager = get_plugin_manager()
     raw = build_config(args.config, preset=args.preset, overrides=args.overrides,
-                       manager=manager)
+                       axes=args.axes, manager=manager)
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         config, _ = resolve_config(raw, manager)
@@ -151,7 +182,7 @@ def cmd_boundary(args) -> int:
             raise ConfigError(f"output {out} exists and holds something else; choose another "
                               f"-o or pass --overwrite to replace it")
     started = time.perf_counter()
-    ds = find_boundary(raw, manager, tol=args.tol, points=args.points,
+    ds = find_boundary(raw, manager, tol=args.tol, points=args.points, early=args.early,
                        log=None if args.quiet else stderr_log)
     write_sweep(ds, out)
     print(boundary_report(ds))

@@ -1,4 +1,5 @@
-"""The paper's figure panels, drawn from a stored sweep (``docs/plotting.md``).
+"""Figures of a stored sweep (``docs/plotting.md``): the paper's panels and, for a
+sweep with axes, the 2-D phase diagram.
 
 Panels (letters as in the paper's Figures 1-3)::
 
@@ -16,6 +17,16 @@ runs are separate markers and diverged runs are crosses along the bottom
 edge.  Every stored bound, ``c = 2`` (and ``c = 4`` when the grid reaches it)
 and a stored ``c_max`` are labelled dashed vertical lines.
 
+A sweep with axes (``sweep.axes``) is drawn as a 2-D phase diagram instead
+(:func:`plot_sweep`): x = one axis or a ratio of two (``x="hidden_layers/width"``),
+y = ``c``, cells coloured by the majority phase over seeds, the critical
+learning rates ``c_loss``, ``c_sharp``, ``c_max`` (and ``c_trivial``) as curves
+with their spread over seeds, and every bound per axis point.  ``select``
+fixes axes to one value each; with every axis fixed the panels above are drawn.
+
+Strings read from the file (model and dataset names, attributes, axis values)
+are drawn literally through :func:`plain`, never parsed as mathtext.
+
 Figures are :class:`matplotlib.figure.Figure` objects made without pyplot, so
 nothing is ever shown and no display is needed; the Agg backend is selected
 when nothing else chose one.  Saved files are deterministic: no dates in
@@ -24,10 +35,11 @@ PDF/SVG metadata and a fixed SVG hash salt.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -37,12 +49,24 @@ if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
 
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from .options import ConfigError  # noqa: E402
-from .phases import bound_names, require  # noqa: E402
+from .phases import (  # noqa: E402
+    VOTING,
+    bound_names,
+    classify,
+    critical_rates,
+    majority,
+    phase_counts,
+    require,
+    sweep_axes,
+)
 from .storage import SweepFileError  # noqa: E402
 
 TRAJECTORY_PANELS = ("a", "b", "c")
@@ -59,6 +83,7 @@ STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
     "axes.spines.top": False, "axes.spines.right": False, "svg.hashsalt": "phasekit",
     "savefig.dpi": 150, "figure.dpi": 100, "path.simplify": False,
+    "text.usetex": False,      # strings from files are drawn as plain text (see plain())
 }
 METADATA = {".png": {"Software": "phasekit"}, ".svg": {"Date": None, "Creator": "phasekit"},
             ".pdf": {"CreationDate": None, "ModDate": None, "Creator": "phasekit",
@@ -70,7 +95,42 @@ UNDETERMINED_STYLE = {"marker": "o", "markerfacecolor": "none", "color": "#ff7f0
 MEAN_COLOR = "#1f3b73"
 DASHES = ("--", (0, (6, 2)), (0, (3, 2)), (0, (8, 2, 2, 2)), (0, (4, 4)))
 LAYER_COLORS = (MEAN_COLOR, "#2a9d8f", "#e9c46a", "#8d99ae", "#6a4c93")
-VLINE_COLORS = ("#2ca02c", "#e377c2", "#17becf", "#bcbd22", "#8c564b", "#7f7f7f")
+#: bounds are coloured by their ``kind`` attribute, the same in every figure: greens
+#: for catapult bounds, reds for divergence bounds, greys for any other kind
+BOUND_COLORS = {"catapult": ("#00441b", "#41ab5d", "#238b45", "#74c476"),
+                "divergence": ("#a50f15", "#fb6a4a", "#67000d", "#ef3b2c")}
+OTHER_BOUND_COLORS = ("#525252", "#969696")
+#: the majority phase of a cell of the 2-D diagram (pending cells stay white)
+PHASE_COLORS = {"lazy": "#c6dbef", "catapult": "#c7e9c0", "divergent": "#fdc9b4",
+                "trivial": "#dadaeb", "undetermined": "#d9d9d9"}
+#: the critical learning rates, in every figure
+CRITICAL_STYLE = {
+    "c_loss": {"color": "#08306b", "marker": "o",
+               "label": r"$c_{\rm loss}$: loss rises above $L_0$ in steps 1-{W}"},
+    "c_sharp": {"color": "#d94801", "marker": "^",
+                "label": r"$c_{\rm sharp}$: sharpness falls {drop} in steps 1-{W}"},
+    "c_max": {"color": "#000000", "marker": "s",
+              "label": r"$c_{\max}$: largest c that converged"},
+    "c_trivial": {"color": "#54278f", "marker": "v",
+                  "label": r"$c_{\rm trivial}$: first c that ended trivial"},
+}
+LEGEND_GROUPS = ("phase", "disagree", "critical", "family", "bound")
+FAMILY_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+GEOMETRIC_RTOL = 0.05
+
+
+def plain(text: object) -> str:
+    """``text`` (read from a file) drawn literally: every ``$`` is escaped, so that
+    matplotlib never parses it as mathtext (``text.usetex`` is off in :data:`STYLE`)."""
+    return str(text).replace("$", r"\$")
+
+
+def bound_color(ds: xr.Dataset, name: str) -> str:
+    """The colour of ``bound_<name>``: a shade of its kind's family (:data:`BOUND_COLORS`)."""
+    kind = ds[f"bound_{name}"].attrs.get("kind")
+    same = [b for b in bound_names(ds) if ds[f"bound_{b}"].attrs.get("kind") == kind]
+    family = BOUND_COLORS.get(kind, OTHER_BOUND_COLORS)
+    return family[same.index(name) % len(family)]
 
 
 # -- choosing what to draw ---------------------------------------------------------
@@ -109,10 +169,10 @@ def _sparsity_name(ds: xr.Dataset) -> str | None:
 
 
 def _gap(ds: xr.Dataset) -> tuple[xr.DataArray, str] | None:
-    """The generalisation gap at the stop: the stored observable, else L_test - L_train."""
+    """The generalisation gap at the stop and its axis label: the stored observable,
+    else L_test - L_train."""
     if "final_generalisation_gap" in ds.variables:
-        da = ds["final_generalisation_gap"]
-        return da, da.attrs.get("long_name", "generalisation gap")
+        return ds["final_generalisation_gap"], "generalisation gap"
     if "final_test_loss" in ds.variables:
         return ds["final_test_loss"] - ds["final_loss"], r"$L_{\rm test} - L_{\rm train}$"
     return None
@@ -209,19 +269,46 @@ def _phase_picks(ds: xr.Dataset, status: np.ndarray, evaluated: np.ndarray) -> l
 
 def plot_sweep(ds: xr.Dataset, panels: str | Sequence[str] | None = None,
                c_values: Sequence[float] | None = None, path: str | os.PathLike | None = None,
+               *, x: str | None = None, select: Mapping | Sequence[str] | str | None = None
                ) -> Figure:
-    """Draw ``panels`` of a stored sweep; save to ``path`` (.png, .pdf or .svg) if given.
+    """Draw a stored sweep; save to ``path`` (.png, .pdf or .svg) if given.
+
+    Without axes (or with every axis fixed by ``select``, e.g. ``{"width": 512}``
+    or ``["width=512"]``): the ``panels`` of the paper.  With axes left: the 2-D
+    phase diagram (:func:`_diagram`), ``x`` one axis or ``"a/b"``.  An axis
+    with a single value counts as fixed unless ``x`` names it.
 
     Raises :class:`~phasekit.storage.SweepFileError` when ``ds`` is not a
     phasekit sweep or lacks a variable a requested panel needs, and
-    :class:`~phasekit.options.ConfigError` for an unknown panel or file type.
+    :class:`~phasekit.options.ConfigError` for an unknown panel, axis, selected
+    value or file type.
     """
     require(ds, "status", purpose="plotting")
-    chosen = parse_panels(panels, ds)
-    _check(ds, chosen)
     if path is not None and Path(path).suffix.lower() not in FORMATS:
         raise ConfigError(f"cannot write {path}: the figure file must end in "
                           f"{', '.join(FORMATS)}")
+    ds = select_axes(ds, select)
+    axes = sweep_axes(ds)
+    x_axes = parse_x(ds, x) if x is not None else ()
+    lone = {a: 0 for a in axes if ds.sizes[a] == 1 and a not in x_axes}
+    ds = ds.isel(lone)
+    axes = [a for a in axes if a not in lone]
+    if axes:
+        given = [flag for flag, value in (("--panels", panels), ("--c", c_values))
+                 if value is not None]
+        if given:
+            raise ConfigError(
+                f"{' and '.join(given)} choose the panels of one axis point, but this sweep "
+                f"has the axes {_axes_text(ds, axes)}: fix each with --select (e.g. --select "
+                f"{axes[-1]}={ds[axes[-1]].values[0]}), or leave {' and '.join(given)} out "
+                f"for the phase diagram")
+        with matplotlib.rc_context(STYLE):
+            fig = _diagram(ds, x_axes or (default_x(ds, axes),), axes)
+            if path is not None:
+                save(fig, path)
+        return fig
+    chosen = parse_panels(panels, ds)
+    _check(ds, chosen)
     traj = [p for p in chosen if p in TRAJECTORY_PANELS]
     final = [p for p in chosen if p in FINAL_PANELS]
     with matplotlib.rc_context(STYLE):
@@ -240,7 +327,8 @@ def save(fig: Figure, path: str | os.PathLike) -> Path:
                           f"{', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context(STYLE):
-        fig.savefig(path, metadata=METADATA[suffix])
+        # tight: whatever a legend needs is inside the file, never clipped
+        fig.savefig(path, metadata=METADATA[suffix], bbox_inches="tight", pad_inches=0.05)
     return path
 
 
@@ -271,10 +359,26 @@ def _draw(ds: xr.Dataset, traj: list[str], final: list[str], c_values) -> Figure
         _legend(fig.add_subplot(grid[row, ncols]), list(found.values()) + list(vlines.values()),
                 list(found) + list(vlines), "against c")
     seeds = ds.sizes["seed"]
-    data = ds.attrs.get("dataset_source_title", ds.attrs.get("dataset", "?"))
-    fig.suptitle(f"{ds.attrs.get('model', '?')} on {data}: "
-                 f"{seeds} seed{'s' if seeds != 1 else ''}", fontsize=10)
+    fixed = _fixed(ds)
+    fig.suptitle(f"{_title(ds)}: {seeds} seed{'s' if seeds != 1 else ''}"
+                 + (f" ({fixed})" if fixed else ""), fontsize=10)
     return fig
+
+
+def _title(ds: xr.Dataset) -> str:
+    data = ds.attrs.get("dataset_source_title", ds.attrs.get("dataset", "?"))
+    return plain(f"{ds.attrs.get('model', '?')} on {data}")
+
+
+def _fixed(ds: xr.Dataset) -> str:
+    """``width = 512, ...``: the sweep's axes fixed by a selection (scalar coordinates)."""
+    names = str(ds.attrs.get("axes", "") or "").split()
+    return plain(", ".join(f"{a} = {ds[a].values.item()}" for a in names
+                           if a in ds.coords and ds[a].ndim == 0))
+
+
+def _bound_label(var: xr.DataArray, name: str) -> str:
+    return f"{var.attrs.get('equation', name)} bound ({var.attrs.get('kind', 'bound')})"
 
 
 def _legend(ax, handles, labels, title: str) -> None:
@@ -320,7 +424,7 @@ def _trajectory_panel(ax, ds: xr.Dataset, panel: str, cs: list[float], status) -
         style = "--" if diverged else "-"
         ends = set(col[run])
         if len(ends) == 1 and ends != {"converged"}:
-            label = f"{c:.3g} ({ends.pop()})"
+            label = f"{c:.3g} ({plain(ends.pop())})"
         elif n_div:
             label = f"{c:.3g} ({n_div} of {int(run.sum())} seeds diverged, not shown)"
         else:
@@ -366,25 +470,26 @@ def _final_values(ds: xr.Dataset, panel: str) -> tuple[xr.DataArray, str]:
                 r"$\theta^2_\infty / \theta^2_0$")
     if panel == "f":
         return ds[_sparsity_name(ds)], "fraction of inactive units"
-    gap, label = _gap(ds)
-    return gap, label if label.startswith("$") else "generalisation gap"
+    return _gap(ds)
 
 
 def _final_panel(ax, ds: xr.Dataset, panel: str, status, handles: dict) -> None:
     values, ylabel = _final_values(ds, panel)
     cs = ds["eta_lambda0"].values
     extra = [d for d in values.dims if d not in ("seed", "eta_lambda0")]
-    plain = "mean over converged seeds" if ds.sizes["seed"] > 1 else "converged"
+    mean_label = "mean over converged seeds" if ds.sizes["seed"] > 1 else "converged"
     if extra and values.sizes[extra[0]] == 1:    # one layer: no per-layer legend entries
         values = values.isel({extra[0]: 0})
         extra = []
     if extra:                                    # e.g. sparsity per layer
         dim = extra[0]
-        series = [(f"{dim} {values[dim].values[k]}", values.isel({dim: k}).values,
+        # a layer that does not exist at this axis point is all NaN: left out
+        series = [(plain(f"{dim} {values[dim].values[k]}"), values.isel({dim: k}).values,
                    LAYER_COLORS[k % len(LAYER_COLORS)])
-                  for k in range(values.sizes[dim])]
+                  for k in range(values.sizes[dim])
+                  if np.isfinite(values.isel({dim: k}).values).any()]
     else:
-        series = [(plain, values.transpose("seed", "eta_lambda0").values, MEAN_COLOR)]
+        series = [(mean_label, values.transpose("seed", "eta_lambda0").values, MEAN_COLOR)]
     conv = status == "converged"
     # Columns every seed ran make the mean line; points only some seeds ran (a
     # boundary search refines each seed on its own) are drawn as single dots.
@@ -409,7 +514,9 @@ def _final_panel(ax, ds: xr.Dataset, panel: str, status, handles: dict) -> None:
                 handles.setdefault("single seed (refined c)", dots)
     flat = values.transpose("seed", "eta_lambda0", *extra).values
     if extra:
-        flat = flat.mean(axis=tuple(range(2, flat.ndim)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            flat = np.nanmean(flat, axis=tuple(range(2, flat.ndim)))
     for name, style, stat in (("trivial (dead network)", TRIVIAL_STYLE, "trivial"),
                               ("max_steps (undetermined)", UNDETERMINED_STYLE, "max_steps")):
         s_idx, c_idx = np.nonzero(status == stat)
@@ -447,18 +554,22 @@ def _vertical_lines(ds: xr.Dataset, axes) -> dict[str, object]:
     if hi >= 4.0:
         lines.append((r"$c = 4$", 4.0, "0.6"))
     seeds = ds.sizes["seed"]
-    for k, b in enumerate(bound_names(ds)):
+    for b in bound_names(ds):
         var = ds[f"bound_{b}"]
-        value = float(np.nanmean(var.values))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # NaN: not applicable here
+            value = float(np.nanmean(var.values))
         if not np.isfinite(value):
             continue
-        what = f"{var.attrs.get('equation', b)} bound ({var.attrs.get('kind', 'bound')})"
+        what = plain(_bound_label(var, b))
         if seeds > 1:
             what += ", seed mean"
-        lines.append((what, value, VLINE_COLORS[k % len(VLINE_COLORS)]))
-    if "c_max" in ds.variables and np.isfinite(ds["c_max"].values.astype(float)).any():
+        lines.append((what, value, bound_color(ds, b)))
+    if ("c_max" in ds.variables and "boundary_tol" in ds.attrs
+            and np.isfinite(ds["c_max"].values.astype(float)).any()):
         lines.append((r"$c_{\max}$ (boundary search" + (", seed mean)" if seeds > 1 else ")"),
-                      float(np.nanmean(ds["c_max"].values.astype(float))), "#d62728"))
+                      float(np.nanmean(ds["c_max"].values.astype(float))),
+                      CRITICAL_STYLE["c_max"]["color"]))
     out: dict[str, object] = {}
     for k, (label, x, color) in enumerate(lines):
         inside = lo <= x <= hi
@@ -470,3 +581,328 @@ def _vertical_lines(ds: xr.Dataset, axes) -> dict[str, object]:
         text += "" if inside else " (off the axis)"
         out[text] = Line2D([], [], color=color, ls=dash, lw=1.1)
     return out
+
+
+# -- sweeps with axes: selecting, choosing x -----------------------------------------
+
+def _axes_text(ds: xr.Dataset, axes: list[str]) -> str:
+    out = []
+    for a in axes:
+        key = ds[a].attrs.get("axis_key")
+        out.append(f"{a} ({key})" if key and key != a else a)
+    return ", ".join(out) if out else "none"
+
+
+def _find_axis(ds: xr.Dataset, key: str, what: str) -> str:
+    """The axis dimension named ``key`` (``width``) or whose option is ``key``
+    (``model.width``); ConfigError naming the axes otherwise."""
+    key = key.strip()
+    axes = sweep_axes(ds)
+    for a in axes:
+        if key == a or key == ds[a].attrs.get("axis_key"):
+            return a
+    fixed = _fixed(ds)
+    if not axes:
+        where = (f"every axis is fixed ({fixed})" if fixed
+                 else "this sweep has no axes (sweep.axes)")
+        raise ConfigError(f"{what}: {where}")
+    raise ConfigError(f"{what}: {key!r} is not an axis of this sweep; its axes are "
+                      f"{_axes_text(ds, axes)}" + (f" ({fixed} fixed)" if fixed else ""))
+
+
+def _numeric(ds: xr.Dataset, axis: str) -> bool:
+    return ds[axis].dtype.kind in "iuf"
+
+
+def _match(ds: xr.Dataset, axis: str, value, what: str) -> int:
+    """The index of ``value`` (a string from the command line, or a value) on ``axis``."""
+    coord = ds[axis].values
+    kind = coord.dtype.kind
+    hits = np.array([], dtype=int)
+    try:
+        if kind in "iuf":
+            hits = np.flatnonzero(np.isclose(coord.astype(float), float(value), rtol=1e-9,
+                                             atol=0.0))
+        elif kind == "b":
+            word = str(value).strip().lower()
+            if word in ("true", "false"):
+                hits = np.flatnonzero(coord == (word == "true"))
+        else:
+            hits = np.flatnonzero(coord.astype(str) == str(value).strip())
+    except (TypeError, ValueError):
+        pass
+    if not hits.size:
+        raise ConfigError(f"{what}: {value!s} is not a value of the axis {axis}; its values "
+                          f"are {', '.join(str(v) for v in coord)}")
+    return int(hits[0])
+
+
+def select_axes(ds: xr.Dataset, select: Mapping | Sequence[str] | str | None) -> xr.Dataset:
+    """``ds`` with axes fixed to one value each: ``{"width": 512}`` or ``["width=512"]``
+    (an axis by its dimension or option name); the fixed axes stay as scalar
+    coordinates.  ConfigError for an unknown axis or a value not on it."""
+    if not select:
+        return ds
+    if isinstance(select, Mapping):
+        items = [(str(k), v) for k, v in select.items()]
+    else:
+        items = []
+        for text in [select] if isinstance(select, str) else select:
+            key, eq, value = str(text).partition("=")
+            if not eq or not key.strip() or not value.strip():
+                raise ConfigError(f"--select expects AXIS=VALUE such as width=512, got "
+                                  f"{text!r}")
+            items.append((key.strip(), value.strip()))
+    picks: dict[str, int] = {}
+    for key, value in items:
+        what = f"--select {key}={value}"
+        axis = _find_axis(ds, key, what)
+        if axis in picks:
+            raise ConfigError(f"{what}: the axis {axis} is selected twice")
+        picks[axis] = _match(ds, axis, value, what)
+    return ds.isel(picks)
+
+
+def parse_x(ds: xr.Dataset, x: str) -> tuple[str, ...]:
+    """The axes of ``--x``: ``("width",)`` or, for ``"hidden_layers/width"``,
+    ``("hidden_layers", "width")`` (both numeric)."""
+    parts = str(x).split("/")
+    what = f"--x {x}"
+    if len(parts) > 2 or not all(p.strip() for p in parts):
+        raise ConfigError(f"{what}: expected one axis (width) or a ratio of two "
+                          f"(hidden_layers/width)")
+    axes = tuple(_find_axis(ds, p, what) for p in parts)
+    if len(axes) == 2:
+        if axes[0] == axes[1]:
+            raise ConfigError(f"{what}: a ratio needs two different axes")
+        for a in axes:
+            if not _numeric(ds, a):
+                raise ConfigError(f"{what}: the axis {a} is not numeric "
+                                  f"({', '.join(str(v) for v in ds[a].values)})")
+        if (ds[axes[1]].values == 0).any():
+            raise ConfigError(f"{what}: the axis {axes[1]} has the value 0")
+    return axes
+
+
+def default_x(ds: xr.Dataset, axes: list[str]) -> str:
+    """The numeric axis with the most values (the later one in config order on a tie);
+    the last axis if none is numeric."""
+    numeric = [a for a in axes if _numeric(ds, a)]
+    if not numeric:
+        return axes[-1]
+    return max(reversed(numeric), key=lambda a: ds.sizes[a])
+
+
+def geometric(values) -> bool:
+    """Whether ``values`` form a geometric grid: at least three positive values whose
+    consecutive ratios agree within 5% and differ from 1 (then drawn on a log scale)."""
+    v = np.unique(np.asarray(values, dtype=float))
+    if v.size < 3 or not (v > 0).all():
+        return False
+    ratio = v[1:] / v[:-1]
+    return bool(ratio.min() > 1 + GEOMETRIC_RTOL
+                and ratio.max() <= ratio.min() * (1 + GEOMETRIC_RTOL))
+
+
+# -- the 2-D phase diagram -----------------------------------------------------------
+
+def _edges(values: np.ndarray, log: bool) -> np.ndarray:
+    """Cell edges around sorted ``values``: midpoints (geometric on a log scale)."""
+    v = np.log(values) if log else np.asarray(values, dtype=float)
+    if v.size == 1:
+        half = 0.35 if log else max(0.5 * abs(v[0]), 0.5)
+        e = np.array([v[0] - half, v[0] + half])
+    else:
+        mid = (v[1:] + v[:-1]) / 2
+        e = np.concatenate([[2 * v[0] - mid[0]], mid, [2 * v[-1] - mid[-1]]])
+    return np.exp(e) if log else e
+
+
+def _groups(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of ``x`` (equal within 1e-9 relative) and each point's group."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    new = np.ones(len(xs), dtype=bool)
+    new[1:] = ~np.isclose(xs[1:], xs[:-1], rtol=1e-9, atol=0.0)
+    group = np.empty(len(x), dtype=int)
+    group[order] = np.cumsum(new) - 1
+    return xs[new], group
+
+
+def _spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median, minimum and maximum over the last axis, ignoring NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (np.nanmedian(values, axis=-1), np.nanmin(values, axis=-1),
+                np.nanmax(values, axis=-1))
+
+
+def _diagram(ds: xr.Dataset, x_axes: tuple[str, ...], axes: list[str]) -> Figure:
+    """The 2-D phase diagram of a sweep with axes (``docs/plotting.md``).
+
+    ``x_axes``: one axis, or two for their ratio (each point at x = first / second;
+    all points on one panel).  y = ``c``.  Each cell is coloured by
+    the majority phase of its runs (points sharing an x value are pooled), with a
+    dot where they disagree; ``c_loss``, ``c_sharp``, ``c_max`` and ``c_trivial``
+    are the median over seeds with their range as error bars, one line style per
+    value of a ratio's numerator; the bounds are marked per axis point.  Every
+    other axis gets a panel per value.
+    """
+    others = [a for a in axes if a not in x_axes]
+    phase = classify(ds)
+    crit = critical_rates(ds)
+    counts = phase_counts(phase, "seed")                      # (phase, *axes, c)
+    shown = [q for q in CRITICAL_STYLE if q in crit
+             and np.isfinite(crit[q].values).any()]
+    combos = list(np.ndindex(*(ds.sizes[a] for a in others)))
+    n = len(combos)
+    ncols = n if n <= 3 else 2 if n == 4 else 4 if n % 4 == 0 and n % 3 else 3
+    nrows = math.ceil(n / ncols)
+    free = nrows * ncols - n
+    fig = Figure(figsize=(3.6 * ncols + (0 if free else 3.4), 3.4 * nrows + 0.4),
+                 layout="constrained")
+    grid = fig.add_gridspec(nrows, ncols + (0 if free else 1),
+                            width_ratios=[1.0] * ncols + ([] if free else [0.95]))
+    handles: dict[str, dict[str, object]] = {g: {} for g in LEGEND_GROUPS}
+    panels = []
+    for k, combo in enumerate(combos):
+        ax = fig.add_subplot(grid[k // ncols, k % ncols])
+        where = dict(zip(others, combo, strict=True))
+        _diagram_panel(ax, ds.isel(where), counts.isel(where), crit.isel(where), x_axes,
+                       shown, handles)
+        if others:
+            ax.set_title(plain(", ".join(f"{a} = {ds[a].values[i]}"
+                                         for a, i in where.items())), loc="left")
+        panels.append(ax)
+    for ax in panels[1:]:
+        ax.sharey(panels[0])
+    legend_ax = fig.add_subplot(grid[nrows - 1, ncols - free:] if free else grid[:, ncols])
+    title = "cells: majority phase over seeds"
+    if shown:
+        title += "\ncurves: median, bars: range over seeds"
+    handles["phase"] = {p: handles["phase"][p] for p in VOTING if p in handles["phase"]}
+    entries = [(label, h) for g in LEGEND_GROUPS for label, h in handles[g].items()]
+    _legend(legend_ax, [h for _, h in entries], [label for label, _ in entries], title)
+    fixed = _fixed(ds)
+    seeds = ds.sizes["seed"]
+    fig.suptitle(f"{_title(ds)}: phase diagram, {seeds} seed{'s' if seeds != 1 else ''}"
+                 + (f" ({fixed})" if fixed else ""), fontsize=10)
+    return fig
+
+
+def _diagram_panel(ax, ds: xr.Dataset, counts: xr.DataArray, crit: xr.Dataset,
+                   x_axes: tuple[str, ...], shown: list[str],
+                   handles: dict[str, dict[str, object]]) -> None:
+    """One panel: x_axes over x (stacked into points), c over y."""
+    cs = ds["eta_lambda0"].values
+    P = int(np.prod([ds.sizes[a] for a in x_axes]))
+    grids = np.meshgrid(*(ds[a].values for a in x_axes), indexing="ij")
+    values = [g.ravel() for g in grids]                        # per point, each x axis
+    categorical = len(x_axes) == 1 and not _numeric(ds, x_axes[0])
+    if categorical:
+        x = np.arange(P, dtype=float)
+    elif len(x_axes) == 1:
+        x = values[0].astype(float)
+    else:
+        x = values[0].astype(float) / values[1].astype(float)
+    if len(x_axes) == 1:
+        log_x = not categorical and geometric(x)
+    else:
+        log_x = geometric(ds[x_axes[0]].values) and geometric(ds[x_axes[1]].values)
+    log_y = geometric(cs)
+
+    # cells: the majority phase of every run at (x, c); points with equal x pooled
+    ux, group = _groups(x)
+    per_point = counts.transpose("phase", *x_axes, "eta_lambda0").values
+    member = (group[None, :] == np.arange(len(ux))[:, None]).astype(float)   # (x, point)
+    pooled = np.einsum("gp,kpc->kgc", member, per_point.reshape(len(VOTING), P, len(cs)))
+    major, disagree = majority(pooled)                          # (x, c)
+    code = np.full(major.shape, np.nan)
+    for i, name in enumerate(VOTING):
+        code[major == name] = i
+    cmap = ListedColormap([PHASE_COLORS[p] for p in VOTING])
+    ax.pcolormesh(_edges(ux, log_x), _edges(cs, log_y), np.ma.masked_invalid(code.T),
+                  cmap=cmap, vmin=-0.5, vmax=len(VOTING) - 0.5, shading="flat",
+                  edgecolors="none")
+    for name in VOTING:
+        if (major == name).any():
+            handles["phase"].setdefault(name, Patch(facecolor=PHASE_COLORS[name], edgecolor="0.6",
+                                           lw=0.5))
+    gi, ci = np.nonzero(disagree)
+    if gi.size:
+        (dots,) = ax.plot(ux[gi], cs[ci], linestyle="none", marker="o", ms=2.2,
+                          color="0.15")
+        handles["disagree"].setdefault("seeds disagree (majority shown)", dots)
+
+    # families of points joined by lines: all points, or one per value of the numerator
+    if len(x_axes) == 2:
+        family_of = values[0]
+        family_values = list(ds[x_axes[0]].values)
+    else:
+        family_of = np.zeros(P)
+        family_values = [0]
+    families = [np.flatnonzero(family_of == v) for v in family_values]
+    families = [idx[np.argsort(x[idx], kind="stable")] for idx in families]
+
+    W = crit.attrs.get("early_window", "?")
+    for q in shown:
+        style = CRITICAL_STYLE[q]
+        v = crit[q].transpose(*x_axes, "seed").values.reshape(P, -1)
+        mid, lo, hi = _spread(v)
+        err = np.nan_to_num(np.vstack([mid - lo, hi - mid]))
+        label = style["label"]
+        if q == "c_loss":
+            label = label.replace("{W}", str(W))
+        elif q == "c_sharp":
+            drop = crit["c_sharp"].attrs.get("sharpness_drop", 0.05)
+            label = label.replace("{W}", str(W)).replace("{drop}", f">{100 * drop:g}%")
+        for f, idx in enumerate(families):
+            if not np.isfinite(mid[idx]).any():
+                continue
+            bars = ax.errorbar(x[idx], mid[idx], yerr=err[:, idx], color=style["color"],
+                               marker=style["marker"], ms=4.5, lw=1.3, capsize=2.0,
+                               elinewidth=0.9, ls=FAMILY_STYLES[f % len(FAMILY_STYLES)],
+                               zorder=3)
+            handles["critical"].setdefault(label, bars.lines[0] if f == 0 else
+                               Line2D([], [], color=style["color"], marker=style["marker"],
+                                      ms=4.5, lw=1.3))
+    if len(families) > 1:
+        for f, v in enumerate(family_values):
+            handles["family"].setdefault(plain(f"{x_axes[0]} = {v}"),
+                               Line2D([], [], color="0.3", lw=1.3,
+                                      ls=FAMILY_STYLES[f % len(FAMILY_STYLES)]))
+
+    # the bounds, per axis point: a bar at each point, joined within a family
+    lo_c, hi_c = _edges(cs, log_y)[[0, -1]]
+    for b in bound_names(ds):
+        var = ds[f"bound_{b}"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            v = np.nanmean(var.transpose(*x_axes, "seed").values.reshape(P, -1), axis=-1)
+        if not np.isfinite(v).any():
+            continue
+        color = bound_color(ds, b)
+        for idx in families:
+            ax.plot(x[idx], v[idx], color=color, lw=0.9, ls=(0, (4, 2)), marker="_",
+                    ms=11, mew=2.2, zorder=2.5)
+        inside = np.isfinite(v) & (v >= lo_c) & (v <= hi_c)
+        label = plain(_bound_label(var, b)) + ("" if inside.any() else " (off the axis)")
+        handles["bound"].setdefault(label, Line2D([], [], color=color, lw=0.9, ls=(0, (4, 2)),
+                                         marker="_", ms=11, mew=2.2))
+
+    ax.set_xscale("log" if log_x else "linear")
+    ax.set_yscale("log" if log_y else "linear")
+    x_edges = _edges(ux, log_x)
+    ax.set_xlim(x_edges[0], x_edges[-1])
+    ax.set_ylim(lo_c, hi_c)
+    if categorical:
+        ax.xaxis.set_major_locator(FixedLocator(ux))
+        ax.set_xticklabels([plain(v) for v in values[0]])
+    elif len(ux) <= 12:
+        ax.xaxis.set_major_locator(FixedLocator(ux))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{v:.3g}" for v in ux], rotation=45 if len(x_axes) == 2 else 0)
+    label = (plain(_axes_text(ds, list(x_axes))) if len(x_axes) == 1
+             else plain(f"{x_axes[0]} / {x_axes[1]}"))
+    ax.set_xlabel(label)
+    ax.set_ylabel(r"$c = \eta\,\lambda_0$")

@@ -7,15 +7,19 @@ import argparse
 import numpy as np
 import pytest
 import xarray as xr
+from matplotlib.cbook import is_math_text
+from matplotlib.collections import QuadMesh
 
 from phasekit import api
 from phasekit.cli_analysis import add_subcommands, cmd_analyze, cmd_boundary, cmd_plot
 from phasekit.cli_analysis import main as analysis_main
 from phasekit.options import ConfigError
-from phasekit.plot import choose_c, parse_panels, plot_sweep
+from phasekit.phases import VOTING, classify, critical_rates
+from phasekit.plot import BOUND_COLORS, choose_c, geometric, parse_panels, plot_sweep
 from phasekit.storage import SweepFileError, write_sweep
 
 from .helpers import sweep, toy_quadratic
+from .test_critical import make_sweep
 from .test_phases import synthetic_sweep
 
 
@@ -142,3 +146,284 @@ def test_plot_command(stored, tmp_path, capsys):
     assert "panel (f)" in capsys.readouterr().err
     assert analysis_main(["plot", str(stored), "--c", "two", "-o", str(out)]) == 2
     assert analysis_main(["plot", str(stored), "-o", str(tmp_path / "x.gif")]) == 2
+
+
+# -- sweeps with axes: the 2-D phase diagram ----------------------------------------
+
+def axis_sweep(depths=(1, 2, 4), widths=(64, 128, 256, 512), seeds=3, trivial=True):
+    """A synthetic sweep over hidden_layers x width whose critical learning rates depend
+    on r = depth / width: c_loss = 2 + 60 r (+ 0.1 per seed), c_sharp = 2 - 10 r
+    (+ 0.05 per seed), divergence from c_max = 4 + 60 r (+ 0.15 per seed), trivial runs
+    just below it at depth 4; bounds eq. 60, eq. 95 (catapult) and eq. 68 (divergence,
+    depth 1 only, NaN elsewhere)."""
+    cs = np.round(np.arange(0.25, 8.01, 0.25), 2)
+    d = np.asarray(depths, float)[:, None, None, None]
+    w = np.asarray(widths, float)[None, :, None, None]
+    s = np.arange(seeds)[None, None, :, None]
+    c = cs[None, None, None, :]
+    r = d / w
+    T = np.arange(40)[None, None, None, None, :]
+    rises, fails = c >= 2 + 60 * r + 0.1 * s, c >= 4 + 60 * r + 0.15 * s
+    triv = trivial & (d == 4) & (c >= 4 + 60 * r + 0.15 * s - 0.6) & ~fails
+    status = np.where(fails, "diverged", np.where(triv, "trivial", "converged")).astype(object)
+    loss = np.where(rises[..., None], np.where(T <= 10, 1 + 0.5 * T, 6 * 0.7 ** (T - 10)),
+                    0.8 ** T) * np.ones(status.shape + (1,))
+    loss = np.where(fails[..., None], np.where(T == 20, np.inf, 1.5 ** T), loss)
+    loss = np.where((fails[..., None] & (T > 20)) | (~fails[..., None] & (T > 30)), np.nan, loss)
+    drop = (c >= 2 - 10 * r + 0.05 * s)[..., None]
+    sharp = np.where(np.isnan(loss), np.nan, c[..., None] * (1 - 0.2 * drop * np.minimum(T, 5)
+                                                             / 5))
+    ones = np.ones(status.shape[:-1])
+    bounds = {"60": ((2 + 40 * r + 0.01 * s)[..., 0] * ones, "catapult"),
+              "95": ((2.5 + 20 * r)[..., 0] * ones, "catapult"),
+              "68": (np.where(d[..., 0] == 1, 4 + 50 * r[..., 0], np.nan) * ones, "divergence")}
+    ds = make_sweep(status, loss, sharp, cs=cs, bounds=bounds,
+                    axes={"hidden_layers": list(depths), "width": list(widths)})
+    grid = ("hidden_layers", "width", "seed", "eta_lambda0")
+    wn = np.where(np.isnan(loss), np.nan, 100 * (1 + 0.01 * T * (c >= 2)[..., None]))
+    ds["weight_norm"] = (grid + ("step",), wn)
+    ds["final_weight_norm"] = (grid, np.take_along_axis(
+        wn, np.clip(ds["steps"].values, 0, 39)[..., None], -1)[..., 0])
+    return ds
+
+
+def panels_of(fig):
+    """The diagram panels (axes holding cells) and the legend axes."""
+    panels = [ax for ax in fig.axes if any(isinstance(c, QuadMesh) for c in ax.collections)]
+    legends = [ax for ax in fig.axes if ax.get_legend() is not None]
+    return panels, legends
+
+
+def legend_texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes if ax.get_legend()
+            for t in ax.get_legend().get_texts()]
+
+
+def errorbar_line(ax, color, marker, ls="-"):
+    """The data line of an errorbar series drawn with ``color``, ``marker`` and ``ls``."""
+    hits = [ln for ln in ax.lines if ln.get_marker() == marker and ln.get_color() == color
+            and ln.get_linestyle() == ls]
+    assert len(hits) == 1, [(ln.get_marker(), ln.get_color(), ln.get_linestyle())
+                            for ln in ax.lines]
+    return hits[0]
+
+
+def test_geometric_grids():
+    assert geometric([64, 128, 256, 512]) and geometric([0.001, 0.01, 0.1])
+    assert geometric([256, 64, 128])                         # order does not matter
+    assert not geometric([1, 2, 3]) and not geometric([100, 101, 102])
+    assert not geometric([64, 128]) and not geometric([0, 1, 2, 4])
+    assert not geometric([1, 2, 4, 9])
+
+
+def test_one_geometric_axis_gives_one_panel_on_a_log_x(tmp_path):
+    ds = axis_sweep(depths=(2,)).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    fig = plot_sweep(ds, path=tmp_path / "w.png")
+    assert (tmp_path / "w.png").read_bytes().startswith(b"\x89PNG")
+    (ax,), (legend,) = panels_of(fig)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "linear"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["64", "128", "256", "512"]
+    assert ax.get_xlabel() == "width (model.width)"
+    # the cell at (width, c) holds the majority phase of the seeds
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    cells = np.ma.getdata(mesh.get_array()).reshape(ds.sizes["eta_lambda0"], 4)
+    phase = classify(ds)
+    for w, c in [(0, 0), (0, 15), (3, 14), (2, 31)]:
+        runs_here = list(phase.isel(width=w, eta_lambda0=c).values)
+        want = max(set(runs_here), key=runs_here.count)
+        assert VOTING[int(cells[c, w])] == want, (w, c, runs_here)
+    # c_max: median over seeds of the grid value, one point per width
+    c_max = errorbar_line(ax, "#000000", "s")
+    np.testing.assert_array_equal(c_max.get_xdata(), [64, 128, 256, 512])
+    want = np.median(critical_rates(ds)["c_max"].transpose("width", "seed").values, axis=1)
+    np.testing.assert_array_equal(c_max.get_ydata(), want)
+    text = " ".join(legend_texts(fig))
+    for word in ("lazy", "catapult", "divergent", "seeds disagree", "c_{\\rm loss}",
+                 "c_{\\rm sharp}", "c_{\\max}", "eq. 60 bound (catapult)",
+                 "eq. 95 bound (catapult)"):
+        assert word in text, word
+    assert "eq. 68" not in text                          # not applicable at depth 2
+    assert "trivial" not in text
+
+
+def test_an_arithmetic_axis_is_linear():
+    ds = axis_sweep(depths=(1,), widths=(100, 200, 300)).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    (ax,), _ = panels_of(plot_sweep(ds))
+    assert ax.get_xscale() == "linear"
+
+
+def test_two_axes_give_a_panel_per_value_of_the_other():
+    ds = axis_sweep()
+    fig = plot_sweep(ds)                                  # x: width, the longest axis
+    panels, legends = panels_of(fig)
+    assert len(panels) == 3 and len(legends) == 1 and len(fig.axes) == 4   # no empty slot
+    assert [ax.get_title(loc="left") for ax in panels] == [
+        "hidden_layers = 1", "hidden_layers = 2", "hidden_layers = 4"]
+    assert all(ax.get_xscale() == "log" for ax in panels)
+    c_loss = errorbar_line(panels[2], "#08306b", "o")
+    want = np.median(critical_rates(ds)["c_loss"].sel(hidden_layers=4).values, axis=-1)
+    np.testing.assert_array_equal(c_loss.get_ydata(), want)
+    text = legend_texts(fig)
+    assert "eq. 68 bound (divergence)" in text and "trivial" in text
+    assert any("c_{\\rm trivial}" in t for t in text)
+    # x = the other axis: one panel per width, four panels in two rows
+    panels, _ = panels_of(plot_sweep(ds, x="hidden_layers"))
+    assert [ax.get_title(loc="left") for ax in panels] == [
+        "width = 64", "width = 128", "width = 256", "width = 512"]
+    assert panels[0].get_xlabel() == "hidden_layers (model.hidden_layers)"
+
+
+def test_five_panels_put_the_legend_in_the_free_slot():
+    ds = axis_sweep(depths=(1, 2, 3, 4, 5), widths=(64, 256))
+    fig = plot_sweep(ds, x="width")
+    panels, (legend,) = panels_of(fig)
+    assert len(panels) == 5 and len(fig.axes) == 6
+    fig.canvas.draw()
+    box = legend.get_legend().get_window_extent()
+    assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
+    slot = legend.get_position()                         # the sixth slot: row 2, column 3
+    assert slot.x0 > max(ax.get_position().x0 for ax in panels[3:])
+    assert abs(slot.y0 - panels[3].get_position().y0) < 0.05
+
+
+def test_a_ratio_of_axes_puts_every_point_on_one_panel(tmp_path):
+    ds = axis_sweep()
+    fig = plot_sweep(ds, x="hidden_layers/width", path=tmp_path / "ratio.png")
+    (ax,), _ = panels_of(fig)
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "hidden_layers / width"
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    ratios = np.unique([d / w for d in (1, 2, 4) for w in (64, 128, 256, 512)])
+    assert np.ma.getdata(mesh.get_array()).size == ratios.size * ds.sizes["eta_lambda0"]
+    # one line style per depth: c_loss of depth 2 at x = 2 / width
+    line = errorbar_line(ax, "#08306b", "o", ls="--")
+    np.testing.assert_allclose(line.get_xdata(), 2 / np.array([512, 256, 128, 64]))
+    text = legend_texts(fig)
+    assert {"hidden_layers = 1", "hidden_layers = 2", "hidden_layers = 4"} <= set(text)
+    # the option name works too
+    (ax,), _ = panels_of(plot_sweep(ds, x="model.hidden_layers/model.width"))
+    assert ax.get_xlabel() == "hidden_layers / width"
+
+
+def test_select_gives_the_panels_of_one_axis_point():
+    ds = axis_sweep()
+    fig = plot_sweep(ds, select=["width=128", "hidden_layers=2"])
+    titles = [ax.get_title(loc="left")[:3] for ax in fig.axes if ax.get_title(loc="left")]
+    assert titles == ["(a)", "(b)", "(c)", "(d)", "(e)"]
+    assert fig._suptitle.get_text().endswith("(hidden_layers = 2, width = 128)")
+    assert "eq. 68" not in " ".join(legend_texts(fig))   # NaN at depth 2: not drawn
+    one = plot_sweep(ds, select={"model.hidden_layers": 1, "width": "512"}, panels="d")
+    assert "eq. 68 bound (divergence), seed mean = 4.1" in legend_texts(one)
+    # an axis fixed, the other left: the diagram over it
+    panels, _ = panels_of(plot_sweep(ds, select=["width=64"]))
+    assert len(panels) == 1 and panels[0].get_xlabel().startswith("hidden_layers")
+    # an axis with a single value counts as fixed
+    fig = plot_sweep(ds.isel(width=[1]), select=["hidden_layers=4"], panels="a")
+    assert fig._suptitle.get_text().endswith("(hidden_layers = 4, width = 128)")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"x": "depth"}, "--x depth: 'depth' is not an axis of this sweep; its axes are "
+                     "hidden_layers (model.hidden_layers), width (model.width)"),
+    ({"x": "depth/width"}, "'depth' is not an axis"),
+    ({"x": "width/width"}, "two different axes"),
+    ({"x": "a/b/c"}, "one axis (width) or a ratio of two"),
+    ({"x": "width", "select": ["width=64"]}, "'width' is not an axis of this sweep; its axes "
+                                             "are hidden_layers (model.hidden_layers) "
+                                             "(width = 64 fixed)"),
+    ({"select": ["width=100"]}, "--select width=100: 100 is not a value of the axis width; "
+                                "its values are 64, 128, 256, 512"),
+    ({"select": ["depth=2"]}, "--select depth=2: 'depth' is not an axis"),
+    ({"select": ["width"]}, "--select expects AXIS=VALUE"),
+    ({"select": ["width=64", "model.width=128"]}, "selected twice"),
+    ({"select": ["width=sixty"]}, "sixty is not a value of the axis width"),
+    ({"panels": "a,d"}, "--panels choose the panels of one axis point, but this sweep has the "
+                        "axes hidden_layers (model.hidden_layers), width (model.width): fix "
+                        "each with --select"),
+    ({"c_values": [2.5]}, "--c choose the panels"),
+])
+def test_bad_axes_and_selections_are_clear_errors(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        plot_sweep(axis_sweep(depths=(1, 2), widths=(64, 128, 256, 512), seeds=1), **kwargs)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_axis_options_on_a_sweep_without_axes_are_errors():
+    ds = synthetic_sweep([["converged_lazy", "diverged"]], [0.5, 5.0])
+    with pytest.raises(ConfigError, match="--x width: this sweep has no axes"):
+        plot_sweep(ds, x="width")
+    with pytest.raises(ConfigError, match="--select width=1: this sweep has no axes"):
+        plot_sweep(ds, select=["width=1"])
+    fixed = axis_sweep(depths=(1,), widths=(64, 128), seeds=1)
+    with pytest.raises(ConfigError, match=r"every axis is fixed \(hidden_layers = 1, width = "
+                                          r"64\)"):
+        plot_sweep(fixed, select=["width=64", "hidden_layers=1"], x="width")
+
+
+def test_bounds_are_coloured_by_kind_in_every_figure():
+    ds = axis_sweep(depths=(1,), widths=(64, 128, 256))
+    one = plot_sweep(ds, select=["width=64"], panels="d")
+    ax = next(a for a in one.axes if a.get_title(loc="left").startswith("(d)"))
+    vertical = {round(float(ln.get_xdata()[0]), 6): ln.get_color() for ln in ax.lines
+                if len(ln.get_xdata()) == 2 and ln.get_xdata()[0] == ln.get_xdata()[1]}
+    b = {name: float(ds[f"bound_{name}"].sel(width=64).mean()) for name in ("60", "95", "68")}
+    assert vertical[round(b["60"], 6)] in BOUND_COLORS["catapult"]
+    assert vertical[round(b["95"], 6)] in BOUND_COLORS["catapult"]
+    assert vertical[round(b["60"], 6)] != vertical[round(b["95"], 6)]
+    assert vertical[round(b["68"], 6)] in BOUND_COLORS["divergence"]
+    (panel,), _ = panels_of(plot_sweep(ds))
+    bars = {ln.get_color() for ln in panel.lines
+            if ln.get_marker() == "_" and ln.get_linestyle() != "None"}   # not error caps
+    assert bars == {vertical[round(b[k], 6)] for k in b}
+
+
+def test_file_strings_with_dollars_are_drawn_literally(tmp_path):
+    """Issue 10 item 10: '$'-delimited text in a file's attributes is not mathtext."""
+    ds = synthetic_sweep([["converged_lazy", "converged_catapult", "diverged"]],
+                         [0.5, 2.5, 5.0], layers=2, gap=True)
+    ds.attrs.update(model=r"$\badcommand{x$", dataset="cost $5 and $6")
+    ds["bound_toy"].attrs.update(equation=r"$eq. \frac{1$", kind="$catapult$")
+    ds["final_generalisation_gap"].attrs["long_name"] = r"$L_{test$"
+    ds = ds.rename({"layer": "$layer$"})
+    fig = plot_sweep(ds, path=tmp_path / "dollars.png")      # mathtext would raise here
+    title = fig._suptitle
+    assert title.get_text() == r"\$\badcommand{x\$ on cost \$5 and \$6: 1 seed"
+    assert not is_math_text(title.get_text())
+    texts = legend_texts(fig)
+    assert r"\$eq. \frac{1\$ bound (\$catapult\$) = 2.5" in texts
+    assert r"\$layer\$ 1" in texts
+    axis = axis_sweep(depths=(1,), widths=(64, 128, 256), seeds=1)
+    axis.attrs["model"] = r"$\oops$"
+    axis["width"].attrs["axis_key"] = r"model.$w$"
+    axis["bound_60"].attrs["equation"] = r"$\frac{$"
+    fig = plot_sweep(axis, path=tmp_path / "dollars2.png")
+    (ax,), _ = panels_of(fig)
+    assert ax.get_xlabel() == r"width (model.\$w\$)"
+    assert r"\$\frac{\$ bound (catapult)" in legend_texts(fig)
+
+
+def test_diagram_output_is_deterministic(tmp_path):
+    ds = axis_sweep(depths=(1, 2), widths=(64, 128, 256), seeds=2)
+    plot_sweep(ds, path=tmp_path / "1.png", x="hidden_layers/width")
+    plot_sweep(ds.copy(deep=True), path=tmp_path / "2.png", x="hidden_layers/width")
+    assert (tmp_path / "1.png").read_bytes() == (tmp_path / "2.png").read_bytes()
+
+
+def test_plot_command_with_axes(tmp_path, capsys):
+    path = tmp_path / "axes.nc"
+    write_sweep(axis_sweep(depths=(1, 2), widths=(64, 128, 256), seeds=2), path)
+    out = tmp_path / "diagram.png"
+    assert analysis_main(["plot", str(path), "--x", "hidden_layers/width", "-o", str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG") and "wrote" in capsys.readouterr().out
+    assert analysis_main(["plot", str(path), "--select", "width=128", "--select",
+                          "hidden_layers=2", "-o", str(tmp_path / "one.svg")]) == 0
+    capsys.readouterr()
+    assert analysis_main(["plot", str(path), "--x", "depth", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("phasekit: error: --x depth: 'depth' is not an axis")
+    assert err.count("\n") == 1
+    assert analysis_main(["plot", str(path), "--select", "width=100", "-o", str(out)]) == 2
+    assert "its values are 64, 128, 256" in capsys.readouterr().err
+    fig = api.load(path).phasekit.plot(x="width", select={"hidden_layers": 2})
+    assert len(panels_of(fig)[0]) == 1
