@@ -175,8 +175,6 @@ EARLY_DEFAULTS = {"early_window": 10, "sharpness_drop": 0.05, "loss_rise": 0.0}
 #: the critical learning rates of :func:`critical_rates`, each with its bracket variable
 BRACKETS = {"c_loss": "c_loss_below", "c_sharp": "c_sharp_below", "c_max": "c_fail",
             "c_trivial": "c_trivial_below"}
-#: critical learning rates a ``phasekit boundary`` file refines (kept by add_critical)
-REFINED = ("c_max", "c_fail", "c_trivial")
 
 
 def early_thresholds(ds: xr.Dataset, early_window: int | None = None,
@@ -338,9 +336,13 @@ def critical_rates(ds: xr.Dataset, early_window: int | None = None,
     return res
 
 
-def _is_boundary(ds: xr.Dataset) -> bool:
-    """A ``phasekit boundary`` file, whose c_max, c_fail and c_trivial are refined."""
-    return "boundary_tol" in ds.attrs and all(n in ds.variables for n in REFINED)
+def _refined(ds: xr.Dataset) -> list[str]:
+    """The critical learning rates a ``phasekit boundary`` file stores, refined by its
+    search beyond the grid (``c_max``, ``c_fail``, ``c_trivial``, and ``c_loss``,
+    ``c_sharp`` with their brackets when it searched them); none for other files."""
+    if "boundary_tol" not in ds.attrs:
+        return []
+    return [n for pair in BRACKETS.items() for n in pair if n in ds.variables]
 
 
 def add_critical(ds: xr.Dataset, early_window: int | None = None,
@@ -349,11 +351,11 @@ def add_critical(ds: xr.Dataset, early_window: int | None = None,
     """A copy of ``ds`` with the variables of :func:`critical_rates` added (or replaced).
 
     Cheap (only the first ``early_window`` steps of ``loss`` and ``sharpness`` are
-    read).  A ``phasekit boundary`` file keeps its refined ``c_max``, ``c_fail``
-    and ``c_trivial``.
+    read).  A ``phasekit boundary`` file keeps the values its search refined
+    (``c_max``, ``c_fail``, ``c_trivial``, ``c_loss``, ``c_sharp``, ... as stored).
     """
     rates = critical_rates(ds, early_window, sharpness_drop, loss_rise)
-    keep = REFINED if _is_boundary(ds) else ()
+    keep = _refined(ds)
     out = ds.copy()
     for name, da in rates.data_vars.items():
         if name not in keep:
@@ -375,15 +377,15 @@ def critical_summary(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_F
     * ``gap_<bound>``: ``c_max - bound_<bound>``, how far each stored bound sits
       below ``c_max``.
 
-    A ``phasekit boundary`` file's refined ``c_max``, ``c_fail`` and ``c_trivial``
-    are used instead of the grid values.
+    A ``phasekit boundary`` file's refined values (``c_max``, ``c_fail``,
+    ``c_trivial``, and ``c_loss``, ``c_sharp`` where it searched them) are used
+    instead of the grid values.
     """
     phase = classify(ds, catapult_factor)
     res = critical_rates(ds, early_window, sharpness_drop, loss_rise)
     axes = sweep_axes(ds)
-    if _is_boundary(ds):
-        for name in REFINED:
-            res[name] = ds[name].astype(float)
+    for name in _refined(ds):
+        res[name] = ds[name].astype(float).transpose(*axes, "seed")
     cat, _ = _onset(phase == "catapult", phase != "pending")
     res["c_catapult"] = cat.transpose(*axes, "seed").assign_attrs(
         long_name="smallest c whose run was classified catapult", units="1",

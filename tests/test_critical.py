@@ -381,15 +381,20 @@ def test_add_critical_is_robust_and_survives_netcdf(tmp_path):
     assert add_phases(out)["phase"].dims == ("hidden_layers", "width", "seed", "eta_lambda0")
 
 
-def test_a_boundary_file_keeps_its_refined_c_max():
+def test_a_boundary_file_keeps_its_refined_values():
     status = np.array([["converged", "converged", "diverged"]], dtype=object)
-    ds = make_sweep(status, runs([DECAY, DECAY, DECAY]), cs=[1.0, 2.0, 3.0])
+    ds = make_sweep(status, runs([DECAY, rise_at(3), DECAY]), cs=[1.0, 2.0, 3.0])
     ds["c_max"] = ("seed", [2.7])
     ds["c_fail"] = ("seed", [2.71])
     ds["c_trivial"] = ("seed", [NAN])
+    ds["c_loss"] = ("seed", [1.55])
     ds.attrs["boundary_tol"] = 0.01
     out = add_critical(ds)
     assert out["c_max"].item() == 2.7 and out["c_fail"].item() == 2.71
-    assert critical_summary(ds)["c_max"].item() == 2.7
+    assert out["c_loss"].item() == 1.55
+    assert out["c_loss_below"].item() == 1.0       # not stored by the search: the grid's
+    crit = critical_summary(ds)
+    assert crit["c_max"].item() == 2.7 and crit["c_loss"].item() == 1.55
     del ds.attrs["boundary_tol"]                   # an ordinary file: recomputed on the grid
     assert add_critical(ds)["c_max"].item() == 2.0
+    assert add_critical(ds)["c_loss"].item() == 2.0
