@@ -432,7 +432,7 @@ def _mean_std(values: np.ndarray) -> str:
     v = _finite(values)
     if not v.size:
         return "-"
-    if v.size == 1 or v.std() == 0:
+    if v.size == 1 or v.std() <= 1e-9 * max(abs(v.mean()), 1.0):    # equal up to rounding
         return f"{v.mean():.4g}"
     return f"{v.mean():.4g}+/-{v.std(ddof=1):.2g}"
 

@@ -874,7 +874,7 @@ def _diagram_panel(ax, ds: xr.Dataset, counts: xr.DataArray, crit: xr.Dataset,
 
     # the bounds, per axis point: a bar at each point, joined within a family
     lo_c, hi_c = _edges(cs, log_y)[[0, -1]]
-    for b in bound_names(ds):
+    for k, b in enumerate(bound_names(ds)):
         var = ds[f"bound_{b}"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -882,13 +882,15 @@ def _diagram_panel(ax, ds: xr.Dataset, counts: xr.DataArray, crit: xr.Dataset,
         if not np.isfinite(v).any():
             continue
         color = bound_color(ds, b)
+        # later bounds get shorter, thinner bars, so that equal bounds stay visible
+        bar = {"marker": "_", "ms": max(14.0 - 3.0 * k, 5.0), "mew": max(2.6 - 0.5 * k, 1.1)}
         for idx in families:
-            ax.plot(x[idx], v[idx], color=color, lw=0.9, ls=(0, (4, 2)), marker="_",
-                    ms=11, mew=2.2, zorder=2.5)
+            ax.plot(x[idx], v[idx], color=color, lw=0.9, ls=(0, (4, 2)), zorder=2.5 + 0.01 * k,
+                    **bar)
         inside = np.isfinite(v) & (v >= lo_c) & (v <= hi_c)
         label = plain(_bound_label(var, b)) + ("" if inside.any() else " (off the axis)")
         handles["bound"].setdefault(label, Line2D([], [], color=color, lw=0.9, ls=(0, (4, 2)),
-                                         marker="_", ms=11, mew=2.2))
+                                                  **bar))
 
     ax.set_xscale("log" if log_x else "linear")
     ax.set_yscale("log" if log_y else "linear")
