@@ -143,9 +143,11 @@ def _first_difference(a: str, b: str) -> str:
 _ENGINES: dict[str, Engine] = {}
 
 
-def run_chunk_task(config_toml: str, chunk: Chunk) -> ChunkResult:
+def run_chunk_task(config_toml: str, chunk: Chunk,
+                   progress_topic: str | None = None) -> ChunkResult:
     """A Dask task: rebuild the engine of one axis point from its one-point config
-    text (cached per worker process) and run one chunk (with ``sweep.threads``)."""
+    text (cached per worker process) and run one chunk (with ``sweep.threads``),
+    publishing its progress on ``progress_topic`` (:class:`~phasekit.progress.ChunkReporter`)."""
     import tomllib
 
     from .config import resolve_config
@@ -156,11 +158,16 @@ def run_chunk_task(config_toml: str, chunk: Chunk) -> ChunkResult:
         manager = get_plugin_manager()
         config, data = resolve_config(tomllib.loads(config_toml), manager)
         engine = _ENGINES[config_toml] = Engine(config, data, manager)
-    return engine.run_chunk(chunk)
+    reporter = None
+    if progress_topic:
+        from .progress import ChunkReporter
+
+        reporter = ChunkReporter(progress_topic, chunk_key(chunk), engine.sweep["max_steps"])
+    return engine.run_chunk(chunk, reporter)
 
 
 def _dask_results(engines: PointEngines, todo: list[Chunk], workers: int,
-                  scheduler: str | None) -> Iterable[ChunkResult]:
+                  scheduler: str | None, progress=None) -> Iterable[ChunkResult]:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -175,7 +182,8 @@ def _dask_results(engines: PointEngines, todo: list[Chunk], workers: int,
         client = Client(cluster)
     try:
         texts = {i: engines.point_toml(i) for i in {c.point for c in todo}}
-        futures = [client.submit(run_chunk_task, texts[chunk.point], chunk, pure=False,
+        topic = progress.listen(client) if progress is not None else None
+        futures = [client.submit(run_chunk_task, texts[chunk.point], chunk, topic, pure=False,
                                  key=f"phasekit-{chunk_key(chunk)}-{os.getpid()}")
                    for chunk in todo]
         for future in as_completed(futures):
@@ -208,7 +216,8 @@ def execute(config: ResolvedConfig, data: Data | None, manager: PluginManager,
     todo = [c for c in chunks if chunk_key(c) not in done]
     if progress is not None:
         progress.start(total_points=sum(len(c.c_values) for c in chunks),
-                       already=[s for r in done.values() for s in r.status])
+                       already=[s for r in done.values() for s in r.status],
+                       max_steps=config.sweep["max_steps"])
     results = dict(done)
 
     def finished(result: ChunkResult) -> None:
@@ -217,10 +226,10 @@ def execute(config: ResolvedConfig, data: Data | None, manager: PluginManager,
             store.save(result)
 
     if workers or scheduler:
-        for result in _dask_results(engines, todo, workers, scheduler):
+        for result in _dask_results(engines, todo, workers, scheduler, progress):
             finished(result)
             if progress is not None:
-                progress.advance(0, list(result.status))
+                progress.chunk_done(chunk_key(result.chunk), result.status)
     else:
         for chunk in todo:      # chunks of a (point, seed) are consecutive: prepared once
             finished(engines[chunk.point].run_chunk(

@@ -192,7 +192,9 @@ class Engine:
                   prepared: Prepared | None = None) -> ChunkResult:
         """Train every grid point of ``chunk`` to its stop (see the module docstring).
 
-        ``progress(active, finished_statuses=())`` is called after every step;
+        ``progress(steps, finished=(), at=0)`` is called after every update with the
+        number of runs that made it, and when runs stop with their statuses and the
+        updates they made (:meth:`phasekit.progress.Progress.advance`);
         ``prepared`` is :meth:`prepare`'s result for the chunk's seed, if at hand.
         """
         prepared = self.prepare(chunk.seed) if prepared is None else prepared
@@ -272,8 +274,7 @@ class Engine:
             if any_stop:
                 keep = ~stop
                 if progress:
-                    progress(int(keep.sum()), [status[gi] for gi in
-                                               active[stop.cpu()].tolist()])
+                    progress(0, [status[gi] for gi in active[stop.cpu()].tolist()], t)
                 if not bool(keep.any()):
                     break
                 theta, eta, active = theta[keep], eta[keep], active[keep.cpu()]

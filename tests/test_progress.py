@@ -1,0 +1,198 @@
+"""Sweep progress in run-steps: totals, early stops, resumes, Dask events, output."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+
+import pytest
+
+from phasekit.config import merge, resolve_config
+from phasekit.progress import ChunkReporter, Progress, Tally
+from phasekit.runner import execute
+
+from .helpers import toy_quadratic
+
+LINE = re.compile(r"^\s*(\d+)% (\S+)/(\S+) run-steps \[.*?, (\d+)/(\d+) done \((.*)\), "
+                  r"(\d+) running\]$")
+
+
+def small(**sweep_kw):
+    raw = toy_quadratic(40, 1.0, 2.0)
+    return merge(raw, {"sweep": {"eta_lambda0": [0.5, 2.5, 3.5, 6.0], "seeds": [0, 1],
+                                 "max_steps": 400, **sweep_kw}})
+
+
+class Recording(Progress):
+    """A Progress that remembers (n, running, done) at every report."""
+
+    def __init__(self, stream):
+        super().__init__(stream, min_interval=0)
+        self.seen = []
+
+    def _draw(self, force=False):
+        self.seen.append((self.n, self.running, self.done))
+        super()._draw(force)
+
+
+def parse(text: str) -> list[tuple]:
+    rows = []
+    for line in text.splitlines():
+        m = LINE.match(line)
+        assert m, line
+        rows.append((int(m[1]), int(m[4]), int(m[5]), m[6], int(m[7])))
+    return rows
+
+
+def test_engine_run_steps_sum_to_the_total(manager):
+    """Runs that stop early count their remaining steps: the bar ends at exactly
+    points x max_steps, never goes back, and the counts are the stored statuses."""
+    config, data = resolve_config(small(), manager)
+    stream = io.StringIO()
+    progress = Recording(stream)
+    ds = execute(config, data, manager, progress=progress)
+    total = 8 * 400
+    assert progress.total == total and progress.n == total
+    ns = [n for n, _, _ in progress.seen]
+    assert ns == sorted(ns) and ns[-1] == total
+    # While training, some runs are in flight and fewer steps than the total are done.
+    assert any(running > 0 and n < total for n, running, _ in progress.seen)
+    assert max(running for _, running, _ in progress.seen) == 4      # one seed's chunk
+    # Early stops really happen here, so counting their remaining steps matters.
+    assert (ds.steps.values < 400).any()
+    made = int(ds.steps.values.sum())
+    assert made < total
+    statuses = Counter(ds.status.values.ravel().tolist())
+    assert progress.counts == statuses
+    rows = parse(stream.getvalue())
+    assert rows[0][:3] == (0, 0, 8) and rows[0][4] == 0
+    last = rows[-1]
+    assert last[0] == 100 and last[1] == last[2] == 8 and last[4] == 0
+    assert last[3] == ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+
+
+def test_tally_counts_remaining_steps_of_early_stops():
+    t = Tally(max_steps=10)
+    for _ in range(3):
+        t.add(4)                         # four runs make three updates each
+    t.add(0, ["diverged"], 3)            # one stops after 3 updates: 7 more count as done
+    assert (t.n, t.running) == (12 + 7, 3)
+    for _ in range(7):
+        t.add(3)
+    t.add(0, ["max_steps"] * 3, 10)      # the rest run out of steps: nothing to add
+    assert (t.n, t.running) == (40, 0)
+    assert t.counts == Counter({"max_steps": 3, "diverged": 1})
+
+
+def test_resume_counts_stored_points_as_done():
+    stream = io.StringIO()
+    progress = Progress(stream, min_interval=0)
+    progress.start(4, already=["converged", "diverged"], max_steps=50)
+    assert progress.n == 100 and progress.done == 2
+    progress.advance(2)
+    progress.advance(0, ["converged", "converged"], 1)
+    progress.finish()
+    text = stream.getvalue()
+    assert text.startswith("resuming: 2 of 4 grid points already done\n")
+    rows = parse(text.split("\n", 1)[1])
+    assert rows[0][0] == 50 and rows[-1][0] == 100
+    assert rows[-1][1:4] == (4, 4, "3 converged, 1 diverged")
+
+
+def test_log_output_is_throttled_to_plain_lines():
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(stream, clock=lambda: now[0])   # not a terminal: every 10 s
+    assert progress.min_interval == 10.0
+    progress.start(2, max_steps=1000)
+    for step in range(1000):                   # 1000 steps of 25 ms each
+        now[0] = 0.025 * (step + 1)
+        progress.advance(2)
+    progress.advance(0, ["max_steps", "max_steps"], 1000)
+    progress.finish()
+    text = stream.getvalue()
+    rows = parse(text)
+    assert "\r" not in text and len(rows) == 4         # start, at 10 s and 20 s, finish
+    assert [r[0] for r in rows] == [0, 40, 80, 100]
+    assert rows[-1][:4] == (100, 2, 2, "2 max_steps")
+    assert "[00:25<00:00, 80.0 run-steps/s" in text.splitlines()[-1]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_terminal_bar_redraws_in_place():
+    stream = FakeTerminal()
+    progress = Progress(stream, min_interval=0)
+    progress.start(3, max_steps=10)
+    for _ in range(4):
+        progress.advance(3)
+    progress.advance(0, ["converged", "diverged", "trivial"], 4)
+    progress.finish()
+    text = stream.getvalue()
+    frames = [f for f in text.split("\r") if f.strip()]
+    assert len(frames) >= 3 and text.endswith("\n") and "|" in frames[-1]
+    assert "100%" in frames[-1] and "30.0/30.0 run-steps" in frames[-1]
+    assert "3/3 done (1 converged, 1 diverged, 1 trivial), 0 running" in frames[-1]
+    assert "3 running" in text
+
+
+def test_chunk_reporter_publishes_cumulative_state_throttled():
+    now = [0.0]
+    sent = []
+    reporter = ChunkReporter("topic", "chunk-a", max_steps=100, interval=0.25,
+                             publish=sent.append, clock=lambda: now[0])
+    for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.6):
+        now[0] = t
+        reporter(5)
+    assert [m["n"] for m in sent] == [5, 20, 30]          # at t = 0, 0.3 and 0.6
+    now[0] = 0.7
+    reporter(0, ["diverged", "converged"], 6)              # within the interval: held back
+    now[0] = 1.0
+    reporter(3)
+    assert sent[-1] == {"key": "chunk-a", "n": 30 + 2 * 94 + 3, "running": 3,
+                        "counts": {"diverged": 1, "converged": 1}}
+
+
+def test_remote_chunks_aggregate_and_settle():
+    stream = io.StringIO()
+    progress = Progress(stream, min_interval=0)
+    progress.start(6, max_steps=10)
+    progress.update_chunk("a", 12, 3, {})
+    progress.update_chunk("b", 25, 1, {"diverged": 2})
+    assert (progress.n, progress.running, progress.done) == (37, 4, 2)
+    progress.update_chunk("a", 20, 2, {"converged": 1})    # newer state replaces older
+    assert (progress.n, progress.running) == (45, 3)
+    progress.chunk_done("a", ["converged", "converged", "max_steps"])
+    progress.update_chunk("a", 5, 3, {})                   # a late event of a settled chunk
+    assert (progress.n, progress.running) == (55, 1)
+    progress.update_chunk("b", 4, 3, {})                   # chunk b recomputed elsewhere
+    assert (progress.n, progress.running, progress.done) == (34, 3, 3)
+    progress.chunk_done("b", ["diverged"] * 3)
+    progress.finish()
+    assert progress.n == progress.total == 60
+    assert progress.counts == Counter({"converged": 2, "max_steps": 1, "diverged": 3})
+    assert progress.remote_events == 4
+
+
+def test_dask_workers_stream_progress(manager, tmp_path):
+    """With a scheduler the bar moves while chunks run: events from the workers
+    carry run-steps and runs in flight before any chunk's result arrives."""
+    distributed = pytest.importorskip("dask.distributed")
+    config, data = resolve_config(small(chunk_size=2, tol=0.0, max_steps=300), manager)
+    stream = io.StringIO()
+    progress = Recording(stream)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        ds = execute(config, data, manager, tmp_path / "d.nc", progress=progress,
+                     scheduler=cluster.scheduler_address)
+    assert progress.remote_events > 0
+    total = 8 * 300
+    in_flight = [(n, running) for n, running, done in progress.seen if running > 0]
+    assert in_flight and all(0 < n < total for n, _ in in_flight)
+    assert progress.n == total and progress.running == 0
+    assert progress.counts == Counter(ds.status.values.ravel().tolist())
+    assert parse(stream.getvalue())[-1][:3] == (100, 8, 8)
