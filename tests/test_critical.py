@@ -398,3 +398,15 @@ def test_a_boundary_file_keeps_its_refined_values():
     del ds.attrs["boundary_tol"]                   # an ordinary file: recomputed on the grid
     assert add_critical(ds)["c_max"].item() == 2.0
     assert add_critical(ds)["c_loss"].item() == 2.0
+
+
+def test_c_loss_of_a_wide_quadratic_model_is_two():
+    """Pure quadratic model, one point: the lazy update z_(t+1) ~ (1 - c) z_t makes the
+    loss grow from the first steps just above c = 2 and fall just below it."""
+    from .helpers import sweep, toy_quadratic
+
+    ds = sweep(toy_quadratic(width=600, seeds=[0, 1, 2], eta_lambda0=[1.98, 2.02],
+                             max_steps=12))
+    crit = critical_rates(ds)
+    np.testing.assert_array_equal(crit["c_loss"].values, [2.02, 2.02, 2.02])
+    np.testing.assert_array_equal(crit["c_loss_below"].values, [1.98, 1.98, 1.98])

@@ -225,3 +225,22 @@ def test_analyze_command(real_sweep, tmp_path, capsys):
     (tmp_path / "junk.nc").write_text("not netcdf")
     assert analysis_main(["analyze", str(tmp_path / "junk.nc")]) == 2
     assert analysis_main(["analyze", str(path), "--catapult-factor", "0.5"]) == 2
+
+
+def test_analyze_stores_the_critical_rates_with_its_thresholds(real_sweep, tmp_path, capsys):
+    path = tmp_path / "s.nc"
+    write_sweep(real_sweep.drop_vars([v for v in real_sweep.data_vars
+                                      if str(v).startswith("c_")]), path)
+    assert analysis_main(["analyze", str(path), "-o", str(tmp_path / "a.nc"),
+                          "--early-window", "5", "--sharpness-drop", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "early window: steps 1-5;" in out and "< 0.8 x its initial value" in out
+    assert "c_loss, c_loss_below, c_sharp, c_sharp_below, c_max, c_fail" in out
+    back = open_sweep(tmp_path / "a.nc")
+    assert back["c_loss"].attrs["early_window"] == 5
+    assert back["c_sharp"].attrs["sharpness_drop"] == 0.2
+    np.testing.assert_array_equal(back["c_max"].values, [3.2, 3.2])
+    np.testing.assert_array_equal(back["c_loss"].values, [2.6, 2.6])   # the catapults
+    assert analysis_main(["analyze", str(path), "--sharpness-drop", "1.5"]) == 2
+    assert "sharpness_drop must be a number in [0, 1), got 1.5" in capsys.readouterr().err
+    assert analysis_main(["analyze", str(path), "--early-window", "0"]) == 2
