@@ -438,13 +438,12 @@ def _mean_std(values: np.ndarray) -> str:
 
 
 def _window_line(crit: xr.Dataset) -> str | None:
-    parts = []
+    parts = []           # thresholds from the dataset's attributes (critical_rates)
     if "c_loss" in crit:
-        parts.append(f"c_loss: L_t > (1 + {crit['c_loss'].attrs['loss_rise']:g}) L_0, or "
-                     f"diverged")
+        parts.append(f"c_loss: L_t > (1 + {crit.attrs['loss_rise']:g}) L_0, or diverged")
     if "c_sharp" in crit:
-        parts.append(f"c_sharp: eta lambda_max(H_t) < "
-                     f"{1 - crit['c_sharp'].attrs['sharpness_drop']:g} x its initial value")
+        parts.append(f"c_sharp: eta lambda_max(H_t) < {1 - crit.attrs['sharpness_drop']:g} x "
+                     f"its initial value")
     if not parts:
         return None
     return (f"early window: steps 1-{crit.attrs['early_window']}; " + "; ".join(parts)

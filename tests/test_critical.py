@@ -395,6 +395,8 @@ def test_a_boundary_file_keeps_its_refined_values():
     assert out["c_loss_below"].item() == 1.0       # not stored by the search: the grid's
     crit = critical_summary(ds)
     assert crit["c_max"].item() == 2.7 and crit["c_loss"].item() == 1.55
+    text = summary_text(ds)                        # its c_loss carries no threshold attributes
+    assert "c_loss: 1.55" in text and "c_loss: L_t > (1 + 0) L_0" in text
     del ds.attrs["boundary_tol"]                   # an ordinary file: recomputed on the grid
     assert add_critical(ds)["c_max"].item() == 2.0
     assert add_critical(ds)["c_loss"].item() == 2.0
