@@ -478,16 +478,19 @@ def _final_panel(ax, ds: xr.Dataset, panel: str, status, handles: dict) -> None:
     cs = ds["eta_lambda0"].values
     extra = [d for d in values.dims if d not in ("seed", "eta_lambda0")]
     mean_label = "mean over converged seeds" if ds.sizes["seed"] > 1 else "converged"
+    if extra:            # a layer that does not exist at this axis point is all NaN: left out
+        present = np.isfinite(values.transpose(extra[0], ...).values)
+        present = present.reshape(present.shape[0], -1).any(axis=1)
+        if present.any():
+            values = values.isel({extra[0]: np.flatnonzero(present)})
     if extra and values.sizes[extra[0]] == 1:    # one layer: no per-layer legend entries
         values = values.isel({extra[0]: 0})
         extra = []
     if extra:                                    # e.g. sparsity per layer
         dim = extra[0]
-        # a layer that does not exist at this axis point is all NaN: left out
         series = [(plain(f"{dim} {values[dim].values[k]}"), values.isel({dim: k}).values,
                    LAYER_COLORS[k % len(LAYER_COLORS)])
-                  for k in range(values.sizes[dim])
-                  if np.isfinite(values.isel({dim: k}).values).any()]
+                  for k in range(values.sizes[dim])]
     else:
         series = [(mean_label, values.transpose("seed", "eta_lambda0").values, MEAN_COLOR)]
     conv = status == "converged"

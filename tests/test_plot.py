@@ -427,3 +427,17 @@ def test_plot_command_with_axes(tmp_path, capsys):
     assert "its values are 64, 128, 256" in capsys.readouterr().err
     fig = api.load(path).phasekit.plot(x="width", select={"hidden_layers": 2})
     assert len(panels_of(fig)[0]) == 1
+
+
+def test_a_layer_missing_at_the_selected_point_is_left_out():
+    ds = axis_sweep(depths=(1, 2), widths=(64, 128), seeds=2)
+    shape = ds["status"].shape + (2,)
+    sparsity = np.full(shape, 0.3)
+    sparsity[0, ..., 1] = np.nan                   # depth 1 has no second hidden layer
+    ds["final_sparsity"] = (ds["status"].dims + ("layer",), sparsity)
+    ds = ds.assign_coords(layer=[1, 2])
+    shallow = legend_texts(plot_sweep(ds, select=["hidden_layers=1", "width=64"], panels="f"))
+    assert "layer 1" not in shallow and "layer 2" not in shallow   # one layer: a plain mean
+    assert "mean over converged seeds" in shallow
+    deep = legend_texts(plot_sweep(ds, select=["hidden_layers=2", "width=64"], panels="f"))
+    assert "layer 1" in deep and "layer 2" in deep
