@@ -7,10 +7,14 @@ e.g. ``layer``).  Variables (see ``docs/schema.md``):
 * trajectories ``loss``, ``weight_norm``, ``sharpness`` and every applicable
   observable over ``(seed, eta_lambda0, step)``; NaN after the run stopped
 * ``final_<name>(seed, eta_lambda0)`` at the stop, ``steps``, ``status``
-* ``bound_<name>(seed)``: SPEC 3 bounds in ``eta_lambda0`` units
+* ``bound_<name>(seed)``: docs/theory.md §3 bounds in ``eta_lambda0`` units
 
 The dataset's attributes carry the resolved config as TOML text, the model and
-dataset names and the phasekit and torch versions.
+dataset names and the phasekit and torch versions.  The file follows the CF
+conventions (``Conventions = "CF-1.10"``): ``units = "1"`` on every dimensionless
+quantity, ``long_name`` on every variable, ``status`` a flag variable of strings
+(``flag_values`` are the strings themselves, which cf_xarray's flag comparisons
+understand), no ``_FillValue`` on coordinates.
 """
 
 from __future__ import annotations
@@ -31,15 +35,34 @@ STATUS_DOC = ("why the run stopped: converged (|L_t - L_(t-1)| < tol), diverged 
               "(converged to a dead network: every unit inactive, NTK ~ 0), pending (not run: "
               "the grid point was not evaluated)")
 
+#: the values of ``status``, in the order of its ``flag_values``
+STATUS_FLAGS = ("converged", "diverged", "max_steps", "trivial", "pending")
+
 CORE_DOCS = {
-    "loss": ("training loss L_t = 1/(2D) sum_alpha (z_alpha - y_alpha)^2", "SPEC 1"),
-    "weight_norm": ("weight norm theta_t^2 = sum_mu theta_mu^2", "SPEC 1; update eq. 12, 139"),
+    "loss": ("training loss L_t = 1/(2D) sum_alpha (z_alpha - y_alpha)^2",
+             "docs/theory.md §1"),
+    "weight_norm": ("weight norm theta_t^2 = sum_mu theta_mu^2",
+                    "docs/theory.md §1; update eq. 12, 139"),
     "sharpness": ("eta * lambda_max(H_t), normalised top NTK eigenvalue", "eq. 4"),
 }
 
 
 class SweepFileError(ValueError):
     """A file that is not a phasekit sweep, or lacks what is asked of it."""
+
+
+#: long names of observables' extra dimensions; others are named after their observables
+EXTRA_DIM_NAMES = {"layer": "hidden layer, 1 = next to the input"}
+
+
+def _attr_value(value):
+    """A dataset attribute as netCDF stores it: numbers as numbers (a bool as 0/1,
+    numpy scalars as Python ones), strings as strings; anything else is left out."""
+    if isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, np.integer | np.floating):
+        return value.item()
+    return value if isinstance(value, int | float | str) else None
 
 
 def _union(lists) -> list:
@@ -143,10 +166,10 @@ def build_dataset(engines, results) -> xr.Dataset:
     grid = (*axis_dims, "seed", "eta_lambda0")
     data_vars = {
         "eta": (grid, shaped(eta), {"long_name": "learning rate eta = eta_lambda0 / lambda0",
-                                    "equation": "SPEC 1"}),
+                                    "units": "1", "equation": "docs/theory.md §1"}),
         "lambda0": ((*axis_dims, "seed"), shaped(lambda0), {
             "long_name": "lambda_max(H_0), top eigenvalue of the NTK at initialisation",
-            "equation": "eq. 4"}),
+            "units": "1", "equation": "eq. 4"}),
     }
     for name in traj:
         if name in CORE_DOCS:
@@ -154,7 +177,7 @@ def build_dataset(engines, results) -> xr.Dataset:
         else:
             long_name, equation = obs_docs[name].long_name, obs_docs[name].equation
         extra = dims[name]
-        attrs = {"long_name": long_name}
+        attrs = {"long_name": long_name, "units": "1"}
         if equation:
             attrs["equation"] = equation
         note = "value at theta_t, before the t-th update; NaN after the run stopped"
@@ -165,35 +188,39 @@ def build_dataset(engines, results) -> xr.Dataset:
         data_vars[f"final_{name}"] = (grid + extra, shaped(final[name]),
                                       {**attrs, "long_name": f"{long_name}, at the stop"})
     data_vars["steps"] = (grid, shaped(steps), {"long_name": "gradient-descent updates made "
-                                                "before the run stopped"})
+                                                "before the run stopped (-1: not run)",
+                                                "units": "1"})
     data_vars["status"] = (grid, shaped(status), {
         "long_name": "how the run ended",
-        "flag_meanings": "converged diverged max_steps trivial pending",
+        "flag_values": list(STATUS_FLAGS),
+        "flag_meanings": " ".join(STATUS_FLAGS),
         "description": STATUS_DOC})
     for name, values in bounds.items():
         b = bound_meta[name]
         attrs = {"long_name": b.long_name, "equation": b.equation, "kind": b.kind,
-                 "units": "eta_lambda0 (eta * lambda0)"}
+                 "units": "1", "comment": "in eta_lambda0 units: eta_bound * lambda0"}
         if axes:
             attrs["note"] = "NaN at axis points where the bound does not apply"
         data_vars[f"bound_{name}"] = ((*axis_dims, "seed"), shaped(values), attrs)
     data_vars.update(_point_options(engines, config))
 
     attrs = {
+        "Conventions": "CF-1.10",
         "title": "phasekit learning-rate sweep",
+        "source": f"phasekit {__version__} (torch {torch.__version__})",
         "config": config.to_toml(),
         "model": config.model["name"],
         "dataset": config.dataset["name"],
         "axes": " ".join(axis_dims),
         "phasekit_version": __version__,
         "torch_version": torch.__version__,
-        "conventions": "step t describes theta_t before the t-th update; eta_lambda0 = "
-                       "eta * lambda_max(H_0)",
+        "comment": "step t describes theta_t before the t-th update; eta_lambda0 = "
+                   "eta * lambda_max(H_0); every quantity is dimensionless",
     }
     shared = None
     for p in range(P):
-        mine = {k: v for k, v in engines[p].data.attrs.items()
-                if isinstance(v, int | float | str)}
+        mine = {k: _attr_value(v) for k, v in engines[p].data.attrs.items()
+                if _attr_value(v) is not None}
         shared = mine if shared is None else {k: v for k, v in shared.items()
                                               if mine.get(k) == v}
     for key, value in (shared or {}).items():
@@ -201,10 +228,24 @@ def build_dataset(engines, results) -> xr.Dataset:
     ds = xr.Dataset({k: xr.Variable(*v) for k, v in data_vars.items()}, coords=coords,
                     attrs=attrs)
     ds["seed"].attrs["long_name"] = "random seed of the initialisation and fixed features"
-    ds["eta_lambda0"].attrs["long_name"] = "normalised learning rate c = eta * lambda_max(H_0)"
-    ds["step"].attrs["long_name"] = "gradient-descent step t (0 = initialisation)"
+    ds["eta_lambda0"].attrs.update({"long_name": "normalised learning rate c = eta * "
+                                                 "lambda_max(H_0)", "units": "1"})
+    ds["step"].attrs.update({"long_name": "gradient-descent step t (0 = initialisation)",
+                             "units": "1"})
     for key, dim in zip(axes, axis_dims, strict=True):
         ds[dim].attrs.update({"long_name": f"sweep axis {key}", "axis_key": key})
+    for dim in union:
+        if dim in ds.coords:
+            users = sorted(name for name, d in extra_dims.items() if dim in d)
+            ds[dim].attrs["long_name"] = EXTRA_DIM_NAMES.get(
+                dim, f"{dim} of the observable(s) {', '.join(users)}")
+    for name, var in ds.variables.items():
+        # Option values are numbers without a physical unit (widths, counts, scales).
+        if (name in axis_dims or str(name).startswith(("model_", "dataset_"))) \
+                and var.dtype.kind in "iuf":
+            var.attrs["units"] = "1"
+    for name in ds.coords:                  # CF: coordinates have no missing values
+        ds[name].encoding["_FillValue"] = None
     return ds
 
 
