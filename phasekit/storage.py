@@ -20,7 +20,6 @@ understand), no ``_FillValue`` on coordinates.
 from __future__ import annotations
 
 import os
-import tempfile
 import tomllib
 from pathlib import Path
 
@@ -278,32 +277,66 @@ def _point_options(engines, config) -> dict:
 
 
 def write_sweep(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write atomically: a temporary file in the same folder, then a rename."""
+    """Write atomically: a temporary file in the same folder, ``fsync``, then a rename
+    (:func:`phasekit.outputs.atomic_write`).  The file gets the mode of the file it
+    replaces, or ``0o666`` less the umask."""
+    from .outputs import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4"))
 
 
-def open_sweep(path: str | os.PathLike) -> xr.Dataset:
-    """Load a stored sweep into memory, checking it is one."""
+def open_sweep(path: str | os.PathLike, *, load: bool = True) -> xr.Dataset:
+    """A stored sweep, checked to be one before anything is read into memory.
+
+    Refuses (:class:`SweepFileError`) a missing or non-regular file, a file netCDF
+    cannot read, one without phasekit's ``phasekit_version`` and TOML ``config``
+    attributes, and one whose variables would take more memory than
+    :func:`phasekit.outputs.memory_limit` allows (their sizes are declared in the
+    file's header, so a small file can claim terabytes).  Only the root group is
+    read; netCDF groups are ignored.  With ``load=False`` the file stays open,
+    read lazily (close it, e.g. ``with open_sweep(p, load=False) as ds``).
+    """
+    from .outputs import describe_memory_limit, fmt_bytes, memory_limit
+
     path = Path(path)
     if not path.exists():
         raise SweepFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise SweepFileError(f"{path} is not a file")
     try:
-        ds = xr.load_dataset(path, engine="netcdf4")
+        ds = xr.open_dataset(path, engine="netcdf4")
     except Exception as exc:  # noqa: BLE001 - any reader failure means "not a sweep"
-        raise SweepFileError(f"{path} is not a netCDF file phasekit can read ({exc})") from None
-    if "phasekit_version" not in ds.attrs or "config" not in ds.attrs:
-        raise SweepFileError(f"{path} is not a phasekit sweep (no phasekit_version/config "
-                             f"attributes)")
+        raise SweepFileError(f"{path} is not a netCDF file phasekit can read "
+                             f"({type(exc).__name__}: {exc})") from None
+    try:
+        config = ds.attrs.get("config")
+        if "phasekit_version" not in ds.attrs or config is None:
+            raise SweepFileError(f"{path} is not a phasekit sweep (no phasekit_version/config "
+                                 f"attributes)")
+        try:
+            tomllib.loads(config)
+        except (TypeError, tomllib.TOMLDecodeError) as exc:
+            raise SweepFileError(f"{path} is not a phasekit sweep: its config attribute is "
+                                 f"not a TOML document ({exc})") from None
+        size = sum(int(v.size) * v.dtype.itemsize for v in ds.variables.values())
+        limit = memory_limit()
+        if size > limit:
+            raise SweepFileError(f"{path} declares variables of {fmt_bytes(size)} in all, more "
+                                 f"than phasekit reads into memory ({describe_memory_limit()});"
+                                 f" refusing to load it")
+        if load:
+            try:
+                ds.load()
+            except Exception as exc:  # noqa: BLE001 - a damaged file, whatever the reader says
+                raise SweepFileError(f"{path}: cannot read its data ({type(exc).__name__}: "
+                                     f"{exc})") from None
+    except BaseException:
+        ds.close()
+        raise
+    if load:
+        ds.close()
     return ds
 
 
