@@ -1,24 +1,24 @@
-"""Command line: ``phasekit run`` and ``phasekit plugins``."""
+"""Command line: ``phasekit run`` and ``phasekit plugins``.
+
+Only light modules are imported here; torch and the rest load inside
+:func:`main`, after its Ctrl-C handler is in place, so an interrupt at any
+moment ends in one line (``docs/reliability.md``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, diagnostics
-from .api import build_config
-from .config import resolve_config
-from .dataset import DataError
-from .dryrun import dry_run_report
 from .manager import get_plugin_manager
 from .options import ConfigError
-from .progress import Progress
-from .runner import PartStore, execute
-from .storage import SweepFileError, open_sweep
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -69,19 +69,31 @@ def _build_parser() -> argparse.ArgumentParser:
 def _existing_output(path: Path, config_toml: str, overwrite: bool) -> bool:
     """True when ``path`` already holds this very sweep (nothing to do).
 
-    Refuses to replace a stored sweep of a different config without --overwrite.
+    Refuses to replace a stored sweep of a different config, or a file that is not
+    a sweep, without --overwrite; says so when ``OUT.parts/`` holds chunks of this
+    config (an interrupted --overwrite run, which the same command resumes).
     """
+    from .runner import PartStore
+    from .storage import SweepFileError, open_sweep
+
     if not path.exists() or overwrite:
         return False
+    store = PartStore(path)
+    if store.stored_config() == config_toml and store.chunk_files():
+        resume = (f"; {store.folder}/ holds {len(store.chunk_files())} finished chunks of "
+                  f"this config (an interrupted run): pass --overwrite to resume them and "
+                  f"replace {path}")
+    else:
+        resume = "; choose another -o, or pass --overwrite to replace it"
     try:
-        old = open_sweep(path)
-    except SweepFileError:
-        raise ConfigError(f"output {path} exists and is not a phasekit sweep; choose another "
-                          f"-o or pass --overwrite") from None
-    if old.attrs.get("config") != config_toml:
-        raise ConfigError(f"output {path} holds a sweep with a different config; choose "
-                          f"another -o, or pass --overwrite to replace it")
-    return not PartStore(path).folder.exists()
+        with open_sweep(path, load=False) as old:
+            stored = old.attrs.get("config")
+    except SweepFileError as exc:
+        raise ConfigError(f"output {path} exists and is not a phasekit sweep "
+                          f"({exc}){resume}") from None
+    if stored != config_toml:
+        raise ConfigError(f"output {path} holds a sweep with a different config{resume}")
+    return store.stored_config() is None         # else: parts of a rewrite to finish
 
 
 def summary_table(ds) -> str:
@@ -106,6 +118,13 @@ def summary_table(ds) -> str:
 
 
 def cmd_run(args) -> int:
+    from .api import build_config
+    from .config import resolve_config
+    from .dryrun import dry_run_report
+    from .outputs import OutputLock, check_writable
+    from .progress import Progress
+    from .runner import check_dataset_size, execute
+
     manager = get_plugin_manager()
     raw = build_config(args.config, preset=args.preset, overrides=args.overrides,
                        axes=args.axes)
@@ -115,15 +134,17 @@ def cmd_run(args) -> int:
     if args.dry_run:
         print(dry_run_report(config, data, manager))
         return 0
-    out = Path(args.output)
-    if _existing_output(out, config.to_toml(), args.overwrite):
-        print(f"{out} already holds this sweep (same config); nothing to do. "
-              f"Pass --overwrite to recompute it.")
-        return 0
-    progress = None if args.quiet else Progress()
-    started = time.perf_counter()
-    ds = execute(config, data, manager, out, progress=progress, workers=args.workers,
-                 scheduler=args.scheduler, overwrite=args.overwrite)
+    check_dataset_size(config)                   # before the config is even written out
+    out = check_writable(args.output)
+    with OutputLock(out):
+        if _existing_output(out, config.to_toml(), args.overwrite):
+            print(f"{out} already holds this sweep (same config); nothing to do. "
+                  f"Pass --overwrite to recompute it.")
+            return 0
+        progress = None if args.quiet else Progress()
+        started = time.perf_counter()
+        ds = execute(config, data, manager, out, progress=progress, workers=args.workers,
+                     scheduler=args.scheduler, overwrite=args.overwrite)
     if not args.quiet:
         print(summary_table(ds))
         print(f"wrote {out} ({time.perf_counter() - started:.1f} s)")
@@ -156,9 +177,32 @@ def cmd_presets(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``phasekit`` command.  Every expected failure is one ``phasekit: error:``
+    line (exit status 2); Ctrl-C at any moment is one ``phasekit: interrupted;`` line
+    saying what was kept (exit status 130)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        main_thread = threading.current_thread() is threading.main_thread()
+        # A second Ctrl-C while the line is printed: no traceback either.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+        try:
+            if getattr(sys.stderr, "isatty", lambda: False)():
+                sys.stderr.write("\n")                   # off the progress bar's line
+            what = str(exc) if str(exc) else "nothing was written"
+            print(f"{diagnostics.PROG}: interrupted; {what}", file=sys.stderr)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     diagnostics.install()               # phasekit's warnings as one 'phasekit: warning:' line
     args = _build_parser().parse_args(argv)
     from .cli_analysis import HANDLERS
+    from .dataset import DataError
+    from .storage import SweepFileError
 
     handler = {"run": cmd_run, "plugins": cmd_plugins, "presets": cmd_presets,
                "bench": cmd_bench, **HANDLERS}[args.command]
@@ -167,9 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, SweepFileError) as exc:
         print(diagnostics.error_line(exc), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\nphasekit: interrupted; nothing was written", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,13 +11,15 @@ expected failure is a :class:`~phasekit.options.ConfigError`,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 import tomllib
 from pathlib import Path
 
 from .options import ConfigError
-from .storage import SweepFileError, open_sweep, write_sweep
+from .outputs import OutputLock, check_writable, refuse_replacing, write_output
+from .storage import SweepFileError, open_sweep
 
 
 def add_subcommands(subparsers) -> None:
@@ -57,6 +59,9 @@ def add_subcommands(subparsers) -> None:
     where = analyze.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", help="write the sweep with 'phase' to this file")
     where.add_argument("--in-place", action="store_true", help="add 'phase' to SWEEP itself")
+    analyze.add_argument("--overwrite", action="store_true",
+                         help="replace an existing -o file that holds something else than "
+                              "this sweep")
     analyze.add_argument("--catapult-factor", type=float, default=2.0,
                          help="a converged run is a catapult if its loss rose to at least this "
                               "multiple of L_0 (default: 2)")
@@ -137,24 +142,30 @@ def cmd_analyze(args) -> int:
         raise ConfigError(f"--catapult-factor must be above 1, got {args.catapult_factor}")
     early = {"early_window": args.early_window, "sharpness_drop": args.sharpness_drop,
              "loss_rise": args.loss_rise}
-    ds = open_sweep(args.sweep)
-    ds = add_critical(add_phases(ds, args.catapult_factor), **early)
-    print(summary_text(ds, args.catapult_factor, **early))
     target = Path(args.sweep) if args.in_place else (Path(args.output) if args.output else None)
-    if target is not None:
-        write_sweep(ds, target)
-        added = ["phase", "loss_peak_ratio"] + [n for pair in BRACKETS.items() for n in pair
-                                                if n in ds.variables]
-        print(f"wrote {target} (variables {', '.join(added)})")
+    with contextlib.ExitStack() as stack:
+        if target is not None:               # writable and ours before any work
+            open_sweep(args.sweep, load=False).close()
+            target = check_writable(target)
+            stack.enter_context(OutputLock(target))
+        ds = open_sweep(args.sweep)
+        if target is not None:
+            refuse_replacing(target, args.overwrite,
+                             lambda old: old.attrs.get("config") == ds.attrs.get("config"))
+        ds = add_critical(add_phases(ds, args.catapult_factor), **early)
+        print(summary_text(ds, args.catapult_factor, **early))
+        if target is None:
+            return 0
+        write_output(ds, target)
+    added = ["phase", "loss_peak_ratio"] + [n for pair in BRACKETS.items() for n in pair
+                                            if n in ds.variables]
+    print(f"wrote {target} (variables {', '.join(added)})")
     return 0
 
 
-def _same_search(path: Path, config_toml: str, tol: float) -> bool:
-    """Whether ``path`` holds a boundary search of the same config (grid aside) and tol."""
-    try:
-        old = open_sweep(path)
-    except SweepFileError:
-        return False
+def _same_search(old, config_toml: str, tol: float) -> bool:
+    """Whether the stored sweep ``old`` is a boundary search of the same config (grid
+    aside) and tol."""
     if old.attrs.get("boundary_tol") != tol:
         return False
 
@@ -175,16 +186,15 @@ def cmd_boundary(args) -> int:
     manager = get_plugin_manager()
     raw = build_config(args.config, preset=args.preset, overrides=args.overrides,
                        axes=args.axes, manager=manager)
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        config, _ = resolve_config(raw, manager)
-        if not _same_search(out, config.to_toml(), args.tol):
-            raise ConfigError(f"output {out} exists and holds something else; choose another "
-                              f"-o or pass --overwrite to replace it")
+    out = check_writable(args.output)
     started = time.perf_counter()
-    ds = find_boundary(raw, manager, tol=args.tol, points=args.points, early=args.early,
-                       log=None if args.quiet else stderr_log)
-    write_sweep(ds, out)
+    with OutputLock(out):
+        refuse_replacing(out, args.overwrite, lambda old: _same_search(
+            old, resolve_config(raw, manager)[0].to_toml(), args.tol))
+        ds = find_boundary(raw, manager, tol=args.tol, points=args.points, early=args.early,
+                           log=None if args.quiet else stderr_log)
+        write_output(ds, out, then=lambda: "nothing was written; free space and rerun the "
+                                           "search")
     print(boundary_report(ds))
     print(f"wrote {out} ({time.perf_counter() - started:.1f} s)")
     return 0
