@@ -103,12 +103,14 @@ def classify(sweep: xr.Dataset | str | os.PathLike, *, catapult_factor: float = 
 
 
 def boundary(config: Mapping | str | os.PathLike | None = None, *, preset: str | None = None,
-             overrides: Iterable[str] | Mapping = (), tol: float = 0.01, points: int = 1,
+             overrides: Iterable[str] | Mapping = (), axes: Iterable[str] = (),
+             tol: float = 0.01, points: int = 1, early: bool = True,
              output: str | os.PathLike | None = None, log=None,
              manager: PluginManager | None = None) -> xr.Dataset:
-    """Find ``c_max`` (and the trivial onset) per seed (``phasekit boundary``).
+    """Find ``c_loss``, ``c_sharp``, ``c_max`` and the trivial onset for every axis point
+    and seed (``phasekit boundary``); ``early=False`` skips c_loss and c_sharp.
 
-    Returns every evaluated run in the usual schema plus ``c_max(seed)`` etc.;
+    Returns every evaluated whole run in the usual schema plus ``c_max(*axes, seed)`` etc.;
     ``print(ds.phasekit.summary())`` reports them.  See ``docs/boundary.md``.
 
     >>> ds = boundary(preset="fig1", tol=0.01)   # doctest: +SKIP
@@ -116,20 +118,25 @@ def boundary(config: Mapping | str | os.PathLike | None = None, *, preset: str |
     from .boundary import find_boundary
 
     manager = manager or get_plugin_manager()
-    raw = build_config(config, preset=preset, overrides=overrides, manager=manager)
-    ds = find_boundary(raw, manager, tol=tol, points=points, log=log)
+    raw = build_config(config, preset=preset, overrides=overrides, axes=axes, manager=manager)
+    ds = find_boundary(raw, manager, tol=tol, points=points, early=early, log=log)
     if output is not None:
         write_sweep(ds, Path(output))
     return ds
 
 
 def plot(sweep: xr.Dataset | str | os.PathLike, path: str | os.PathLike | None = None, *,
-         panels=None, c_values=None):
-    """The paper's panels of a sweep (``phasekit plot``); returns a matplotlib Figure.
+         panels=None, c_values=None, x: str | None = None, select=None):
+    """The paper's panels of a sweep, or its 2-D phase diagram when it has axes
+    (``phasekit plot``); returns a matplotlib Figure.
 
     ``panels`` like ``"a,b,d"`` (default: every panel the sweep has data for),
-    ``c_values`` the learning rates of the trajectory panels.  See ``docs/plotting.md``.
+    ``c_values`` the learning rates of the trajectory panels, ``x`` the diagram's
+    x axis (an axis name or a ratio such as ``"hidden_layers/width"``), ``select``
+    axis values to fix (``{"width": 512}`` or ``["width=512"]``: the 1-D panels of
+    that slice).  See ``docs/plotting.md``.
     """
     from .plot import plot_sweep
 
-    return plot_sweep(_as_sweep(sweep), panels=panels, c_values=c_values, path=path)
+    return plot_sweep(_as_sweep(sweep), panels=panels, c_values=c_values, path=path, x=x,
+                      select=select)

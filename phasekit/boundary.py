@@ -1,47 +1,58 @@
-"""Critical learning rates by adaptive refinement: ``c_max`` and the trivial onset.
+"""Critical learning rates by adaptive refinement, over a whole sweep axis at once.
 
-For every seed, :func:`find_boundary` locates
+For every *cell* -- one axis point (``docs/phases.md``; a sweep without axes has
+one) and one seed -- :func:`find_boundary` locates
 
 * ``c_max``: the largest normalised learning rate ``c = eta * lambda_0`` whose
-  run still converges (status ``converged``), and
-* ``c_trivial``: where a trivial phase exists (SPEC 1: a dead network), the
-  smallest ``c`` whose run ends trivial,
+  run still converges (status ``converged``);
+* ``c_trivial``: where a trivial phase exists (a dead network, docs/theory.md
+  §1), the smallest ``c`` whose run ends trivial;
+* ``c_loss``: the smallest ``c`` at which the training loss rises above its
+  initial value within the early window (``sweep.early_window`` steps,
+  threshold ``sweep.loss_rise``);
+* ``c_sharp``: the smallest ``c`` at which the sharpness ``eta lambda_max(H_t)``
+  falls below ``(1 - sharpness_drop)`` times its initial value within the
+  early window,
 
 in three stages (``docs/boundary.md``):
 
 1. **grid**: every ``c`` of the config's ``sweep.eta_lambda0`` is run;
-2. **bracket**: while every evaluated run of a seed converged, the largest
-   ``c`` is doubled (up to ``c_limit``); while none converged, the smallest is
-   halved (down to ``c_floor``);
+2. **bracket**: while no evaluated run of a cell has the property ("did not
+   converge", "loss rose", "sharpness fell"), the largest ``c`` is doubled (up
+   to ``c_limit``); while every one has it, the smallest is halved (down to
+   ``c_floor``);
 3. **bisection**: the bracket ``[lo, hi]`` is ``hi`` = the smallest evaluated
-   ``c`` that did not converge (diverged, trivial or max_steps) and ``lo`` = the
-   largest evaluated ``c < hi`` that converged.  Each round runs the midpoint
-   (or ``points`` evenly spaced interior points) and recomputes the bracket,
-   until ``hi - lo <= tol``.  Then ``c_max = lo`` (a run that converged) and
-   ``c_fail = hi``.
+   ``c`` with the property and ``lo`` = the largest evaluated ``c < hi``
+   without it.  Each round runs the midpoint (or ``points`` evenly spaced
+   interior points) and recomputes the bracket, until ``hi - lo <= tol``.
+   Then ``c_max = lo`` (a run that converged), ``c_fail = hi``, and
+   ``c_loss = hi``, ``c_sharp = hi``, ``c_trivial = hi`` (runs that have the
+   property), with ``c_loss_below = lo`` etc.
+
+``c_loss`` and ``c_sharp`` depend on the early window alone, so their trial
+runs stop after ``early_window`` steps: they cost a few steps each, whatever
+the learning rate.  ``c_max`` and ``c_trivial`` need whole runs.
 
 Divergence is not perfectly monotone in ``c`` near the boundary (the catapult
 dynamics are chaotic there): a run above ``c_fail`` may converge again.  By
 definition ``c_max`` is the bisection result of the bracket below the *first*
 failure, which is what a user who raises the learning rate step by step would
-meet.  ``c_trivial`` is found the same way, with "ended trivial" in place of
-"did not converge", for seeds where some evaluated run ended trivial.
+meet; the other onsets follow the same rule.
 
-Every round batches the trial points of all seeds: one :class:`Engine`, one
-chunk per seed per round, the points of a chunk advancing together.  Every
-evaluated run is stored in the usual schema (``docs/schema.md``) on the sorted
-union of evaluated ``c`` values; a ``(seed, c)`` evaluated for another seed
-only stays ``pending``.
+Every round batches the trial points of all cells: one engine per axis point
+(and one for the short early-window runs), one chunk per cell per round, the
+points of a chunk advancing together.  Every evaluated whole run is stored in
+the usual schema (``docs/schema.md``) on the sorted union of evaluated ``c``
+values; a ``c`` evaluated for another cell only stays ``pending``.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -50,15 +61,17 @@ import xarray as xr
 from .config import ResolvedConfig, resolve_config
 from .manager import PluginManager, get_plugin_manager
 from .options import ConfigError
-from .sweep import Chunk, ChunkResult, Engine
+from .sweep import Chunk, ChunkResult, PointEngines, describe_point
 
 DEFAULT_TOL = 0.01
 DEFAULT_C_LIMIT = 1024.0
 DEFAULT_C_FLOOR = 1e-3
 DEFAULT_MAX_ROUNDS = 60
+#: the early-window onsets: name -> the per-run flag of phasekit.phases.early_flags
+EARLY = {"c_loss": "loss_rose", "c_sharp": "sharpness_fell"}
 
 
-def _bracket(evaluated: Mapping[float, str], fails: Callable[[str], bool]
+def _bracket(evaluated: Mapping[float, Any], fails: Callable[[Any], bool]
              ) -> tuple[float | None, float | None]:
     """``(lo, hi)``: ``hi`` the smallest c that fails, ``lo`` the largest c < hi that passes.
 
@@ -80,48 +93,82 @@ def _trivial(status: str) -> bool:
     return status == "trivial"
 
 
+def _true(flag: bool) -> bool:
+    return bool(flag)
+
+
 def _interior(lo: float, hi: float, points: int) -> list[float]:
     return [lo + (hi - lo) * (j + 1) / (points + 1) for j in range(points)]
 
 
 class _Search:
-    """Book-keeping of the evaluated runs of every seed."""
+    """Book-keeping of the evaluated runs of every cell (axis point x seed).
 
-    def __init__(self, seeds: list[int]):
+    Cell ``k`` is seed index ``k % len(seeds)`` of axis point ``k // len(seeds)``.
+    ``evaluated[k]`` maps c to the status of a whole run, ``early[name][k]`` maps c
+    to the early-window flag of ``name`` (``c_loss``, ``c_sharp``).
+    """
+
+    def __init__(self, seeds: list[int], n_points: int = 1, early: tuple[str, ...] = ()):
         self.seeds = seeds
-        self.evaluated: list[dict[float, str]] = [{} for _ in seeds]
-        self.round_of: list[dict[float, int]] = [{} for _ in seeds]
+        self.n_points = n_points
+        cells = n_points * len(seeds)
+        self.evaluated: list[dict[float, str]] = [{} for _ in range(cells)]
+        self.round_of: list[dict[float, int]] = [{} for _ in range(cells)]
+        self.early: dict[str, list[dict[float, bool]]] = {
+            name: [{} for _ in range(cells)] for name in early}
+        self.early_runs = 0
         self.results: list[ChunkResult] = []
-        self.unbounded: list[str | None] = [None] * len(seeds)
+        self.unbounded: list[str | None] = [None] * cells
+        self.early_unbounded: dict[str, list[str | None]] = {n: [None] * cells for n in early}
+
+    def cell(self, point: int, seed_index: int) -> int:
+        return point * len(self.seeds) + seed_index
 
     def add(self, result: ChunkResult, round_: int) -> None:
-        si = result.chunk.seed_index
+        k = self.cell(result.chunk.point, result.chunk.seed_index)
         for c, status in zip(result.chunk.c_values, result.status, strict=True):
-            self.evaluated[si][float(c)] = str(status)
-            self.round_of[si][float(c)] = round_
+            self.evaluated[k][float(c)] = str(status)
+            self.round_of[k][float(c)] = round_
         self.results.append(result)
 
+    def add_early(self, k: int, cs: list[float], flags: Mapping[str, np.ndarray]) -> None:
+        for name, values in flags.items():
+            for c, flag in zip(cs, values, strict=True):
+                self.early[name][k][float(c)] = bool(flag)
+        self.early_runs += len(cs)
 
-def _next_points(search: _Search, si: int, tol: float, points: int, c_limit: float,
-                 c_floor: float) -> list[float]:
-    """Trial points of seed ``si`` for the next round (empty when done)."""
-    ev = search.evaluated[si]
-    todo: set[float] = set()
-    lo, hi = _bracket(ev, _not_converged)
-    if hi is None:                                     # everything converged: go up
+
+def _refine(ev: Mapping[float, Any], fails: Callable[[Any], bool], tol: float, points: int,
+            c_limit: float, c_floor: float, what: str) -> tuple[set[float], str | None]:
+    """Trial points that narrow the bracket of ``fails`` (stage 2 or 3), and why the
+    search cannot go on (``None`` while it can)."""
+    lo, hi = _bracket(ev, fails)
+    if hi is None:                                     # nothing has it yet: go up
         top = max(ev)
         if top * 2 <= c_limit:
-            todo.add(top * 2)
-        else:
-            search.unbounded[si] = f"every run converged up to c = {top:g} (c_limit {c_limit:g})"
-    elif lo is None:                                   # nothing converged below hi: go down
+            return {top * 2}, None
+        return set(), f"no run {what} up to c = {top:g} (c_limit {c_limit:g})"
+    if lo is None:                                     # everything has it: go down
         bottom = min(ev)
         if bottom / 2 >= c_floor:
-            todo.add(bottom / 2)
-        else:
-            search.unbounded[si] = f"no run converged down to c = {bottom:g} (c_floor {c_floor:g})"
-    elif hi - lo > tol:
-        todo.update(_interior(lo, hi, points))
+            return {bottom / 2}, None
+        return set(), f"every run {what} down to c = {bottom:g} (c_floor {c_floor:g})"
+    if hi - lo > tol:
+        return set(_interior(lo, hi, points)), None
+    return set(), None
+
+
+def _next_points(search: _Search, cell: int, tol: float, points: int, c_limit: float,
+                 c_floor: float) -> list[float]:
+    """Whole-run trial points of ``cell`` for the next round (empty when done):
+    the ``c_max`` bracket, and the trivial onset's where some run ended trivial."""
+    ev = search.evaluated[cell]
+    if not ev:
+        return []
+    todo, why = _refine(ev, _not_converged, tol, points, c_limit, c_floor, "failed to converge")
+    if why is not None:
+        search.unbounded[cell] = why.replace("no run failed to converge", "every run converged")
     if any(_trivial(s) for s in ev.values()):
         tlo, thi = _bracket(ev, _trivial)
         if tlo is not None and thi - tlo > tol:
@@ -129,21 +176,53 @@ def _next_points(search: _Search, si: int, tol: float, points: int, c_limit: flo
     return sorted(c for c in todo if c not in ev)
 
 
+def _next_early(search: _Search, name: str, cell: int, tol: float, points: int,
+                c_limit: float, c_floor: float) -> list[float]:
+    """Early-window trial points of ``cell`` for ``c_loss`` or ``c_sharp``."""
+    ev = search.early[name][cell]
+    if not ev:
+        return []
+    what = {"c_loss": "raised its loss", "c_sharp": "lowered its sharpness"}[name]
+    todo, why = _refine(ev, _true, tol, points, c_limit, c_floor, what)
+    if why is not None:
+        search.early_unbounded[name][cell] = why
+    return sorted(c for c in todo if c not in ev)
+
+
+def _early_flags(engine, result: ChunkResult) -> dict[str, np.ndarray]:
+    """The early-window flags of every run of ``result`` (a chunk of short runs), by
+    :func:`phasekit.phases.early_flags` on the chunk's trajectories."""
+    from .phases import early_flags
+
+    sweep = engine.sweep
+    run = ("seed", "eta_lambda0")
+    ds = xr.Dataset(
+        {name: ((*run, "step"), result.traj[name][None]) for name in ("loss", "sharpness")
+         if name in result.traj}
+        | {"steps": (run, result.steps[None]), "status": (run, result.status[None])},
+        coords={"step": engine.schedule, "eta_lambda0": np.asarray(result.chunk.c_values)})
+    flags = early_flags(ds, sweep["early_window"], sweep["sharpness_drop"], sweep["loss_rise"])
+    return {name: flags[flag].values[0] for name, flag in EARLY.items() if flag in flags}
+
+
 def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None = None,
                   tol: float = DEFAULT_TOL, *, points: int = 1, c_limit: float = DEFAULT_C_LIMIT,
                   c_floor: float = DEFAULT_C_FLOOR, max_rounds: int = DEFAULT_MAX_ROUNDS,
-                  log: Callable[[str], None] | None = None) -> xr.Dataset:
-    """Locate ``c_max`` (and ``c_trivial``) per seed; return every evaluated run.
+                  early: bool = True, log: Callable[[str], None] | None = None) -> xr.Dataset:
+    """Locate ``c_max``, ``c_trivial`` and (with ``early``) ``c_loss`` and ``c_sharp``
+    for every axis point and seed; return every evaluated whole run.
 
     ``raw_config`` is a config mapping as for ``phasekit run`` (see
     :func:`phasekit.api.build_config`); its ``sweep.eta_lambda0`` is the initial
-    grid and its seeds are searched together.  ``points`` interior points per
-    bracket and round (1 = bisection).  ``log`` receives one line per round.
+    grid, and its axis points and seeds are searched together.  ``points``
+    interior points per bracket and round (1 = bisection).  ``log`` receives one
+    line per round.
 
-    The dataset has the usual schema (``status`` ``pending`` where a seed did not
-    evaluate a ``c`` another seed did) plus ``c_max(seed)``, ``c_fail(seed)``,
-    ``fail_status(seed)``, ``c_trivial(seed)`` and ``boundary_round(seed,
-    eta_lambda0)``; see ``docs/boundary.md``.
+    The dataset has the usual schema (``status`` ``pending`` where a cell did not
+    evaluate a ``c`` another did) plus, over ``(*axes, seed)``, ``c_max``,
+    ``c_fail``, ``fail_status``, ``c_trivial``, ``c_loss``, ``c_loss_below``,
+    ``c_sharp``, ``c_sharp_below`` and ``boundary_unbounded``, and
+    ``boundary_round(*axes, seed, eta_lambda0)``; see ``docs/boundary.md``.
     """
     from .storage import build_dataset
 
@@ -154,157 +233,248 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
     if not 0 < c_floor < c_limit:
         raise ConfigError(f"need 0 < c_floor < c_limit, got {c_floor!r}, {c_limit!r}")
     manager = manager or get_plugin_manager()
-    config, data = resolve_config(raw_config, manager)
-    engine = Engine(config, data, manager)
-    seeds = list(config.sweep["seeds"])
-    # Every round reuses a seed's features, initialisation and bounds (Engine.prepare).
-    prepared = {}
-    search = _Search(seeds)
+    config, _ = resolve_config(raw_config, manager)
+    sweep = config.sweep
+    engines = PointEngines(config, None, manager, keep_prepared=None)   # every round, every seed
+    # The early-window runs: early_window steps, never stopped by convergence, and only
+    # the core trajectories (loss and sharpness are what the flags read).
+    short = PointEngines(dataclasses.replace(config, sweep={
+        **sweep, "max_steps": sweep["early_window"], "tol": 0.0, "observables": []}),
+        None, manager)
+    seeds = list(sweep["seeds"])
+    n_points, S = len(engines), len(seeds)
+    names = tuple(EARLY) if early else ()
+    search = _Search(seeds, n_points, names)
     started = time.perf_counter()
 
-    trial = [sorted(set(config.sweep["eta_lambda0"])) for _ in seeds]
+    grid = sorted(set(sweep["eta_lambda0"]))
+    trial = [list(grid) for _ in range(n_points * S)]
+    early_trial = {name: [list(grid) for _ in range(n_points * S)] for name in names}
     round_ = 0
-    while any(trial):
+    while any(trial) or any(any(t) for t in early_trial.values()):
         if round_ >= max_rounds:
             raise ConfigError(f"boundary search did not reach tol = {tol:g} within "
                               f"{max_rounds} rounds; raise the tolerance or max_rounds")
-        for si, cs in enumerate(trial):
+        for k, cs in enumerate(trial):
+            p, si = divmod(k, S)
             if cs:
                 # c_index is provisional; it is remapped onto the union grid below.
-                chunk = Chunk(si, seeds[si], list(range(len(cs))), cs)
-                if si not in prepared:
-                    prepared[si] = engine.prepare(seeds[si])
-                search.add(engine.run_chunk(chunk, prepared=prepared[si]), round_)
+                chunk = Chunk(si, seeds[si], list(range(len(cs))), cs, p)
+                search.add(engines[p].run_chunk(chunk, prepared=engines.prepared(p, seeds[si])),
+                           round_)
+            wanted = sorted(set().union(*(early_trial[n][k] for n in names)))
+            if wanted:
+                chunk = Chunk(si, seeds[si], list(range(len(wanted))), wanted, p)
+                result = short[p].run_chunk(chunk, prepared=engines.prepared(p, seeds[si]))
+                search.add_early(k, wanted, _early_flags(short[p], result))
         if log is not None:
-            log(_round_line(search, round_, trial, time.perf_counter() - started))
+            log(_round_line(search, engines, round_, trial, early_trial,
+                            time.perf_counter() - started))
         round_ += 1
-        trial = [_next_points(search, si, tol, points, c_limit, c_floor)
-                 for si in range(len(seeds))]
+        trial = [_next_points(search, k, tol, points, c_limit, c_floor)
+                 for k in range(n_points * S)]
+        early_trial = {n: [_next_early(search, n, k, tol, points, c_limit, c_floor)
+                           for k in range(n_points * S)] for n in names}
 
-    return _assemble(engine, config, search, tol=tol, points=points, rounds=round_,
+    return _assemble(config, manager, search, tol=tol, points=points, rounds=round_,
                      build_dataset=build_dataset)
 
 
-def _round_line(search: _Search, round_: int, trial: list[list[float]], elapsed: float) -> str:
+def _round_line(search: _Search, engines: PointEngines, round_: int, trial, early_trial,
+                elapsed: float) -> str:
     n = sum(len(cs) for cs in trial)
+    m = sum(len(cs) for t in early_trial.values() for cs in t)
     parts = []
-    for si, seed in enumerate(search.seeds):
-        lo, hi = _bracket(search.evaluated[si], _not_converged)
-        parts.append(f"seed {seed}: [{'-' if lo is None else f'{lo:.4g}'}, "
+    for k, ev in enumerate(search.evaluated):
+        p, si = divmod(k, len(search.seeds))
+        lo, hi = _bracket(ev, _not_converged)
+        where = describe_point(engines.points[p])
+        parts.append(f"{where + ', ' if where else ''}seed {search.seeds[si]}: "
+                     f"[{'-' if lo is None else f'{lo:.4g}'}, "
                      f"{'-' if hi is None else f'{hi:.4g}'}]")
-    shown = "; ".join(parts[:4]) + (f"; ... ({len(parts)} seeds)" if len(parts) > 4 else "")
-    return f"round {round_}: {n} run(s) ({elapsed:.1f} s)  {shown}"
+    shown = "; ".join(parts[:4]) + (f"; ... ({len(parts)} cells)" if len(parts) > 4 else "")
+    early = f" + {m} early-window run(s)" if m else ""
+    return f"round {round_}: {n} run(s){early} ({elapsed:.1f} s)  c_max {shown}"
 
 
-def _assemble(engine: Engine, config: ResolvedConfig, search: _Search, *, tol: float,
+def _assemble(config: ResolvedConfig, manager: PluginManager, search: _Search, *, tol: float,
               points: int, rounds: int, build_dataset) -> xr.Dataset:
     grid = sorted({c for ev in search.evaluated for c in ev})
     pos = {c: i for i, c in enumerate(grid)}
-    sweep = copy.deepcopy(config.sweep)
-    sweep["eta_lambda0"] = grid
-    final = ResolvedConfig(model=config.model, dataset=config.dataset, sweep=sweep)
-    engine.config, engine.sweep = final, final.sweep
+    final = dataclasses.replace(config, sweep={**config.sweep, "eta_lambda0": grid})
     results = []
     for res in search.results:
         ch = res.chunk
         idx = [pos[float(c)] for c in ch.c_values]
-        results.append(replace(res, chunk=Chunk(ch.seed_index, ch.seed, idx, list(ch.c_values))))
-    ds = build_dataset(engine, results)
+        results.append(dataclasses.replace(
+            res, chunk=Chunk(ch.seed_index, ch.seed, idx, list(ch.c_values), ch.point)))
+    ds = build_dataset(PointEngines(final, None, manager), results)
 
-    S, C = len(search.seeds), len(grid)
-    c_max = np.full(S, np.nan)
-    c_fail = np.full(S, np.nan)
-    fail_status = np.full(S, "none", dtype=object)
-    c_trivial = np.full(S, np.nan)
-    round_of = np.full((S, C), -1, dtype=np.int64)
-    for si, ev in enumerate(search.evaluated):
+    cells, C = len(search.evaluated), len(grid)
+    shape = (*config.axis_shape, len(search.seeds))
+    dims = (*config.axis_dims, "seed")
+    names = ["c_max", "c_fail", "c_trivial"]
+    names += [n for e in search.early for n in (e, f"{e}_below")]
+    values = {name: np.full(cells, np.nan) for name in names}
+    fail_status = np.full(cells, "none", dtype=object)
+    round_of = np.full((cells, C), -1, dtype=np.int64)
+    for k, ev in enumerate(search.evaluated):
         lo, hi = _bracket(ev, _not_converged)
         if lo is not None and hi is not None:
-            c_max[si], c_fail[si] = lo, hi
-            fail_status[si] = ev[hi]
+            values["c_max"][k], values["c_fail"][k] = lo, hi
+            fail_status[k] = ev[hi]
         elif hi is None and ev:
-            c_max[si] = max(ev)              # never failed: a lower limit, flagged below
+            values["c_max"][k] = max(ev)     # never failed: a lower limit, flagged below
         if any(_trivial(s) for s in ev.values()):
-            _, thi = _bracket(ev, _trivial)
-            c_trivial[si] = thi
-        for c, r in search.round_of[si].items():
-            round_of[si, pos[c]] = r
-    unbounded = [u or "" for u in search.unbounded]
-    units = "eta_lambda0 (eta * lambda0)"
-    ds["c_max"] = (("seed",), c_max, {
+            values["c_trivial"][k] = _bracket(ev, _trivial)[1]
+        for c, r in search.round_of[k].items():
+            round_of[k, pos[c]] = r
+        for name, per_cell in search.early.items():
+            lo, hi = _bracket(per_cell[k], _true)
+            if hi is not None:
+                values[name][k] = hi
+            if lo is not None and hi is not None:
+                values[f"{name}_below"][k] = lo
+    unbounded = []
+    for k in range(cells):
+        why = [search.unbounded[k] or ""] + [
+            f"{name}: {w[k]}" for name, w in search.early_unbounded.items() if w[k]]
+        unbounded.append("; ".join(w for w in why if w))
+
+    def put(name: str, arr: np.ndarray, attrs: dict) -> None:
+        ds[name] = (dims, arr.reshape(shape), attrs)
+
+    window, rise, drop = (config.sweep[k] for k in ("early_window", "loss_rise",
+                                                     "sharpness_drop"))
+    put("c_max", values["c_max"], {
         "long_name": "largest c that converged, below the first c that did not",
         "definition": "bisection of the bracket [largest converged c below c_fail, c_fail] "
                       f"until its width <= tol = {tol:g}; c_max is its lower end (a run that "
-                      "converged); a lower limit only where 'unbounded' says so",
-        "units": units, "documentation": "docs/boundary.md"})
-    ds["c_fail"] = (("seed",), c_fail, {
+                      "converged); a lower limit only where 'boundary_unbounded' says so",
+        "units": "1", "documentation": "docs/boundary.md"})
+    put("c_fail", values["c_fail"], {
         "long_name": "smallest evaluated c whose run did not converge (upper end of the "
-                     "c_max bracket)", "units": units})
-    ds["fail_status"] = (("seed",), fail_status.astype(str), {
+                     "c_max bracket)", "units": "1"})
+    put("fail_status", fail_status.astype(str), {
         "long_name": "status of the run at c_fail (diverged, trivial or max_steps; none if "
                      "no run failed)"})
-    ds["c_trivial"] = (("seed",), c_trivial, {
+    put("c_trivial", values["c_trivial"], {
         "long_name": "onset of the trivial phase: smallest evaluated c whose run ended trivial",
         "definition": "bisection of [largest non-trivial c below the first trivial c, first "
                       f"trivial c] to tol = {tol:g}; NaN where no evaluated run ended trivial",
-        "units": units})
-    ds["boundary_round"] = (("seed", "eta_lambda0"), round_of, {
+        "units": "1"})
+    early_defs = {
+        "c_loss": ("smallest c at which the training loss rises above its initial value in "
+                   "early training",
+                   f"L_t > (1 + {rise:g}) L_0 at some step 1 <= t <= {window}, or divergence "
+                   f"within it; bisection to tol = {tol:g} of runs stopped after {window} steps; "
+                   "c_loss is the upper end of the bracket (a run whose loss rose)"),
+        "c_sharp": ("smallest c at which the sharpness eta lambda_max(H_t) decreases in early "
+                    "training",
+                    f"eta lambda_max(H_t) < (1 - {drop:g}) eta lambda_max(H_0) at some step "
+                    f"1 <= t <= {window}; bisection to tol = {tol:g} of runs stopped after "
+                    f"{window} steps; c_sharp is the upper end of the bracket"),
+    }
+    for name in search.early:
+        long_name, definition = early_defs[name]
+        put(name, values[name], {"long_name": long_name, "definition": definition,
+                                 "units": "1", "documentation": "docs/phases.md"})
+        put(f"{name}_below", values[f"{name}_below"], {
+            "long_name": f"largest evaluated c below {name} without the property (lower end "
+                         f"of its bracket)", "units": "1"})
+    ds["boundary_round"] = ((*dims, "eta_lambda0"), round_of.reshape(shape + (C,)), {
         "long_name": "refinement round in which the run was evaluated (0 = initial grid, "
                      "-1 = not evaluated for this seed)"})
-    ds["boundary_unbounded"] = (("seed",), np.array(unbounded, dtype=object).astype(str), {
-        "long_name": "why the search could not bracket c_max for this seed (empty if it did)"})
+    put("boundary_unbounded", np.array(unbounded, dtype=object).astype(str), {
+        "long_name": "why the search could not bracket an onset for this cell (empty if it "
+                     "did)"})
     ds.attrs.update({
         "boundary_tol": tol, "boundary_points": points, "boundary_rounds": rounds,
+        "boundary_early_runs": search.early_runs,
         "boundary_method": "initial grid (config sweep.eta_lambda0), bracket by doubling/"
-                           "halving, bisection of [largest converged c below the first failure, "
-                           "first failure]; docs/boundary.md",
+                           "halving, bisection of [largest c without the property below the "
+                           "first c with it, that c]; early-window onsets from runs of "
+                           "early_window steps; docs/boundary.md",
     })
     return ds
 
 
 def boundary_report(ds: xr.Dataset) -> str:
-    """Plain-text report of a boundary dataset (c_max per seed, mean and spread, bounds)."""
-    from .phases import bound_names, require
+    """Plain-text report of a boundary dataset: the critical learning rates per seed
+    (without axes) or per axis point (mean and spread over seeds), and the bounds."""
+    from .phases import bound_names, require, sweep_axes
 
     require(ds, "c_max", "c_fail", "fail_status", "c_trivial",
             purpose="the boundary report (run 'phasekit boundary' to make such a file)")
     tol = ds.attrs.get("boundary_tol", float("nan"))
-    c_max = ds["c_max"].values.astype(float)
+    axes = sweep_axes(ds)
+    early = [n for n in EARLY if n in ds.variables]
     lines = [f"critical learning rates (eta_lambda0 units), tolerance {tol:g}, "
              f"{ds.attrs.get('boundary_rounds', '?')} round(s), "
-             f"{int((ds['status'].values != 'pending').sum())} runs"]
+             f"{int((ds['status'].values != 'pending').sum())} runs"
+             + (f" + {ds.attrs.get('boundary_early_runs', 0)} early-window runs" if early
+                else "")]
     bnames = bound_names(ds)
-    header = ["seed", "c_max", "c_fail", "fails by", "c_trivial"] + [f"bound_{b}" for b in bnames]
-    lines.append("  ".join(f"{h:>12}" for h in header))
 
     def fmt(x: float) -> str:
         return "-" if not np.isfinite(x) else f"{x:.4f}"
 
-    for s, seed in enumerate(ds["seed"].values):
-        row = [str(int(seed)), fmt(c_max[s]), fmt(float(ds["c_fail"].values[s])),
-               str(ds["fail_status"].values[s]), fmt(float(ds["c_trivial"].values[s]))]
-        row += [fmt(float(ds[f"bound_{b}"].values[s])) for b in bnames]
-        lines.append("  ".join(f"{x:>12}" for x in row))
-    finite = c_max[np.isfinite(c_max)]
-    if finite.size:
-        spread = (f" +/- {finite.std(ddof=1):.4f} (std over {finite.size} seeds; range "
-                  f"{finite.min():.4f} - {finite.max():.4f})" if finite.size > 1 else "")
-        lines.append(f"c_max = {finite.mean():.4f}{spread}")
-        lines.append(f"catapult window: (2, {finite.mean():.4f})")
-    triv = ds["c_trivial"].values.astype(float)
-    if np.isfinite(triv).any():
-        lines.append(f"trivial phase from c = {np.nanmean(triv):.4f} (mean over seeds with one)")
-    for b in bnames:
-        gap = c_max - ds[f"bound_{b}"].values
-        eq = ds[f"bound_{b}"].attrs.get("equation", b)
-        kind = ds[f"bound_{b}"].attrs.get("kind", "")
-        word = "below" if np.nanmean(gap) >= 0 else "above"
-        lines.append(f"bound_{b} ({eq}, {kind}): mean {np.nanmean(ds[f'bound_{b}'].values):.4f},"
-                     f" {abs(np.nanmean(gap)):.4f} {word} c_max (c_max - bound per seed: "
-                     + ", ".join(fmt(g) for g in gap) + ")")
-    for s, why in enumerate(ds["boundary_unbounded"].values):
+    def spread(x: np.ndarray) -> str:
+        x = x[np.isfinite(x)]
+        if not x.size:
+            return "-"
+        return f"{x.mean():.4f}" + (f"+/-{x.std(ddof=1):.3f}" if x.size > 1 else "")
+
+    names = ["c_loss", "c_sharp"][: len(early)] if early else []
+    if axes:
+        header = list(axes) + names + ["c_max", "c_trivial"] + [f"bound_{b}" for b in bnames]
+        lines.append("  ".join(f"{h:>14}" for h in header))
+        stacked = ds.stack(point=axes)
+        for j in range(stacked.sizes["point"]):
+            at = stacked.isel(point=j)
+            row = [str(at[a].values.item()) for a in axes]
+            row += [spread(at[n].values.astype(float)) for n in names + ["c_max", "c_trivial"]]
+            row += [spread(at[f"bound_{b}"].values.astype(float)) for b in bnames]
+            lines.append("  ".join(f"{x:>14}" for x in row))
+        lines.append("(mean+/-std over seeds)")
+    else:
+        header = ["seed"] + names + ["c_max", "c_fail", "fails by", "c_trivial"] + [
+            f"bound_{b}" for b in bnames]
+        lines.append("  ".join(f"{h:>12}" for h in header))
+        for s, seed in enumerate(ds["seed"].values):
+            row = [str(int(seed))] + [fmt(float(ds[n].values[s])) for n in names]
+            row += [fmt(float(ds["c_max"].values[s])), fmt(float(ds["c_fail"].values[s])),
+                    str(ds["fail_status"].values[s]), fmt(float(ds["c_trivial"].values[s]))]
+            row += [fmt(float(ds[f"bound_{b}"].values[s])) for b in bnames]
+            lines.append("  ".join(f"{x:>12}" for x in row))
+        for name in names + ["c_max"]:
+            finite = ds[name].values.astype(float)
+            finite = finite[np.isfinite(finite)]
+            if finite.size:
+                extra = (f" +/- {finite.std(ddof=1):.4f} (std over {finite.size} seeds; range "
+                         f"{finite.min():.4f} - {finite.max():.4f})" if finite.size > 1 else "")
+                lines.append(f"{name} = {finite.mean():.4f}{extra}")
+        c_max = ds["c_max"].values.astype(float)
+        if np.isfinite(c_max).any():
+            lines.append(f"catapult window: (2, {np.nanmean(c_max):.4f})")
+        triv = ds["c_trivial"].values.astype(float)
+        if np.isfinite(triv).any():
+            lines.append(f"trivial phase from c = {np.nanmean(triv):.4f} (mean over seeds with "
+                         f"one)")
+        for b in bnames:
+            gap = c_max - ds[f"bound_{b}"].values
+            eq = ds[f"bound_{b}"].attrs.get("equation", b)
+            kind = ds[f"bound_{b}"].attrs.get("kind", "")
+            word = "below" if np.nanmean(gap) >= 0 else "above"
+            lines.append(f"bound_{b} ({eq}, {kind}): mean "
+                         f"{np.nanmean(ds[f'bound_{b}'].values):.4f}, {abs(np.nanmean(gap)):.4f} "
+                         f"{word} c_max (c_max - bound per seed: "
+                         + ", ".join(fmt(g) for g in gap) + ")")
+    flat = ds["boundary_unbounded"].values.ravel()
+    for k, why in enumerate(flat):
         if str(why):
-            lines.append(f"warning: seed {int(ds['seed'].values[s])}: {why}")
+            lines.append(f"warning: cell {k} ({', '.join(axes + ['seed'])} flattened): {why}"
+                         if axes else f"warning: seed {int(ds['seed'].values[k])}: {why}")
     return "\n".join(lines)
 
 

@@ -26,8 +26,14 @@ from typing import Any
 from .dataset import Data
 from .diagnostics import toml_value
 from .manager import PluginManager
-from .options import (ConfigError, Option, non_negative, positive, resolve_options,
-                      unknown_key_message)
+from .options import (
+    ConfigError,
+    Option,
+    non_negative,
+    positive,
+    resolve_options,
+    unknown_key_message,
+)
 from .spectrum import LANCZOS_ABOVE_D, SOLVERS
 
 TABLES = ("model", "dataset", "sweep")
@@ -436,7 +442,7 @@ def _check_axis_names(axes: Mapping[str, list], classes: Mapping[str, type]) -> 
         kind, option = key.split(".", 1)
         cls = classes[kind]
         if option not in cls.options:
-            raise ConfigError(f"sweep.axes: " + unknown_key_message(
+            raise ConfigError("sweep.axes: " + unknown_key_message(
                 f"{kind}.{option}", cls.options) + f" ({kind} {cls.name!r})")
         if option in RESERVED_NAMES:
             raise ConfigError(f'sweep.axes."{key}" would become the dimension {option!r}, '

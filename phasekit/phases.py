@@ -236,6 +236,33 @@ def _early(ds: xr.Dataset, name: str, window: int) -> tuple[xr.DataArray, xr.Dat
     return traj.sel(step=0, drop=True), values.where(values["step"] <= ds["steps"])
 
 
+def early_flags(ds: xr.Dataset, early_window: int | None = None,
+                sharpness_drop: float | None = None, loss_rise: float | None = None
+                ) -> xr.Dataset:
+    """Per run, over ``(*axes, seed, eta_lambda0)``: ``loss_rose`` (``L_t > (1 + r) L_0``
+    at a recorded step ``1 <= t <= W`` while the run was running, or divergence at a
+    step ``1 <= steps <= W``) and ``sharpness_fell`` (``eta lambda_max(H_t) < (1 -
+    delta) eta lambda_max(H_0)`` at such a step); the flags whose ``c`` onsets are
+    ``c_loss`` and ``c_sharp`` (thresholds as in :func:`critical_rates`)."""
+    th = early_thresholds(ds, early_window, sharpness_drop, loss_rise)
+    window = th["early_window"]
+    status = _status(ds, "the early-training criteria")
+    out = {}
+    early = _early(ds, "loss", window) if "loss" in ds.variables else None
+    if early is not None:
+        L0, Lt = early
+        rose = Lt > (1 + th["loss_rise"]) * L0
+        rose = rose.any([d for d in rose.dims if d not in status.dims])
+        steps = ds["steps"]
+        out["loss_rose"] = rose | ((status == "diverged") & (steps >= 1) & (steps <= window))
+    early = _early(ds, "sharpness", window) if "sharpness" in ds.variables else None
+    if early is not None:
+        S0, St = early
+        fell = St < (1 - th["sharpness_drop"]) * S0
+        out["sharpness_fell"] = fell.any([d for d in fell.dims if d not in status.dims])
+    return xr.Dataset({k: v.transpose(*status.dims) for k, v in out.items()}, attrs=th)
+
+
 def _grid_attrs(long_name: str, definition: str, bracket: str,
                 th: dict[str, float] | None = None) -> dict:
     attrs = {"long_name": long_name, "definition": definition, "units": "1",
@@ -278,20 +305,15 @@ def critical_rates(ds: xr.Dataset, early_window: int | None = None,
     axes = sweep_axes(ds)
     status = _status(ds, purpose).transpose(*axes, "seed", "eta_lambda0")
     ran = status != "pending"
-    steps = ds["steps"]
     where = (f"at a recorded step t in 1..{window} at which the run was still running "
              f"(t <= steps)")
     bracket = ("grid resolution: the onset lies in ({0}_below, {0}]; {0}_below is the largest "
                "evaluated c below {0} (NaN when {0} is the smallest evaluated c)")
     out: dict[str, tuple[xr.DataArray, dict]] = {}
 
-    early = _early(ds, "loss", window) if "loss" in ds.variables else None
-    if early is not None:
-        L0, Lt = early
-        rose = Lt > (1 + rise) * L0
-        rose = rose.any([d for d in rose.dims if d not in status.dims])
-        rose = rose | ((status == "diverged") & (steps >= 1) & (steps <= window))
-        first, below = _onset(rose, ran)
+    flags = early_flags(ds, window, drop, rise)
+    if "loss_rose" in flags:
+        first, below = _onset(flags["loss_rose"], ran)
         loss_th = {"early_window": window, "loss_rise": rise}
         out["c_loss"] = (first, _grid_attrs(
             "smallest c at which the training loss rises above its initial value "
@@ -300,12 +322,8 @@ def critical_rates(ds: xr.Dataset, early_window: int | None = None,
             f"diverged at a step in 1..{window}", bracket.format("c_loss"), loss_th))
         out["c_loss_below"] = (below, {"long_name": "largest evaluated c below c_loss (lower "
                                        "end of its bracket)", "units": "1"})
-    early = _early(ds, "sharpness", window) if "sharpness" in ds.variables else None
-    if early is not None:
-        S0, St = early
-        fell = St < (1 - drop) * S0
-        fell = fell.any([d for d in fell.dims if d not in status.dims])
-        first, below = _onset(fell, ran)
+    if "sharpness_fell" in flags:
+        first, below = _onset(flags["sharpness_fell"], ran)
         out["c_sharp"] = (first, _grid_attrs(
             "smallest c at which the sharpness eta lambda_max(H_t) decreases in "
             "early training",

@@ -296,18 +296,20 @@ class PointEngines:
     """The :class:`Engine` of every axis point of a config, built on first use.
 
     Each axis point builds its model (and, through the config, its dataset) once;
-    the most recently prepared seed of each point is kept, since the chunks of a
-    seed run one after another.  Chunks are cut here, where the engines exist:
+    the most recently prepared seed of each point is kept (``keep_prepared``), since
+    the chunks of a seed run one after another.  Chunks are cut here, where the engines exist:
     with ``sweep.memory_budget`` each axis point gets the chunk size that fits it
     (a wide point smaller chunks than a narrow one).
     """
 
-    def __init__(self, config: ResolvedConfig, data: Data | None, manager: PluginManager):
+    def __init__(self, config: ResolvedConfig, data: Data | None, manager: PluginManager,
+                 keep_prepared: int | None = 1):
         self.config = config
         self.manager = manager
         self.points = points_of(config, data)
+        self.keep_prepared = keep_prepared       # seeds kept per point (None: all)
         self._engines: dict[int, Engine] = {}
-        self._prepared: dict[int, tuple[int, Prepared]] = {}
+        self._prepared: dict[int, dict[int, Prepared]] = {}
 
     def __len__(self) -> int:
         return len(self.points)
@@ -320,11 +322,15 @@ class PointEngines:
         return self._engines[i]
 
     def prepared(self, i: int, seed: int) -> Prepared:
-        """Axis point ``i``'s fixed objects for ``seed`` (cached for the last seed)."""
-        cached = self._prepared.get(i)
-        if cached is None or cached[0] != seed:
-            cached = self._prepared[i] = (seed, self[i].prepare(seed))
-        return cached[1]
+        """Axis point ``i``'s fixed objects for ``seed``, cached for the last
+        ``keep_prepared`` seeds of the point (all of them with ``None``)."""
+        cache = self._prepared.setdefault(i, {})
+        if seed not in cache:
+            if self.keep_prepared is not None:
+                while len(cache) >= self.keep_prepared:
+                    del cache[next(iter(cache))]           # the oldest
+            cache[seed] = self[i].prepare(seed)
+        return cache[seed]
 
     def chunk_size(self, i: int) -> int:
         """Runs per chunk at axis point ``i``: ``sweep.chunk_size``, or with a memory

@@ -75,21 +75,27 @@ def test_all_seeds_are_batched_each_round(monkeypatch):
         engines.append(self)
         init(self, *a, **k)
 
+    short_runs = []
+
     def counting_run(self, chunk, progress=None, **kw):
-        chunks.append(chunk)
+        window = self.sweep["max_steps"] == self.sweep["early_window"] and not self.sweep["tol"]
+        (short_runs if window else chunks).append(chunk)
         return run_chunk(self, chunk, progress, **kw)
 
     monkeypatch.setattr(Engine, "__init__", counting_init)
     monkeypatch.setattr(Engine, "run_chunk", counting_run)
     tol = 0.02
     ds = find_boundary(fig1(width=100, seeds=[0, 1, 2]), tol=tol)
-    assert len(engines) == 1
+    # one engine for whole runs, one for the early-window runs, one to assemble the dataset
+    assert len(engines) == 3
     rounds = ds.attrs["boundary_rounds"]
     assert rounds >= 4
     # one chunk per seed per round, the first holding the whole initial grid
     assert [c.seed for c in chunks[:3]] == [0, 1, 2]
     assert all(len(c.c_values) == 23 for c in chunks[:3])
-    assert len(chunks) <= 3 * rounds
+    assert len(chunks) <= 3 * rounds and len(short_runs) <= 3 * rounds
+    assert [c.seed for c in short_runs[:3]] == [0, 1, 2]
+    assert ds.attrs["boundary_early_runs"] == sum(len(c.c_values) for c in short_runs)
     per_round = ds["boundary_round"].values
     for r in range(rounds):
         assert ((per_round == r).sum(axis=1) > 0).sum() >= 1
