@@ -1,4 +1,5 @@
-"""Sweep progress in run-steps: totals, early stops, resumes, Dask events, output."""
+"""Planning a sweep: progress in run-steps (totals, early stops, resumes, Dask events,
+output) and the dry run's time model (step costs, recorded steps, predicted stops)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,23 @@ import io
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from phasekit.config import merge, resolve_config
+from phasekit.dryrun import (
+    Linear,
+    StepCosts,
+    _geometric_stop,
+    _variant,
+    calibrate,
+    chunk_seconds,
+    dry_run_report,
+    pilot,
+)
 from phasekit.progress import ChunkReporter, Progress, Tally
 from phasekit.runner import execute
+from phasekit.sweep import PointEngines, make_chunks
 
 from .helpers import toy_quadratic
 
@@ -196,3 +209,78 @@ def test_dask_workers_stream_progress(manager, tmp_path):
     assert progress.n == total and progress.running == 0
     assert progress.counts == Counter(ds.status.values.ravel().tolist())
     assert parse(stream.getvalue())[-1][:3] == (100, 8, 8)
+
+
+# -- the dry run's time model ---------------------------------------------------------------
+
+def test_chunk_seconds_counts_active_runs_and_recorded_steps():
+    """Runs stopping after 2 and 4 updates, recorded at steps 0, 1 and 4: every step
+    costs U(active), steps 0, 1, 2 (a stop) and 4 add R(active)."""
+    costs = StepCosts(Linear(1.0, 10.0), Linear(100.0, 1000.0), 2)
+    active = [2, 2, 2, 1, 1]                            # runs evaluated at t = 0..4
+    expected = sum(1 + 10 * a for a in active) + sum(100 + 1000 * active[t]
+                                                     for t in (0, 1, 2, 4))
+    assert chunk_seconds(np.array([4, 2]), np.array([0, 1, 4, 10]), costs) == expected
+
+
+def test_geometric_stop_inverts_a_geometric_decay():
+    t = np.array([2.0, 5.0, 9.0, 14.0])
+    dloss = 3.0 * 0.8 ** t
+    stop = _geometric_stop(t, dloss, 1e-8)
+    assert stop == pytest.approx(np.log(1e-8 / 3.0) / np.log(0.8), rel=1e-9)
+    assert _geometric_stop(t, 3.0 * 1.1 ** t, 1e-8) is None           # growing: no stop
+    assert _geometric_stop(t[:1], dloss[:1], 1e-8) is None            # one point: unknown
+
+
+@pytest.fixture(scope="module")
+def planned(manager):
+    raw = merge(small(), {"sweep": {"eta_lambda0": [0.2, 0.5, 1.8, 2.5, 3.5, 6.0],
+                                    "chunk_size": 4}})
+    config, data = resolve_config(raw, manager)
+    engines = PointEngines(config, data, manager)
+    chunks = [c for c in make_chunks(config.sweep, 0, engines.chunk_size(0))
+              if c.seed_index == 0]
+    prepared = engines.prepared(0, 0)
+    costs = calibrate(engines[0], chunks[0], prepared)
+    return config, data, engines[0], chunks, prepared, costs
+
+
+def test_calibration_measures_positive_step_costs(planned):
+    costs = planned[-1]
+    assert costs.batch == 4
+    assert costs.unrecorded(1) > 0 and costs.unrecorded(4) >= costs.unrecorded(1)
+    assert costs.recording(4) >= costs.recording(1) >= 0
+
+
+def test_pilot_predicts_the_steps_each_run_takes(planned, manager):
+    """A pilot long enough for every run gives the real steps of the first seed; a
+    20-step pilot gives those of the runs that stop within it and extrapolates the
+    others from the decay of |L_t - L_(t-1)|."""
+    config, data, engine, chunks, prepared, costs = planned
+    real = execute(config, data, manager).steps.values[0]
+    whole = pilot(engine, chunks, prepared, costs, float("inf"))
+    assert whole.pilot_steps == 400 and whole.extrapolated == 0
+    np.testing.assert_array_equal(whole.steps, real)
+    short = pilot(engine, chunks, prepared, costs, 0.0)
+    assert short.pilot_steps == 20
+    within = real <= 20
+    assert short.stopped == within.sum() and short.extrapolated == (~within).sum() > 0
+    np.testing.assert_array_equal(short.steps[within], real[within])
+    np.testing.assert_allclose(short.steps[~within], real[~within], rtol=0.1)
+
+
+def test_pilot_caps_predictions_at_max_steps(planned):
+    config, data, engine, chunks, prepared, costs = planned
+    capped = _variant(engine, max_steps=25)
+    short = pilot(capped, chunks, prepared, costs, 0.0)
+    assert short.steps.max() == 25 and short.at_max >= 1
+
+
+def test_dry_run_report_states_the_model(planned, manager):
+    config, data = planned[:2]
+    text = dry_run_report(config, data, manager, budget=float("inf"))
+    assert "ran every run to its stop" in text
+    assert "steps per run: median" in text and "of 400" in text
+    assert "ms per step of a full chunk (4 runs)" in text and "to prepare a seed" in text
+    assert "estimated time:" in text and "preparing seeds" in text and "training" in text
+    assert "at most" in text and "if every run went to max_steps = 400" in text
