@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -148,12 +149,27 @@ class AxisPoint:
 
 # -- reading and merging -----------------------------------------------------------
 
+#: longest grid a config may ask for along one axis (learning rates, seeds, axis values);
+#: far more than any phase diagram needs, and small enough to be refused at once
+MAX_GRID = 100_000
+#: largest config file read (a config is a few hundred bytes)
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_toml(path: str | Path) -> dict:
     path = Path(path)
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"config file {path} is not a regular file; give a TOML file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} has {info.st_size} bytes; a config is a "
+                              f"small TOML file (at most {MAX_CONFIG_BYTES} bytes)")
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -226,6 +242,13 @@ def _parse_value(raw: str) -> Any:
 
 # -- validation --------------------------------------------------------------------
 
+def _not_too_long(key: str, n: int) -> None:
+    if n > MAX_GRID:
+        raise ConfigError(f"{key} asks for {n:,} values; phasekit takes at most {MAX_GRID:,} "
+                          f"per grid axis (a finer grid than that is better found by "
+                          f"'phasekit boundary')")
+
+
 def _grid(value: Any) -> list[float]:
     """The learning-rate grid, validated in one place whatever its form: finite,
     positive, no repeated values, stored in increasing order.
@@ -243,6 +266,7 @@ def _grid(value: Any) -> list[float]:
         num = value["num"]
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise ConfigError(f"{key}.num must be a positive integer, got {num!r}")
+        _not_too_long(f"{key}.num", num)
         ends = {}
         for end in ("start", "stop"):
             v = value[end]
@@ -253,6 +277,7 @@ def _grid(value: Any) -> list[float]:
         out = [float(lo)] if num == 1 else [float(lo + (hi - lo) * i / (num - 1))
                                             for i in range(num)]
     elif isinstance(value, list | tuple) and value:
+        _not_too_long(key, len(value))
         out = []
         for i, v in enumerate(value):
             if isinstance(v, bool) or not isinstance(v, int | float):
@@ -277,10 +302,12 @@ def _seeds(value: Any) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise ConfigError(f"{key} as a count must be at least 1, got {value}")
+        _not_too_long(key, value)
         return list(range(value))
     if not isinstance(value, list | tuple) or not value:
         raise ConfigError(f"{key} must be a non-empty list of integers or a count, "
                           f"got {value!r}")
+    _not_too_long(key, len(value))
     for i, s in enumerate(value):
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
             raise ConfigError(f"{key}[{i}] must be a non-negative integer, got {s!r}")
@@ -313,6 +340,7 @@ def _axes(value: Any) -> dict[str, list]:
                               f"sweep per {table}")
         if not isinstance(values, list | tuple) or not values:
             raise ConfigError(f"{where} must be a non-empty list of values, got {values!r}")
+        _not_too_long(where, len(values))
         for i, v in enumerate(values):
             if isinstance(v, Mapping | list | tuple):
                 raise ConfigError(f"{where}[{i}] must be a single value (number, string or "

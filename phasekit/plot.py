@@ -906,7 +906,9 @@ def _diagram_panel(ax, ds: xr.Dataset, counts: xr.DataArray, crit: xr.Dataset,
     elif len(ux) <= 12:
         ax.xaxis.set_major_locator(FixedLocator(ux))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([f"{v:.3g}" for v in ux], rotation=45 if len(x_axes) == 2 else 0)
+        ax.set_xticklabels([f"{v:.0f}" if float(v).is_integer() and abs(v) < 1e7
+                            else f"{v:.3g}" for v in ux],
+                           rotation=45 if len(x_axes) == 2 else 0)
     label = (plain(_axes_text(ds, list(x_axes))) if len(x_axes) == 1
              else plain(f"{x_axes[0]} / {x_axes[1]}"))
     ax.set_xlabel(label)

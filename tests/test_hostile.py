@@ -623,3 +623,27 @@ def test_netcdf_groups_are_ignored_and_non_sweeps_refused(manager, tmp_path, cfg
         open_sweep(tmp_path)
     assert main(["analyze", str(bad)]) == 2
     one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--set", "sweep.seeds=100000000"], "sweep.seeds asks for 100,000,000 values"),
+    (["--set", "sweep.eta_lambda0={start=1,stop=2,num=1000000000}"],
+     "sweep.eta_lambda0.num asks for 1,000,000,000 values"),
+    (["--axis", "model.width=[" + ",".join(["2"] * 100_001) + "]"],
+     'sweep.axes."model.width" asks for 100,001 values'),
+])
+def test_huge_counts_are_refused_before_any_list_is_built(capsys, tmp_path, args, match):
+    out = tmp_path / "never.nc"
+    assert main(["run", *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_config_that_is_not_a_small_regular_file_is_refused(capsys, tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * 200_000)
+    for path, match in (("/dev/zero", "is not a regular file"), (str(tmp_path), "is not a "
+                        "regular file"), (str(big), "a config is a small TOML file")):
+        assert main(["run", path, "-o", str(tmp_path / "never.nc")]) == 2
+        assert match in capsys.readouterr().err

@@ -1,0 +1,72 @@
+"""Presets of two-dimensional phase diagrams: the critical learning rates against
+width, depth/width and data, as the literature draws them (docs/theory.md §6,
+docs/phases.md).
+
+Each is an ordinary sweep with ``sweep.axes``; ``phasekit plot`` draws the
+diagram and ``phasekit boundary --preset NAME`` refines c_loss, c_sharp and
+c_max by bisection over the whole axis at once.
+"""
+
+from __future__ import annotations
+
+from phasekit import hookimpl
+
+#: widths on a geometric grid (drawn on a log axis)
+UV_WIDTHS = [16, 64, 256, 1024, 4096]
+QUADRATIC_WIDTHS = [50, 100, 200, 400, 800, 1600]
+RELU_WIDTHS = [64, 128, 256, 512, 1024, 2048]
+DEPTH_WIDTHS = [128, 256, 512, 1024]
+
+
+def _grid(start: float, stop: float, num: int) -> dict:
+    return {"start": start, "stop": stop, "num": num}
+
+
+def _fmnist(model: dict, widths: list[int], grid, **axes) -> dict:
+    return {
+        "model": model,
+        "dataset": {"name": "fmnist", "num_train": 128},
+        # Large matrix products: use every core (sweep.threads = 0, torch's default).
+        # Runs stop when |dL| < 1e-6 per step or after 3000 steps (then 'max_steps').
+        "sweep": {"eta_lambda0": grid, "seeds": [0], "max_steps": 3000, "tol": 1e-6,
+                  "threads": 0, "axes": {"model.width": widths, **axes}},
+    }
+
+
+PRESETS = {
+    "uv_width": (
+        "uv model (homogeneous net a_+ = a_- = 1, the two-layer linear net of Lewkowycz et "
+        "al. 2020) on one point (1, 0), widths 16-4096, 4 seeds: lazy below c = 2, "
+        "catapult up to c_max -> 4 (bounds eq. 95 = eq. 102 = 4)",
+        {"model": {"name": "homogeneous", "width": 1024, "a_plus": 1.0, "a_minus": 1.0},
+         "dataset": {"name": "toy", "x": [1.0], "y": 0.0},
+         "sweep": {"eta_lambda0": _grid(0.1, 6.0, 60), "seeds": 4, "max_steps": 5000,
+                   "axes": {"model.width": UV_WIDTHS}}},
+    ),
+    "quadratic_width": (
+        "pure quadratic model of figure 1 (toy data, eigenvalues +/-U[1,2]) over widths "
+        "n = 50-1600, 4 seeds; the eq. 60 bound as a curve against n",
+        {"model": {"name": "quadratic", "width": 1000, "eigen_low": 1.0, "eigen_high": 2.0,
+                   "activation": "identity"},
+         "dataset": {"name": "toy", "x": [1.0], "y": 0.0},
+         "sweep": {"eta_lambda0": _grid(0.2, 4.6, 23), "seeds": 4, "max_steps": 20000,
+                   "axes": {"model.width": QUADRATIC_WIDTHS}}},
+    ),
+    "relu_width": (
+        "two-layer ReLU net on two-class Fashion-MNIST (128 images), widths 64-2048",
+        _fmnist({"name": "relu", "width": 1024}, RELU_WIDTHS, _grid(0.5, 8.0, 16)),
+    ),
+    "depth_width": (
+        "deep ReLU net (hidden_layers k = 0-3, i.e. 1-4 hidden layers) x widths 128-1024 on "
+        "two-class Fashion-MNIST; plot against hidden_layers/width (Kalra & Barkeshli 2023)",
+        _fmnist({"name": "deep_relu", "width": 1024, "hidden_layers": 1}, DEPTH_WIDTHS,
+                [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0],
+                **{"model.hidden_layers": [0, 1, 2, 3]}),
+    ),
+}
+
+
+@hookimpl
+def phasekit_register_presets(register):
+    for name, (description, config) in PRESETS.items():
+        register(name, config, description)
