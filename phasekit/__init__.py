@@ -1,7 +1,7 @@
 """phasekit: learning-rate phase diagrams of quadratic models and wide networks.
 
-See ``../shared/SPEC.md`` for the physics; equation numbers refer to Meltzer &
-Liu, "Catapult Dynamics and Phase Transitions in Quadratic Nets".
+``docs/theory.md`` explains the physics; equation numbers (eq. N) refer to
+Meltzer & Liu, "Catapult Dynamics and Phase Transitions in Quadratic Nets".
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -193,6 +193,36 @@ def bench_one(work: Workload, dtype: str, manager: PluginManager, threads: int,
             "ratio": rate / base, "gflops": flops / step_time / 1e9, "peak": peak}
 
 
+#: W4: a width axis of five values against the same five widths run as separate sweeps
+W4_WIDTHS = [64, 128, 256, 512, 1024]
+
+
+def axis_sweep_times(quick: bool, dtype: str, manager: PluginManager, threads: int,
+                     device: str = "cpu") -> dict:
+    """W4: wall seconds of one sweep with ``model.width`` as an axis, and of the same
+    axis points run as separate sweeps (each resolved and run on its own), in process.
+
+    The work is identical (the results are bitwise equal, ``tests/test_axes.py``);
+    the ratio shows what the axis machinery costs or saves."""
+    from .runner import execute
+
+    base = {"model": {"name": "homogeneous", "a_plus": 1.0, "a_minus": 1.0},
+            "dataset": {"name": "toy"},
+            "sweep": {"eta_lambda0": _grid(16), "seeds": 2, "max_steps": 200 if quick else 2000,
+                      "dtype": dtype, "device": device, "threads": threads}}
+
+    def timed(raw: dict) -> float:
+        config, data = resolve_config(raw, manager)
+        t = time.perf_counter()
+        execute(config, data, manager)
+        return time.perf_counter() - t
+
+    timed(merge(base, {"model": {"width": W4_WIDTHS[0]}}))          # warm-up
+    axis = timed(merge(base, {"sweep": {"axes": {"model.width": W4_WIDTHS}}}))
+    separate = sum(timed(merge(base, {"model": {"width": w}})) for w in W4_WIDTHS)
+    return {"axis": axis, "separate": separate, "ratio": separate / axis}
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -219,14 +249,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "gradients, per-sample Jacobian NTK) in this process: run-steps per second of "
         "each, their ratio, and the GFLOP/s of phasekit's step next to this machine's "
         "matmul peak. Workloads: W1 pure quadratic on toy data; W2 two-layer and W3 "
-        "three-layer ReLU nets on 128 Fashion-MNIST images (skipped without the data). "
+        "three-layer ReLU nets on 128 Fashion-MNIST images (skipped without the data); "
+        "W4 a sweep over a width axis against its five points run as separate sweeps. "
         "See docs/performance.md.")
     parser.add_argument("--quick", action="store_true", help="few steps (for CI)")
     parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
                         help="floating-point type of both sides (default: both, one row "
                              "each)")
-    parser.add_argument("--workloads", default="W1,W2,W3",
-                        help="comma-separated subset (W2 also runs W2-full, W3 W3-full)")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4",
+                        help="comma-separated subset (W2 also runs W2-full, W3 W3-full; W4 "
+                             "is a width-axis sweep against its points run separately)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for both sides and the peak (default: 1 for W1, "
                              "all cores for W2 and W3)")
@@ -257,6 +289,17 @@ def run(args) -> int:
             print(f"{r['workload']:8} {r['dtype']:8} {threads:>7} {r['phasekit']:>20,.0f} "
                   f"{r['baseline']:>20,.1f} {r['ratio']:>7.1f}x {r['gflops']:>12.1f} "
                   f"{r['peak']:>11.1f} {100 * r['gflops'] / r['peak']:>6.1f}%")
+            sys.stdout.flush()
+    if "W4" in wanted:
+        print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
+              f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")
+        print(f"{'workload':8} {'dtype':8} {'threads':>7} {'axis sweep s':>13} "
+              f"{'5 separate s':>13} {'separate/axis':>13}")
+        for dtype in dtypes:
+            threads = args.threads or 1
+            r = axis_sweep_times(args.quick, dtype, manager, threads, args.device)
+            print(f"{'W4':8} {dtype:8} {threads:>7} {r['axis']:>13.2f} {r['separate']:>13.2f} "
+                  f"{r['ratio']:>12.2f}x")
             sys.stdout.flush()
     return 0
 

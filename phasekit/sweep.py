@@ -6,7 +6,7 @@ together as one batched tensor program -- parameters carry a leading grid
 dimension and no Python loop runs over grid points inside a step.  A run that
 stops (converged, diverged or out of steps) leaves the batch.
 
-Conventions (SPEC 1):
+Conventions (docs/theory.md §1):
 
 * loss ``L = 1/(2D) sum_alpha (z_alpha - y_alpha)^2``, update
   ``theta <- theta - eta grad L`` with ``eta = c / lambda_max(H_0)`` per seed;
@@ -184,7 +184,8 @@ class Engine:
                 at = f" at {self.where}" if self.where else ""
                 raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}{at}: the NTK "
                                   f"vanishes at initialisation (an input x = 0, say), so "
-                                  f"eta = eta_lambda0 / lambda_0 is undefined (SPEC 1); change "
+                                  f"eta = eta_lambda0 / lambda_0 is undefined (docs/theory.md "
+                                  f"§1); change "
                                   f"the dataset or the model")
             return Prepared(feats, theta0, lambda0, model.bounds(feats, theta0, lambda0))
 
@@ -217,7 +218,7 @@ class Engine:
         bounds = prepared.bounds
         y = self.data.y_train.to(self.device, self.dtype)
         c = torch.tensor(chunk.c_values, dtype=self.dtype, device=self.device)
-        eta_all = c / lambda0                                         # SPEC 1: eta = c/lambda_0
+        eta_all = c / lambda0                                         # eta = c / lambda_0 (§1)
         g = len(chunk.c_values)
         n_rec = len(self.schedule)
         rec_pos = {int(s): k for k, s in enumerate(self.schedule)}
@@ -236,7 +237,7 @@ class Engine:
         for t in range(max_steps + 1):
             z, cache = model.forward(feats, theta)
             eps = z - y
-            loss = 0.5 * (eps * eps).mean(-1)                          # SPEC 1
+            loss = 0.5 * (eps * eps).mean(-1)                          # docs/theory.md §1
             diverged = ~torch.isfinite(loss) | (loss > limit)
             if prev_loss is None:
                 converged = torch.zeros_like(diverged)

@@ -15,20 +15,23 @@ from phasekit import hookimpl
 UV_WIDTHS = [16, 64, 256, 1024, 4096]
 QUADRATIC_WIDTHS = [50, 100, 200, 400, 800, 1600]
 RELU_WIDTHS = [64, 128, 256, 512, 1024, 2048]
-DEPTH_WIDTHS = [128, 256, 512, 1024]
+#: 32-256 rather than 128-1024: the same depth/width ratios shifted up (where the
+#: sharpness-reduction phase is expected), at a cost a 2-core CPU can pay
+DEPTH_WIDTHS = [32, 64, 128, 256]
 
 
 def _grid(start: float, stop: float, num: int) -> dict:
     return {"start": start, "stop": stop, "num": num}
 
 
-def _fmnist(model: dict, widths: list[int], grid, **axes) -> dict:
+def _fmnist(model: dict, widths: list[int], grid, max_steps: int = 3000, max_test: int = 0,
+            **axes) -> dict:
     return {
         "model": model,
-        "dataset": {"name": "fmnist", "num_train": 128},
+        "dataset": {"name": "fmnist", "num_train": 128, "max_test": max_test},
         # Large matrix products: use every core (sweep.threads = 0, torch's default).
-        # Runs stop when |dL| < 1e-6 per step or after 3000 steps (then 'max_steps').
-        "sweep": {"eta_lambda0": grid, "seeds": [0], "max_steps": 3000, "tol": 1e-6,
+        # Runs stop when |dL| < 1e-6 per step or after max_steps (then 'max_steps').
+        "sweep": {"eta_lambda0": grid, "seeds": [0], "max_steps": max_steps, "tol": 1e-6,
                   "threads": 0, "axes": {"model.width": widths, **axes}},
     }
 
@@ -57,11 +60,12 @@ PRESETS = {
         _fmnist({"name": "relu", "width": 1024}, RELU_WIDTHS, _grid(0.5, 8.0, 16)),
     ),
     "depth_width": (
-        "deep ReLU net (hidden_layers k = 0-3, i.e. 1-4 hidden layers) x widths 128-1024 on "
-        "two-class Fashion-MNIST; plot against hidden_layers/width (Kalra & Barkeshli 2023)",
+        "deep ReLU net (hidden_layers k = 0-3, i.e. 1-4 hidden layers) x widths 32-256 on "
+        "two-class Fashion-MNIST (512 test images), 1000 steps; plot against "
+        "hidden_layers/width (Kalra & Barkeshli 2023)",
         _fmnist({"name": "deep_relu", "width": 1024, "hidden_layers": 1}, DEPTH_WIDTHS,
-                [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0],
-                **{"model.hidden_layers": [0, 1, 2, 3]}),
+                [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0], max_steps=1000,
+                max_test=512, **{"model.hidden_layers": [0, 1, 2, 3]}),
     ),
 }
 
