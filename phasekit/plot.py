@@ -473,9 +473,28 @@ def _final_values(ds: xr.Dataset, panel: str) -> tuple[xr.DataArray, str]:
     return _gap(ds)
 
 
+def _shade_phases(ax, ds: xr.Dataset, handles: dict) -> None:
+    """Shade the c axis by the majority phase over seeds (docs/phases.md): each
+    evaluated c owns the span to the midpoints of its neighbours."""
+    cs = ds["eta_lambda0"].values
+    major, _ = majority(phase_counts(classify(ds), "seed").transpose("phase", "eta_lambda0")
+                        .values)
+    edges = np.concatenate([[cs[0] - (cs[1] - cs[0]) / 2 if len(cs) > 1 else cs[0] - 0.5],
+                            (cs[1:] + cs[:-1]) / 2,
+                            [cs[-1] + (cs[-1] - cs[-2]) / 2 if len(cs) > 1 else cs[-1] + 0.5]])
+    for j, name in enumerate(major):
+        if name in PHASE_COLORS:
+            ax.axvspan(edges[j], edges[j + 1], color=PHASE_COLORS[name], alpha=0.55, lw=0,
+                       zorder=0)
+            handles.setdefault(f"phase: {name}", Patch(facecolor=PHASE_COLORS[name],
+                                                       alpha=0.55, lw=0))
+
+
 def _final_panel(ax, ds: xr.Dataset, panel: str, status, handles: dict) -> None:
     values, ylabel = _final_values(ds, panel)
     cs = ds["eta_lambda0"].values
+    if "loss" in ds.variables and "final_loss" in ds.variables:
+        _shade_phases(ax, ds, handles)
     extra = [d for d in values.dims if d not in ("seed", "eta_lambda0")]
     mean_label = "mean over converged seeds" if ds.sizes["seed"] > 1 else "converged"
     if extra:            # a layer that does not exist at this axis point is all NaN: left out
