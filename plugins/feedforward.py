@@ -292,12 +292,47 @@ class FeedForward(Model):
             memo = self.__dict__.setdefault("_memo", {}).get(split)
             if memo is not None and memo[0] is theta and memo[1] == theta._version:
                 return memo[2], memo[3]
-        z, s, a, slope = self.propagate(feats, theta, split)
-        cache = ({"split": split, "s": s, "a": a, "slope": slope}
-                 if split == "train" else {"split": split})
+        if split == "train":
+            z, s, a, slope = self.propagate(feats, theta, split)
+            cache = {"split": split, "s": s, "a": a, "slope": slope}
+        else:
+            z, cache = self.split_outputs(feats, theta, split), {"split": split}
         if memo_ok:
             self._memo[split] = (theta, theta._version, z, cache)
         return z, cache
+
+    def split_outputs(self, feats, theta, split) -> torch.Tensor:
+        """z of eq. 193 on a split other than train, ``(G, D_split)``: the same numbers as
+        :meth:`propagate` at the cost of the outputs alone.
+
+        In span coordinates the first layer is ``s^1 = B (Q x) + U_0perp x`` (module
+        docstring) with both ``Q x`` and ``U_0perp x`` fixed per seed, so a test split of
+        T points costs O(n k T) per call, not O(n d T).  Only z is kept: no slopes, one
+        activation tensor per layer, overwritten in place (for ReLU, sigma(s) = a_+ max(s, 0),
+        eq. 8).  This is what the test-split observables (test loss, accuracy, gap) share.
+        """
+        if theta.requires_grad or _is_transformed(theta):        # in-place ops below
+            return self.propagate(feats, theta, split)[0]
+        a_plus, a_minus = self.slopes
+        U, Ms, v = self.unpack(theta)
+        rn = math.sqrt(self.width)
+        x = feats.x[split]
+        if split in feats.offset:                   # s^1 = U_0perp x + B (Q x), span coords
+            G = theta.shape[0]
+            s = torch.baddbmm(feats.offset[split].expand(G, -1, -1), x.expand(G, -1, -1),
+                              U.transpose(-1, -2))                # (G, T, n), one pass
+        else:
+            s = torch.matmul(x, U.transpose(-1, -2))              # s^1 = U x, (G, T, n)
+        for layer in range(self.num_layers):
+            if a_minus == 0.0:                                    # ReLU family, eq. 8
+                a = s.clamp_min_(0.0)
+                if a_plus != 1.0:
+                    a.mul_(a_plus)
+            else:
+                a = sigma(s, a_plus, a_minus)
+            if layer < len(Ms):                                   # s^(l+1) = M_l a^l / sqrt n
+                s = torch.matmul(a, Ms[layer].transpose(-1, -2)).div_(rn)
+        return torch.matmul(a, v.unsqueeze(-1)).squeeze(-1).div_(rn)   # z = v . a^L / sqrt n
 
     def _output_gradients(self, theta: torch.Tensor, cache: dict) -> list[torch.Tensor]:
         """``g^l = dz/ds^l`` per sample, ``[g^1, ..., g^L]`` each (G, D, n) (backprop)."""

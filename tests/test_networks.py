@@ -23,6 +23,8 @@ from phasekit.options import ConfigError
 from phasekit.spectrum import lambda_max
 from phasekit.storage import stored_config
 from phasekit.sweep import Engine
+from phasekit_plugins import network_observables as net_obs
+from phasekit_plugins import observables as common_obs
 from phasekit_plugins.feedforward import sigma
 from phasekit_plugins.network_observables import activation_sparsity, reduced_weight_norm
 
@@ -525,3 +527,75 @@ def test_input_span_sweep_equals_full_coordinates(manager, name, extra):
         if off[var].dtype.kind == "f":
             np.testing.assert_allclose(on[var].values, off[var].values, rtol=1e-8,
                                        atol=1e-12, err_msg=var)
+
+
+def _observables_agree_in_both_coordinates(manager, model, dataset, seed, c_values, steps):
+    """Train the same seed in full and in input-span coordinates and compare, at every step,
+    what the observables read: the shared test-split outputs (the span path's
+    ``B (Q x) + U_0perp x`` against the full path's ``U x``, layer by layer), test loss,
+    generalisation gap, the sign of every test output, test accuracy, and the sparsity of
+    every hidden layer on both splits.  Returns the last full-coordinate snapshot."""
+    full, data, ff, tf, lf = setup(manager, {**model, "input_span": False}, dataset, seed)
+    span, _, fs, ts, ls = setup(manager, {**model, "input_span": True}, dataset, seed)
+    assert ff.basis is None and fs.basis is not None
+    assert ts.numel() < tf.numel()                        # B is n x D, U is n x d
+    eta = torch.tensor(c_values, dtype=torch.float64) / lf
+    a, b = tf.expand(len(c_values), -1).clone(), ts.expand(len(c_values), -1).clone()
+    y = data.y_train.to(torch.float64)
+
+    def snapshot(m, feats, theta, theta0, t):
+        z, cache = m.forward(feats, theta)
+        eps = z - y
+        return Snapshot(m, data, feats, theta, theta0, z, eps, 0.5 * (eps * eps).mean(-1),
+                        None, eta, lf, t), cache
+
+    def sparsity(pre):
+        return torch.stack([(s <= 0).to(torch.float64).mean(dim=(-1, -2)) for s in pre], -1)
+
+    for t in range(steps):
+        (sf, cf), (ss, cs) = snapshot(full, ff, a, tf, t), snapshot(span, fs, b, ts, t)
+        z_ref = full.propagate(ff, a, "test")[0]          # full coordinates, every layer kept
+        scale = float(z_ref.abs().max())
+        torch.testing.assert_close(sf.outputs("test"), z_ref, rtol=1e-10, atol=1e-13 * scale)
+        torch.testing.assert_close(ss.outputs("test"), z_ref, rtol=1e-10, atol=1e-13 * scale)
+        assert ss.outputs("test") is ss.outputs("test")   # one pass per split and snapshot
+        torch.testing.assert_close(torch.sign(ss.outputs("test")), torch.sign(z_ref),
+                                   rtol=0, atol=0)
+        for f in (common_obs.test_loss, common_obs.generalisation_gap, net_obs.test_accuracy):
+            torch.testing.assert_close(f(ss), f(sf), rtol=1e-10, atol=1e-13, msg=f.__name__)
+        if span.is_relu:
+            torch.testing.assert_close(activation_sparsity(ss), activation_sparsity(sf),
+                                       rtol=1e-10, atol=0)
+        for split in ("train", "test"):
+            torch.testing.assert_close(sparsity(span.hidden_preactivations(fs, b, split)),
+                                       sparsity(full.hidden_preactivations(ff, a, split)),
+                                       rtol=1e-10, atol=0)
+        full.descend(ff, a, cf, sf.eps, eta)
+        span.descend(fs, b, cs, ss.eps, eta)
+    return sf
+
+
+@pytest.mark.parametrize("name, extra", SPAN_MODELS + [("homogeneous", {"a_plus": 1.5,
+                                                                       "a_minus": 0.0})])
+def test_test_split_observables_in_span_coordinates_equal_full(manager, name, extra):
+    """Test outputs, test loss, gap, accuracy and sparsity on both splits computed in
+    input-span coordinates (d = 30 > D = 6) equal the full-coordinate values, along a
+    lazy and a catapulting run (docs/theory.md §2.5; feedforward module docstring)."""
+    ds = {"name": "random", "num_train": 6, "num_test": 40, "input_dim": 30, "seed": 4}
+    snap = _observables_agree_in_both_coordinates(
+        manager, {"name": name, "width": 32, **extra}, ds, 3, [0.5, 3.0], 40)
+    assert 0.0 < float(activation_sparsity(snap).min()) or not snap.model.is_relu
+
+
+def test_test_split_observables_in_span_coordinates_on_real_fmnist(manager):
+    """The same comparison on real two-class Fashion-MNIST (d = 784 pixels, D = 32
+    training images, every test image of the two classes); accuracy is meaningful here
+    (labels +/-1)."""
+    from .test_images import real_fmnist_or_skip
+
+    real_fmnist_or_skip()
+    snap = _observables_agree_in_both_coordinates(
+        manager, {"name": "relu", "width": 64}, {"name": "fmnist", "num_train": 32},
+        0, [1.0, 3.0], 8)
+    acc = net_obs.test_accuracy(snap)
+    assert snap.data.x_test.shape[0] > 1000 and bool(((acc > 0.5) & (acc <= 1.0)).all())
