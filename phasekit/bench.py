@@ -24,14 +24,17 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from .config import merge, resolve_config
-from .dataset import DataError
 from .manager import PluginManager, get_plugin_manager
 from .options import ConfigError
-from .sweep import Chunk, Engine, torch_threads
+
+# torch, the config and the engine load inside the functions that use them, so that
+# building the command line's parser (add_arguments) stays light (docs/performance.md).
+if TYPE_CHECKING:
+    import torch
+
+    from .sweep import Engine
 
 
 @dataclass
@@ -52,6 +55,8 @@ class Workload:
 
 def workloads(quick: bool) -> list[Workload]:
     """W1-W3 of the scale issue (W2/W3 need the network models and Fashion-MNIST)."""
+    from .config import merge
+
     def s(full: int, short: int) -> int:
         return short if quick else full
 
@@ -84,6 +89,8 @@ def workloads(quick: bool) -> list[Workload]:
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -91,6 +98,8 @@ def _sync(device: torch.device) -> None:
 def matmul_peak(dtype: torch.dtype, device: torch.device | None = None,
                 n: int = 2048, reps: int = 3) -> float:
     """Best GFLOP/s of an n x n matrix product in ``dtype`` (current thread count)."""
+    import torch
+
     device = device or torch.device("cpu")
     if device.type == "cuda":
         n = 8192
@@ -113,6 +122,8 @@ def _grid(points: int) -> list[float]:
 
 def phasekit_rate(engine: Engine, seed: int, points: int) -> tuple[float, float]:
     """(run-steps per second, seconds) of the batched engine on one chunk."""
+    from .sweep import Chunk
+
     cs = _grid(points)
     chunk = Chunk(0, seed, list(range(points)), cs)
     prepared = engine.prepare(seed)                           # features, as for the baseline
@@ -142,6 +153,8 @@ def step_flops(engine: Engine, seed: int, points: int) -> float:
 
 def baseline_rate(engine: Engine, seed: int, points: int, steps: int) -> float:
     """Run-steps per second of the plain per-run loop (see the module docstring)."""
+    import torch
+
     model = engine.model
     feats, theta0 = model.setup(seed, engine.device, engine.dtype)
     y = engine.data.y_train.to(engine.device, engine.dtype)
@@ -173,6 +186,9 @@ def baseline_rate(engine: Engine, seed: int, points: int, steps: int) -> float:
 
 def bench_one(work: Workload, dtype: str, manager: PluginManager, threads: int,
               device: str = "cpu") -> dict:
+    from .config import merge, resolve_config
+    from .sweep import Engine, torch_threads
+
     raw = merge(work.config, {"sweep": {"eta_lambda0": _grid(work.grid_points), "seeds": [0],
                                         "device": device,
                                         "max_steps": work.steps, "tol": 0.0,
@@ -204,6 +220,7 @@ def axis_sweep_times(quick: bool, dtype: str, manager: PluginManager, threads: i
 
     The work is identical (the results are bitwise equal, ``tests/test_axes.py``);
     the ratio shows what the axis machinery costs or saves."""
+    from .config import merge, resolve_config
     from .runner import execute
 
     base = {"model": {"name": "homogeneous", "a_plus": 1.0, "a_minus": 1.0},
@@ -224,6 +241,8 @@ def axis_sweep_times(quick: bool, dtype: str, manager: PluginManager, threads: i
 
 
 def machine() -> str:
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -266,6 +285,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    import torch
+
+    from .dataset import DataError
+
     manager = get_plugin_manager()
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     wanted = {w.strip() for w in args.workloads.split(",")}

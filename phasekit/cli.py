@@ -14,8 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__, diagnostics
 from .manager import get_plugin_manager
 from .options import ConfigError
@@ -100,6 +98,8 @@ def summary_table(ds) -> str:
     """What a person reads first after a run: the phases along c (seed spread), the
     critical learning rates and the bounds (:func:`phasekit.phases.summary_text`),
     then theta^2_inf / theta^2_0 and the final sharpness per c (without axes)."""
+    import numpy as np
+
     from .phases import summary_text
 
     lines = [summary_text(ds)]
@@ -201,16 +201,31 @@ def _main(argv: list[str] | None) -> int:
     diagnostics.install()               # phasekit's warnings as one 'phasekit: warning:' line
     args = _build_parser().parse_args(argv)
     from .cli_analysis import HANDLERS
-    from .dataset import DataError
-    from .storage import SweepFileError
 
     handler = {"run": cmd_run, "plugins": cmd_plugins, "presets": cmd_presets,
                "bench": cmd_bench, **HANDLERS}[args.command]
     try:
         return handler(args)
-    except (ConfigError, DataError, SweepFileError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _expected_errors()):
+            raise
         print(diagnostics.error_line(exc), file=sys.stderr)
         return 2
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """ConfigError, DataError and SweepFileError: the failures printed as one line.
+
+    The last two are looked up only where their modules (phasekit.dataset: torch;
+    phasekit.storage: torch, xarray, netCDF4) are already loaded -- an error of that
+    type can only have been raised if they are -- so that ``phasekit plugins`` and
+    ``presets`` do not import them just for this check (docs/performance.md)."""
+    found: list[type[Exception]] = [ConfigError]
+    for module, name in (("phasekit.dataset", "DataError"),
+                         ("phasekit.storage", "SweepFileError")):
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
 
 
 if __name__ == "__main__":  # pragma: no cover

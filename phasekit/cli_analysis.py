@@ -19,7 +19,9 @@ from pathlib import Path
 
 from .options import ConfigError
 from .outputs import OutputLock, check_writable, refuse_replacing, write_output
-from .storage import SweepFileError, open_sweep
+
+# storage (torch, xarray, netCDF4) loads inside the handlers: building the parser and
+# --help stay light (docs/performance.md, start-up).
 
 
 def add_subcommands(subparsers) -> None:
@@ -124,6 +126,7 @@ def cmd_plot(args) -> int:
     except ImportError as exc:  # pragma: no cover - matplotlib is not a core dependency
         raise ConfigError(f"phasekit plot needs matplotlib ({exc}); install it with "
                           f"'pip install matplotlib'") from None
+    from .storage import open_sweep
 
     ds = open_sweep(args.sweep)
     out = Path(args.output) if args.output else Path(args.sweep).with_suffix(".png")
@@ -137,6 +140,7 @@ def cmd_plot(args) -> int:
 
 def cmd_analyze(args) -> int:
     from .phases import BRACKETS, add_critical, add_phases, summary_text
+    from .storage import open_sweep
 
     if not args.catapult_factor > 1:
         raise ConfigError(f"--catapult-factor must be above 1, got {args.catapult_factor}")
@@ -206,6 +210,7 @@ HANDLERS = {"plot": cmd_plot, "analyze": cmd_analyze, "boundary": cmd_boundary}
 def main(argv: list[str] | None = None) -> int:
     """Run one analysis subcommand on its own (the main ``phasekit`` wires them in)."""
     from .dataset import DataError
+    from .storage import SweepFileError
 
     parser = argparse.ArgumentParser(prog="phasekit")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
