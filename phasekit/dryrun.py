@@ -11,41 +11,56 @@ The time of a sweep run in one process is modelled as
   update, costing ``U(a) = u0 + u1 a`` seconds; at a recorded step (the
   ``record_schedule`` of the config) and at a step where runs stop, the NTK, the
   sharpness and the observables add ``R(a) = r0 + r1 a``.  ``U`` and ``R`` are
-  calibrated by timing single steps of a full chunk and of one run, both recorded and
-  unrecorded, through the engine's progress callback;
+  calibrated per axis point by timing single steps of a full chunk and of one run,
+  recorded and unrecorded, through the engine's progress callback;
 * the steps each run takes, the expensive unknown: a **pilot** runs every learning
   rate of the first seed with the real stopping rule for as many steps as fit a time
-  budget (the whole run when it fits).  Runs that stop within the pilot take that many
-  steps; for the others the pilot records the loss at pairs of consecutive steps, and
-  the decay of ``|L_t - L_(t-1)|`` (fitted as geometric over the last pairs) is
-  extrapolated to the step where it falls below ``tol``, or to ``max_steps`` when it
-  does not decay.  Every seed is assumed to take the first seed's steps.
+  budget (the whole run when it fits).  Runs that stop within it (early divergence,
+  fast convergence) take that many steps.  For the others, gradient descent on the
+  model linearised at initialisation (:func:`linear_stop`: the residual along each
+  eigenvector of ``H_0`` shrinks by ``1 - eta lam`` per step; the directions the
+  catapult removes, ``eta lam >= 2``, left out) gives the step where ``|L_t -
+  L_(t-1)|`` falls below ``tol``.  Every seed is assumed to take the first seed's
+  steps;
+* **assembling** the dataset and its critical learning rates, timed on stand-in
+  results of the sweep's shape (writing the file is not modelled).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .config import ResolvedConfig
 from .dataset import Data
 from .manager import PluginManager
 from .memory import fmt_bytes, memory_estimate
-from .sweep import Chunk, Engine, PointEngines, describe_point, make_chunks, record_schedule
+from .sweep import (
+    Chunk,
+    ChunkResult,
+    Engine,
+    PointEngines,
+    describe_point,
+    make_chunks,
+    record_schedule,
+    torch_threads,
+)
 
 #: seconds the pilots of all axis points may take together
-PILOT_BUDGET = 3.0
-#: consecutive-step pairs at which a pilot records the loss
-PILOT_PAIRS = 12
-#: steps timed per kind (recorded, unrecorded) when calibrating
-CALIBRATION_STEPS = 6
+PILOT_BUDGET = 2.0
+#: the shortest pilot, in steps
+MIN_PILOT_STEPS = 10
+#: recorded and unrecorded steps timed when calibrating a full chunk (a recorded
+#: step of many runs is the expensive one) and one run
+CALIBRATION_FULL = (1, 4)
+CALIBRATION_ONE = (2, 5)
 
 
 def _fmt_time(s: float) -> str:
@@ -112,35 +127,36 @@ class StepCosts:
     batch: int                # the full chunk's runs
 
 
-def _time_steps(engine: Engine, chunk: Chunk, prepared, steps: int) -> tuple[float, float]:
+def _time_steps(engine: Engine, chunk: Chunk, prepared, recorded: int, plain: int
+                ) -> tuple[float, float]:
     """Median seconds of a recorded and of an unrecorded step of ``chunk``'s runs
-    advancing together (no run stops: ``tol = 0``)."""
-    calib = _variant(engine, max_steps=2 * steps + 1, tol=0.0, record_dense=steps + 1,
-                     record_per_decade=0)
+    advancing together (no run stops: ``tol = 0``): steps ``1..recorded`` are recorded,
+    the ``plain`` steps after them not."""
+    last = recorded + plain + 1
+    calib = _variant(engine, schedule=np.array([*range(1, recorded + 1), last]),
+                     max_steps=last, tol=0.0)
     clock = _StepClock()
     calib.run_chunk(chunk, clock, prepared=prepared)
     dt = np.diff(clock.stamps)          # dt[k]: step k + 1 (forward, record?, update)
-    recorded, plain = dt[:steps], dt[steps:]
-    if not (len(recorded) and len(plain)):
+    if len(dt) < recorded + plain:
         raise RuntimeError(f"calibration runs stopped early ({len(dt)} steps timed)")
-    return float(np.median(recorded)), float(np.median(plain))
+    return float(np.median(dt[:recorded])), float(np.median(dt[recorded:]))
 
 
-def calibrate(engine: Engine, chunk: Chunk, prepared, steps: int = CALIBRATION_STEPS
-              ) -> StepCosts:
+def calibrate(engine: Engine, chunk: Chunk, prepared) -> StepCosts:
     """Step costs of ``engine`` from a full ``chunk`` and from its first run alone,
-    each timed after a warm-up."""
+    after a warm-up."""
     # Runs that never stop (tol = 0, a stable rate c <= 1), as many as the chunk holds;
     # a step costs the same at any rate.
     c = min(min(chunk.c_values), 1.0)
     full = dataclasses.replace(chunk, c_values=[c] * len(chunk.c_values))
     one = dataclasses.replace(chunk, c_index=chunk.c_index[:1], c_values=[c])
     _variant(engine, max_steps=2, tol=0.0).run_chunk(one, prepared=prepared)      # warm-up
-    rec_g, plain_g = _time_steps(engine, full, prepared, steps)
+    rec_g, plain_g = _time_steps(engine, full, prepared, *CALIBRATION_FULL)
     g = len(full.c_values)
     if g == 1:
         return StepCosts(Linear(0.0, plain_g), Linear(0.0, max(rec_g - plain_g, 0.0)), 1)
-    rec_1, plain_1 = _time_steps(engine, one, prepared, steps)
+    rec_1, plain_1 = _time_steps(engine, one, prepared, *CALIBRATION_ONE)
 
     def line(at_g: float, at_1: float) -> Linear:
         per_run = max((at_g - at_1) / (g - 1), 0.0)
@@ -161,17 +177,50 @@ def chunk_seconds(stops: np.ndarray, schedule: np.ndarray, costs: StepCosts) -> 
     return seconds + float(costs.recording(active[recorded]).sum())
 
 
-def _geometric_stop(t: np.ndarray, dloss: np.ndarray, tol: float) -> float | None:
-    """The step where ``|L_t - L_(t-1)|``, geometric through its last three finite
-    values, falls below ``tol``; None when it does not decay."""
-    ok = np.isfinite(dloss) & (dloss > 0)
-    t, d = t[ok][-3:], np.log(dloss[ok][-3:])
-    if len(t) < 2 or t[-1] == t[0]:
-        return None
-    slope, intercept = np.polyfit(t, d, 1)
-    if not slope < 0:
-        return None
-    return (math.log(tol) - intercept) / slope
+def initial_modes(engine: Engine, prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues ``lam_i`` of the NTK ``H_0`` of ``prepared``'s seed and the squared
+    components ``r_i^2`` of the initial residual ``eps_0 = z_0 - y`` along its
+    eigenvectors."""
+    model = engine.model
+    theta = prepared.theta0[None]
+    with torch_threads(engine.sweep["threads"]):
+        z, cache = model.forward(prepared.features, theta)
+        eps = (z - engine.data.y_train.to(z))[0]
+        lam, vec = torch.linalg.eigh(model.ntk(prepared.features, theta, cache)[0])
+        r2 = (vec.mT @ eps) ** 2
+    return lam.to("cpu", torch.float64).numpy(), r2.to("cpu", torch.float64).numpy()
+
+
+def linear_stop(lam: np.ndarray, r2: np.ndarray, eta: float, tol: float,
+                horizon: int) -> int:
+    """Updates after which gradient descent on the model linearised at initialisation
+    has ``|L_s - L_(s-1)| < tol`` (``horizon`` when not by then).
+
+    The residual moves as ``eps_s = (I - eta H_0)^s eps_0``; along the eigenvector of
+    ``lam_i`` it shrinks by ``1 - eta lam_i`` per step, so with ``q_i = (1 - eta
+    lam_i)^2``, ``|L_s - L_(s-1)| = sum_i r_i^2 (1 - q_i) q_i^(s-1) / (2D)``, which
+    decreases in ``s``.  Directions with ``eta lam_i >= 2`` are left out: in the
+    linearised model they grow, in the network the catapult removes them (the NTK's
+    top shrinks until ``eta lam < 2``), and the small eigenvalues, which set the
+    time to converge, are what remains."""
+    q = (1.0 - eta * lam) ** 2
+    keep = eta * lam < 2.0
+    w = r2[keep] * (1.0 - q[keep]) / (2 * len(lam))
+    log_q = np.log(np.maximum(q[keep], 1e-300))
+
+    def dloss(s: int) -> float:
+        return float(np.sum(w * np.exp((s - 1) * log_q)))
+
+    if dloss(horizon) >= tol:
+        return horizon
+    lo, hi = 0, horizon                     # dloss(hi) < tol <= dloss(lo) (lo = 0: none yet)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if dloss(mid) < tol:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 @dataclasses.dataclass
@@ -179,7 +228,7 @@ class Pilot:
     steps: np.ndarray         # predicted updates per learning rate (first seed)
     pilot_steps: int          # how far the pilot ran
     stopped: int              # runs that stopped within it
-    extrapolated: int         # runs whose stop was extrapolated from the loss decay
+    modelled: int             # runs whose stop the linearised model predicts
     at_max: int               # runs predicted to reach max_steps
     seconds: float
 
@@ -188,39 +237,60 @@ def pilot(engine: Engine, chunks: list[Chunk], prepared, costs: StepCosts,
           budget: float) -> Pilot:
     """Predicted updates of every learning rate of the first seed (see the module
     docstring): run its chunks with the real stopping rule for as many steps as
-    ``budget`` seconds allow, then extrapolate the runs still training."""
+    ``budget`` seconds allow; runs still training then get :func:`linear_stop`."""
     sweep = engine.sweep
     max_steps, tol = sweep["max_steps"], sweep["tol"]
-    steps = np.full(len(sweep["eta_lambda0"]), max_steps, dtype=np.float64)
+    steps = np.zeros(len(sweep["eta_lambda0"]), dtype=np.int64)
     started = time.perf_counter()
-    stopped = extrapolated = 0
-    length = 0
+    stopped = modelled = length = 0
+    modes = None
     share = budget / max(len(chunks), 1)
     for chunk in chunks:
         g = len(chunk.c_values)
-        per_step = costs.unrecorded(g)
-        pair_cost = 2 * PILOT_PAIRS * costs.recording(g)
-        length = int(min(max_steps, max((share - pair_cost) / max(per_step, 1e-9), 20)))
-        pairs = np.unique(np.round(np.geomspace(2, max(length, 2), PILOT_PAIRS)).astype(int))
-        schedule = np.unique(np.concatenate([[0, length], pairs - 1, pairs]))
-        run = _variant(engine, schedule=schedule, max_steps=length)
+        length = int(min(max_steps, max((share - costs.recording(g))
+                                        / max(costs.unrecorded(g), 1e-9), MIN_PILOT_STEPS)))
+        # Recorded only where runs stop, without observables: only the stopping rule
+        # matters here.
+        run = _variant(engine, schedule=np.array([length]), max_steps=length)
+        run.observables = []
         result = run.run_chunk(chunk, prepared=prepared)
-        loss = result.traj["loss"]
-        pos = {int(s): k for k, s in enumerate(schedule)}
         for j, ci in enumerate(chunk.c_index):
             if result.status[j] != "max_steps" or length == max_steps:
                 steps[ci] = result.steps[j]
                 stopped += result.status[j] != "max_steps"
                 continue
-            dloss = np.abs(loss[j, [pos[int(p)] for p in pairs]]
-                           - loss[j, [pos[int(p) - 1] for p in pairs]])
-            stop = _geometric_stop(pairs.astype(float), dloss, tol)
-            if stop is not None and stop < max_steps:
-                steps[ci] = max(stop, length + 1)
-                extrapolated += 1
-    at_max = int((steps >= max_steps).sum())
-    return Pilot(np.minimum(np.ceil(steps), max_steps).astype(np.int64), length, stopped,
-                 extrapolated, at_max, time.perf_counter() - started)
+            if modes is None:
+                modes = initial_modes(engine, prepared)
+            eta = chunk.c_values[j] / prepared.lambda0
+            steps[ci] = max(linear_stop(*modes, eta, tol, max_steps), length + 1)
+            modelled += 1
+    steps = np.minimum(steps, max_steps)
+    return Pilot(steps, length, stopped, modelled, int((steps >= max_steps).sum()),
+                 time.perf_counter() - started)
+
+
+def _stand_in(engine: Engine, chunk: Chunk, prepared, steps: np.ndarray) -> ChunkResult:
+    """A result of ``chunk``'s shape (every trajectory and observable, the recorded
+    steps, the extra dimensions) whose runs stop after ``steps`` updates."""
+    sizes = {name: tuple(len(v) for v in coords.values())
+             for name, coords in engine.observable_coords().items()}
+    names = ["loss", "weight_norm", "sharpness", *(o.name for o in engine.observables)]
+    g, rec = len(chunk.c_values), len(engine.schedule)
+    traj = {n: np.ones((g, rec, *sizes.get(n, ()))) for n in names}
+    return ChunkResult(chunk, prepared.lambda0, prepared.bounds, np.ones(g), traj,
+                       {n: v[:, 0] for n, v in traj.items()}, np.asarray(steps),
+                       np.full(g, "converged"), {o.name: o.dims for o in engine.observables})
+
+
+def finishing_seconds(engines: PointEngines, results: list[ChunkResult]) -> float:
+    """Seconds to assemble the dataset and its critical learning rates from ``results``
+    (what the run does after its last chunk, writing the file aside)."""
+    from .phases import add_critical
+    from .storage import build_dataset
+
+    started = time.perf_counter()
+    add_critical(build_dataset(engines, results))
+    return time.perf_counter() - started
 
 
 def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginManager,
@@ -237,6 +307,7 @@ def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginMan
     ]
     startup = _startup_seconds()
     preparing = training = worst = 0.0
+    stand_ins = []
     for i, point in enumerate(engines.points):
         engine = engines[i]
         started = time.perf_counter()
@@ -252,6 +323,7 @@ def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginMan
                        for c in first_seed)
         longest = sum(chunk_seconds(np.full(len(c.c_values), sweep["max_steps"]),
                                     engine.schedule, costs) for c in first_seed)
+        stand_ins += [_stand_in(engine, c, prepared, pil.steps[c.c_index]) for c in chunks]
         preparing += prepare_s * n_seeds
         training += per_seed * n_seeds
         worst += (prepare_s + longest) * n_seeds
@@ -270,19 +342,21 @@ def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginMan
             f"  pilot (seed {sweep['seeds'][0]}, every rate, {pil.seconds:.1f} s): "
             + ("ran every run to its stop" if exact else
                f"{pil.pilot_steps} steps; {pil.stopped} run(s) stopped within them, "
-               f"{pil.extrapolated} extrapolated from the loss decay, {pil.at_max} "
-               f"predicted to reach max_steps")
+               f"{pil.modelled} predicted by the model linearised at initialisation, "
+               f"{pil.at_max} of them to reach max_steps")
             + f"; steps per run: median {int(np.median(pil.steps))}, max "
               f"{int(pil.steps.max())} of {sweep['max_steps']}",
             f"  estimate: {_fmt_time(per_seed)} of training per seed",
         ]
-    total = preparing + training + (startup or 0.0)
+    finishing = finishing_seconds(engines, stand_ins)
+    total = preparing + training + finishing + (startup or 0.0)
     parts = ([f"{_fmt_time(startup)} start-up"] if startup is not None else []) + [
-        f"{_fmt_time(preparing)} preparing seeds", f"{_fmt_time(training)} training"]
+        f"{_fmt_time(preparing)} preparing seeds", f"{_fmt_time(training)} training",
+        f"{_fmt_time(finishing)} assembling the dataset"]
     lines += [
         f"estimated time: {_fmt_time(total)} in one process ({', '.join(parts)}; each seed "
         f"assumed to take the pilot seed's steps)",
-        f"at most {_fmt_time(worst + (startup or 0.0))} if every run went to max_steps "
-        f"= {sweep['max_steps']}",
+        f"at most {_fmt_time(worst + finishing + (startup or 0.0))} if every run went to "
+        f"max_steps = {sweep['max_steps']}",
     ]
     return "\n".join(lines)

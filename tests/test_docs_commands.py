@@ -22,7 +22,8 @@ DOCUMENTS = ["README.md", "docs/quickstart.md", "docs/boundary.md", "docs/scale.
 #: appended to a documented command that quotes no output: one seed, few steps
 TINY = {"run": ["--set", "sweep.seeds=[0]", "--set", "sweep.max_steps=50", "--overwrite",
                 "-q"],
-        "boundary": ["--set", "sweep.seeds=[0]", "--overwrite", "-q"]}
+        "boundary": ["--set", "sweep.seeds=[0]", "--set", "sweep.max_steps=200", "--overwrite",
+                     "-q"]}
 #: commands parsed but not run here, and why
 NOT_RUN = {
     "--workers": "starts a Dask cluster (tests/test_runner.py runs one)",

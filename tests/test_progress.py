@@ -14,11 +14,11 @@ from phasekit.config import merge, resolve_config
 from phasekit.dryrun import (
     Linear,
     StepCosts,
-    _geometric_stop,
     _variant,
     calibrate,
     chunk_seconds,
     dry_run_report,
+    linear_stop,
     pilot,
 )
 from phasekit.progress import ChunkReporter, Progress, Tally
@@ -223,13 +223,18 @@ def test_chunk_seconds_counts_active_runs_and_recorded_steps():
     assert chunk_seconds(np.array([4, 2]), np.array([0, 1, 4, 10]), costs) == expected
 
 
-def test_geometric_stop_inverts_a_geometric_decay():
-    t = np.array([2.0, 5.0, 9.0, 14.0])
-    dloss = 3.0 * 0.8 ** t
-    stop = _geometric_stop(t, dloss, 1e-8)
-    assert stop == pytest.approx(np.log(1e-8 / 3.0) / np.log(0.8), rel=1e-9)
-    assert _geometric_stop(t, 3.0 * 1.1 ** t, 1e-8) is None           # growing: no stop
-    assert _geometric_stop(t[:1], dloss[:1], 1e-8) is None            # one point: unknown
+def test_linear_stop_solves_the_linearised_descent():
+    """One direction: |L_s - L_(s-1)| = r^2 (1 - q) q^(s-1) / (2D), q = (1 - eta lam)^2;
+    the first s below tol.  A direction with eta lam >= 2 (catapulted away) does not
+    count; a slow one runs to the horizon."""
+    lam, r2, eta, tol = np.array([0.5, 2.0]), np.array([0.3, 0.0]), 0.4, 1e-8
+    q = (1 - eta * 0.5) ** 2
+    w = 0.3 * (1 - q) / 4
+    expected = next(s for s in range(1, 10_000) if w * q ** (s - 1) < tol)
+    assert linear_stop(lam, r2, eta, tol, 10_000) == expected
+    unstable = linear_stop(np.array([0.5, 6.0]), np.array([0.3, 5.0]), eta, tol, 10_000)
+    assert unstable == expected
+    assert linear_stop(np.array([1e-6, 2.0]), np.array([0.3, 0.0]), eta, tol, 500) == 500
 
 
 @pytest.fixture(scope="module")
@@ -254,26 +259,31 @@ def test_calibration_measures_positive_step_costs(planned):
 
 def test_pilot_predicts_the_steps_each_run_takes(planned, manager):
     """A pilot long enough for every run gives the real steps of the first seed; a
-    20-step pilot gives those of the runs that stop within it and extrapolates the
-    others from the decay of |L_t - L_(t-1)|."""
+    10-step pilot gives those of the runs that stop within it, the linearised model
+    those of the lazy runs (c < 2) beyond it, and for a catapult on one point (no
+    direction left in the model) the least it can be."""
     config, data, engine, chunks, prepared, costs = planned
     real = execute(config, data, manager).steps.values[0]
     whole = pilot(engine, chunks, prepared, costs, float("inf"))
-    assert whole.pilot_steps == 400 and whole.extrapolated == 0
+    assert whole.pilot_steps == 400 and whole.modelled == 0
     np.testing.assert_array_equal(whole.steps, real)
     short = pilot(engine, chunks, prepared, costs, 0.0)
-    assert short.pilot_steps == 20
-    within = real <= 20
-    assert short.stopped == within.sum() and short.extrapolated == (~within).sum() > 0
+    assert short.pilot_steps == 10
+    within = real <= 10
+    assert short.stopped == within.sum() and short.modelled == (~within).sum() > 0
     np.testing.assert_array_equal(short.steps[within], real[within])
-    np.testing.assert_allclose(short.steps[~within], real[~within], rtol=0.1)
+    c = np.asarray(config.sweep["eta_lambda0"])
+    lazy, catapult = ~within & (c < 2), ~within & (c > 2)
+    assert lazy.sum() >= 2 and catapult.sum() >= 2
+    np.testing.assert_allclose(short.steps[lazy], real[lazy], rtol=0.25)
+    assert np.all(short.steps[catapult] == 11) and np.all(real[catapult] > 11)
 
 
 def test_pilot_caps_predictions_at_max_steps(planned):
     config, data, engine, chunks, prepared, costs = planned
     capped = _variant(engine, max_steps=25)
     short = pilot(capped, chunks, prepared, costs, 0.0)
-    assert short.steps.max() == 25 and short.at_max >= 1
+    assert short.steps.max() == 25 and short.at_max >= 1        # c = 0.2 takes 38
 
 
 def test_dry_run_report_states_the_model(planned, manager):
