@@ -22,7 +22,10 @@ def activation_sparsity(snap: Snapshot) -> torch.Tensor:
     layer 1 next to the input.  A unit is zero after the ReLU when its pre-activation
     is ``<= 0``."""
     pre = snap.model.hidden_preactivations(snap.features, snap.theta)
-    return torch.stack([(s <= 0).to(snap.theta.dtype).mean(dim=(-1, -2)) for s in pre], -1)
+    # one reduction per layer over the training cache the step already holds (the count
+    # of zeros, summed in theta's dtype, is exact): no forward pass of its own
+    return torch.stack([(s <= 0).sum(dim=(-1, -2), dtype=snap.theta.dtype)
+                        / (s.shape[-1] * s.shape[-2]) for s in pre], -1)
 
 
 SPARSITY = Observable(
