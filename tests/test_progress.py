@@ -199,7 +199,7 @@ def test_dask_workers_stream_progress(manager, tmp_path):
     stream = io.StringIO()
     progress = Recording(stream)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
         ds = execute(config, data, manager, tmp_path / "d.nc", progress=progress,
                      scheduler=cluster.scheduler_address)
     assert progress.remote_events > 0
