@@ -355,9 +355,11 @@ def _assemble(config: ResolvedConfig, manager: PluginManager, search: _Search, *
     put("c_fail", values["c_fail"], {
         "long_name": "smallest evaluated c whose run did not converge (upper end of the "
                      "c_max bracket)", "units": "1"})
+    fail_flags = ["diverged", "trivial", "max_steps", "none"]
     put("fail_status", fail_status.astype(str), {
         "long_name": "status of the run at c_fail (diverged, trivial or max_steps; none if "
-                     "no run failed)"})
+                     "no run failed)", "flag_values": fail_flags,
+        "flag_meanings": " ".join(fail_flags)})
     put("c_trivial", values["c_trivial"], {
         "long_name": "onset of the trivial phase: smallest evaluated c whose run ended trivial",
         "definition": "bisection of [largest non-trivial c below the first trivial c, first "

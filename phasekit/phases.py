@@ -126,7 +126,8 @@ def classify(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_FACTOR) -
     phase[conv & catapult] = "catapult"
     phase[conv & ~catapult] = "lazy"
     out = xr.DataArray(phase.astype(str), dims=status.dims, coords=status.coords, name="phase")
-    out.attrs = {"long_name": "phase of the run", "flag_meanings": " ".join(PHASES),
+    out.attrs = {"long_name": "phase of the run", "flag_values": list(PHASES),
+                 "flag_meanings": " ".join(PHASES),
                  "criteria": criteria(catapult_factor), "catapult_factor": catapult_factor,
                  "documentation": "docs/phases.md"}
     return out
