@@ -922,7 +922,7 @@ def _diagram_panel(ax, ds: xr.Dataset, counts: xr.DataArray, crit: xr.Dataset,
     if categorical:
         ax.xaxis.set_major_locator(FixedLocator(ux))
         ax.set_xticklabels([plain(v) for v in values[0]])
-    elif len(ux) <= 12:
+    elif len(ux) <= (12 if len(x_axes) == 1 else 6):     # ratios crowd: default ticks
         ax.xaxis.set_major_locator(FixedLocator(ux))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([f"{v:.0f}" if float(v).is_integer() and abs(v) < 1e7
