@@ -240,6 +240,33 @@ def axis_sweep_times(quick: bool, dtype: str, manager: PluginManager, threads: i
     return {"axis": axis, "separate": separate, "ratio": separate / axis}
 
 
+#: whole presets, end to end in process: name -> step cap under --quick (None: as is)
+PRESET_ROWS = {"fig1": None, "default": None, "fig12": 200}
+
+
+def preset_times(name: str, quick: bool, dtype: str, manager: PluginManager,
+                 device: str = "cpu") -> dict:
+    """A whole preset as a user runs it (to convergence, default observables and
+    record schedule) in this process: wall seconds of resolving, training and
+    assembling, and run-steps per second (updates made, summed over the grid)."""
+    from .api import build_config
+    from .config import resolve_config
+    from .runner import execute
+
+    overrides = [f"sweep.dtype={dtype}", f"sweep.device={device}"]
+    cap = PRESET_ROWS[name]
+    if quick and cap is not None:
+        overrides.append(f"sweep.max_steps={cap}")
+    t = time.perf_counter()
+    config, data = resolve_config(build_config(None, preset=name, overrides=overrides,
+                                               manager=manager), manager)
+    ds = execute(config, data, manager)
+    wall = time.perf_counter() - t
+    run_steps = int(ds["steps"].values.clip(min=0).sum())
+    return {"wall": wall, "run_steps": run_steps, "rate": run_steps / wall,
+            "capped": quick and cap is not None}
+
+
 def machine() -> str:
     import torch
 
@@ -277,7 +304,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "each)")
     parser.add_argument("--workloads", default="W1,W2,W3,W4",
                         help="comma-separated subset (W2 also runs W2-full, W3 W3-full; W4 "
-                             "is a width-axis sweep against its points run separately)")
+                             "is a width-axis sweep against its points run separately; "
+                             "P-fig1, P-default, P-fig12 or 'presets' time whole presets "
+                             "end to end, fig12 capped at 200 steps with --quick)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for both sides and the peak (default: 1 for W1, "
                              "all cores for W2 and W3)")
@@ -313,6 +342,21 @@ def run(args) -> int:
                   f"{r['baseline']:>20,.1f} {r['ratio']:>7.1f}x {r['gflops']:>12.1f} "
                   f"{r['peak']:>11.1f} {100 * r['gflops'] / r['peak']:>6.1f}%")
             sys.stdout.flush()
+    presets = [p for p in PRESET_ROWS if f"P-{p}" in wanted or "presets" in wanted]
+    if presets:
+        print("whole presets, end to end in process (resolve, train to convergence, assemble)")
+        print(f"{'preset':10} {'dtype':8} {'wall s':>9} {'run-steps':>11} {'run-steps/s':>12}")
+        for name in presets:
+            for dtype in dtypes:
+                try:
+                    r = preset_times(name, args.quick, dtype, manager, args.device)
+                except (ConfigError, DataError) as exc:     # data not available here
+                    print(f"{name:10} {dtype:8} skipped: {exc}")
+                    continue
+                cap = f" (max_steps {PRESET_ROWS[name]}, --quick)" if r["capped"] else ""
+                print(f"{name:10} {dtype:8} {r['wall']:>9.2f} {r['run_steps']:>11,} "
+                      f"{r['rate']:>12,.0f}{cap}")
+                sys.stdout.flush()
     if "W4" in wanted:
         print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
               f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")

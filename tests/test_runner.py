@@ -204,3 +204,13 @@ def test_worker_loss_mid_sweep(manager, cluster, tmp_path):
     with Client(cluster.scheduler_address) as client:
         assert victim not in client.scheduler_info()["workers"]     # it really was lost
     xr.testing.assert_identical(result["ds"], execute(config, data, manager))
+
+
+def test_bench_times_a_whole_preset(capsys):
+    assert main(["bench", "--quick", "--workloads", "P-default", "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("default "))
+    fields = row.split()
+    assert fields[1] == "float64"
+    wall, run_steps, rate = (float(f.replace(",", "")) for f in fields[2:5])
+    assert wall > 0 and run_steps > 0 and abs(rate - run_steps / wall) <= 0.01 * rate + 1
