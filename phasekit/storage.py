@@ -72,17 +72,12 @@ def _union(lists) -> list:
 def build_dataset(engines, results) -> xr.Dataset:
     """Assemble chunk results into the schema above.
 
-    ``engines`` is a :class:`~phasekit.sweep.PointEngines` (one engine per axis
-    point) or a single :class:`~phasekit.sweep.Engine` of a config without axes.
-    Every array is first filled over a flat axis-point dimension ``P`` and
-    reshaped to the axes' dimensions at the end (dropped without axes).
+    ``engines`` is the :class:`~phasekit.sweep.PointEngines` of the sweep (one
+    engine per axis point; one point without axes).  Every array is first filled
+    over a flat axis-point dimension ``P`` and reshaped to the axes' dimensions at
+    the end (dropped without axes).
     """
-    from .sweep import Engine
-
-    if isinstance(engines, Engine):
-        engines = [engines]
-    engines = list(engines) if not hasattr(engines, "points") else engines
-    config = engines[0].config if isinstance(engines, list) else engines.config
+    config = engines.config
     axes = config.axes
     axis_dims = config.axis_dims
     shape = config.axis_shape
