@@ -255,18 +255,30 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
         if round_ >= max_rounds:
             raise ConfigError(f"boundary search did not reach tol = {tol:g} within "
                               f"{max_rounds} rounds; raise the tolerance or max_rounds")
-        for k, cs in enumerate(trial):
-            p, si = divmod(k, S)
-            if cs:
-                # c_index is provisional; it is remapped onto the union grid below.
-                chunk = Chunk(si, seeds[si], list(range(len(cs))), cs, p)
-                search.add(engines[p].run_chunk(chunk, prepared=engines.prepared(p, seeds[si])),
-                           round_)
-            wanted = sorted(set().union(*(early_trial[n][k] for n in names)))
-            if wanted:
-                chunk = Chunk(si, seeds[si], list(range(len(wanted))), wanted, p)
-                result = short[p].run_chunk(chunk, prepared=engines.prepared(p, seeds[si]))
-                search.add_early(k, wanted, _early_flags(short[p], result))
+        for p in range(n_points):
+            # Each round trains every seed's trial rates of an axis point together, in
+            # batches of several seeds where the model stacks them (the same numbers).
+            # c_index is provisional; it is remapped onto the union grid below.
+            whole, early_runs = [], []
+            for si in range(S):
+                cs = trial[p * S + si]
+                if cs:
+                    whole.append(Chunk(si, seeds[si], list(range(len(cs))), cs, p))
+                wanted = sorted(set().union(*(early_trial[n][p * S + si] for n in names)))
+                if wanted:
+                    early_runs.append(Chunk(si, seeds[si], list(range(len(wanted))), wanted, p))
+            size = engines.seeds_per_batch(p)
+            for k in range(0, len(whole), size):
+                batch = whole[k:k + size]
+                for result in engines[p].run_batch(batch,
+                                                   prepared=engines.prepared_batch(batch)):
+                    search.add(result, round_)
+            for k in range(0, len(early_runs), size):
+                batch = early_runs[k:k + size]
+                for chunk, result in zip(batch, short[p].run_batch(
+                        batch, prepared=engines.prepared_batch(batch)), strict=True):
+                    search.add_early(p * S + chunk.seed_index, chunk.c_values,
+                                     _early_flags(short[p], result))
         if log is not None:
             log(_round_line(search, engines, round_, trial, early_trial,
                             time.perf_counter() - started))

@@ -62,6 +62,11 @@ SWEEP_OPTIONS: dict[str, Option] = {
     "chunk_size": Option(0, "grid points (learning rates of one seed at one axis point) "
                          "advanced together; 0 = all learning rates of a seed in one chunk, or "
                          "as many as fit memory_budget", check=non_negative),
+    "seed_batch": Option(0, "seeds trained together in one batch where the model can stack "
+                         "their fixed objects (linear_bias, the networks, the quadratic "
+                         "models on one training point); 0 = every seed of an axis point as "
+                         "far as the batch fits memory_budget (1 GiB without one); the "
+                         "results do not depend on it", check=non_negative),
     "memory_budget": Option(0.0, "GiB a chunk may use on the device (estimated from the "
                             "model at each axis point); with chunk_size = 0 each axis point's "
                             "chunks hold the most runs that fit; 0 = no budget",

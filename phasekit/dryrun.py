@@ -314,6 +314,7 @@ def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginMan
         prepared = engines.prepared(i, sweep["seeds"][0])
         prepare_s = time.perf_counter() - started
         size = engines.chunk_size(i)
+        together = engines.seeds_per_batch(i)
         chunks = make_chunks(sweep, i, size)
         first_seed = [c for c in chunks if c.seed_index == 0]
         fixed, per_point = memory_estimate(engine, prepared)
@@ -332,7 +333,9 @@ def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginMan
         exact = pil.pilot_steps >= sweep["max_steps"]
         lines += [
             f"{head}D = {point.data.num_train}, {prepared.theta0.numel():,} parameters per run; "
-            f"{len(chunks)} chunk(s) of up to {size} runs advancing together",
+            f"{len(chunks)} chunk(s) of up to {size} runs, "
+            + (f"{together} seeds per batch (up to {together * size} runs advancing together)"
+               if together > 1 else "each advancing on its own (one seed per batch)"),
             f"  memory per chunk: about {fmt_bytes(fixed + size * per_point)} "
             f"({fmt_bytes(fixed)} fixed + {fmt_bytes(per_point)} per run; "
             f"sweep.memory_budget caps it)",

@@ -88,3 +88,19 @@ def fitted_chunk_size(engine, prepared) -> int:
                           f"runs); lower chunk_size, or set it to 0 to derive it from the "
                           f"budget")
     return sweep["chunk_size"] or min(fits, n_rates)
+
+
+#: memory a batch of several seeds may take when ``sweep.memory_budget`` is not set
+AUTO_BATCH_BYTES = GIB
+
+
+def seeds_fitting(engine, prepared, chunk_size: int) -> int:
+    """How many seeds' chunks of ``chunk_size`` runs fit one batch: within
+    ``sweep.memory_budget``, or :data:`AUTO_BATCH_BYTES` without one (at least 1).
+
+    Stacked features hold per-row copies of a seed's fixed objects, so each run is
+    charged its share of a step (:func:`memory_estimate`) plus a whole copy of them."""
+    budget = engine.sweep["memory_budget"] * GIB or AUTO_BATCH_BYTES
+    fixed, per_point = memory_estimate(engine, prepared)
+    per_seed = chunk_size * (per_point + fixed) + fixed
+    return max(1, int(budget // per_seed)) if per_seed else 1

@@ -127,6 +127,30 @@ class Model:
         """The bounds of docs/theory.md §3 that apply to this model and dataset, for one seed."""
         return []
 
+    # -- several seeds in one batch -----------------------------------------------------
+    def can_stack_seeds(self) -> bool:
+        """Whether :meth:`stack_seeds` can put several seeds' features into one batch.
+
+        ``False`` (the default) keeps one seed per batch: always correct, only slower
+        for sweeps of many seeds.  A model that returns ``True`` implements
+        :meth:`stack_seeds` and :meth:`take_rows`, and its numerics must give every
+        row the same numbers, to the bit on the CPU, as a batch of that row's seed
+        alone (``phasekit.testing`` checks it)."""
+        return False
+
+    def stack_seeds(self, features: list[Any], rows: torch.Tensor) -> Any:
+        """The features of a batch mixing seeds: ``features[s]`` are seed ``s``'s (from
+        :meth:`setup`) and ``rows`` (a ``(G,)`` long tensor on the device) names the seed
+        of each batch row.  Per-seed tensors become per-row ones (gathered with ``rows``);
+        what every seed shares (the data) stays as it is.  Every method then receives
+        these features with a ``theta`` of the same ``G`` rows."""
+        raise NotImplementedError(f"model {self.name!r} does not stack seeds")
+
+    def take_rows(self, features: Any, index: torch.Tensor) -> Any:
+        """Stacked features restricted to the batch rows ``index`` (runs that stopped
+        leave the batch).  Called only on :meth:`stack_seeds`' results."""
+        raise NotImplementedError(f"model {self.name!r} does not stack seeds")
+
 
 # -- autograd references ------------------------------------------------------------
 

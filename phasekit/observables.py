@@ -29,13 +29,13 @@ class Snapshot:
     data: Data
     features: Any
     theta: torch.Tensor        # (G, P), theta_t
-    theta0: torch.Tensor       # (P,), this seed's initialisation
+    theta0: torch.Tensor       # (P,) the seed's initialisation; (G, P) when seeds share the batch
     z: torch.Tensor            # (G, D) outputs on the training set
     eps: torch.Tensor          # (G, D) errors z - y
     loss: torch.Tensor         # (G,)
     ntk: torch.Tensor          # (G, D, D), eq. 4
     eta: torch.Tensor          # (G,)
-    lambda0: float
+    lambda0: float | torch.Tensor   # lambda_max(H_0); (G,) when seeds share the batch
     step: int
     _outputs: dict = field(default_factory=dict, repr=False)
 

@@ -16,8 +16,11 @@ refused, and only files phasekit names as its own are ever deleted.  The output
 is locked (:class:`~phasekit.outputs.OutputLock`) while a run writes it; a
 failed chunk or final write and Ctrl-C end in one line saying what was kept.
 
-With Dask (``workers`` or ``scheduler``) each chunk is one task running the
-batched engine; results are saved as they arrive, so a lost worker's chunks
+Chunks are the unit of saving and resuming; they run in *batches*
+(:meth:`~phasekit.sweep.PointEngines.batches`: the chunks of several seeds with the
+same learning rates, where the model stacks seeds), which never changes their
+numbers.  With Dask (``workers`` or ``scheduler``) each batch is one task running
+the batched engine; results are saved as they arrive, so a lost worker's chunks
 are simply recomputed (by Dask, or by the next run).
 """
 
@@ -245,11 +248,12 @@ def _first_difference(a: str, b: str) -> str:
 _ENGINES: dict[str, Engine] = {}
 
 
-def run_chunk_task(config_toml: str, chunk: Chunk,
-                   progress_topic: str | None = None) -> ChunkResult:
+def run_batch_task(config_toml: str, chunks: list[Chunk],
+                   progress_topic: str | None = None) -> list[ChunkResult]:
     """A Dask task: rebuild the engine of one axis point from its one-point config
-    text (cached per worker process) and run one chunk (with ``sweep.threads``),
-    publishing its progress on ``progress_topic`` (:class:`~phasekit.progress.ChunkReporter`)."""
+    text (cached per worker process) and run one batch of chunks (with
+    ``sweep.threads``), publishing its progress on ``progress_topic``
+    (:class:`~phasekit.progress.ChunkReporter`, keyed by the batch's first chunk)."""
     import tomllib
 
     from .config import resolve_config
@@ -264,8 +268,14 @@ def run_chunk_task(config_toml: str, chunk: Chunk,
     if progress_topic:
         from .progress import ChunkReporter
 
-        reporter = ChunkReporter(progress_topic, chunk_key(chunk), engine.sweep["max_steps"])
-    return engine.run_chunk(chunk, reporter)
+        reporter = ChunkReporter(progress_topic, chunk_key(chunks[0]), engine.sweep["max_steps"])
+    return engine.run_batch(chunks, reporter)
+
+
+def run_chunk_task(config_toml: str, chunk: Chunk,
+                   progress_topic: str | None = None) -> ChunkResult:
+    """:func:`run_batch_task` of one chunk."""
+    return run_batch_task(config_toml, [chunk], progress_topic)[0]
 
 
 #: Seconds to wait for a ``--scheduler`` to answer (Dask's own default is 30 s).
@@ -358,17 +368,19 @@ def _close(client, cluster, quiet: bool) -> None:
             logging.getLogger(name).setLevel(level)
 
 
-def _dask_results(engines: PointEngines, todo: list[Chunk], workers: int,
-                  scheduler: str | None, progress=None) -> Iterable[ChunkResult]:
+def _dask_results(engines: PointEngines, todo: list[list[Chunk]], workers: int,
+                  scheduler: str | None, progress=None) -> Iterable[list[ChunkResult]]:
+    """Run each batch of ``todo`` as one Dask task; yields each batch's results."""
     from dask.distributed import as_completed
 
     client, cluster = _connect(workers, scheduler)
     try:
-        texts = {i: engines.point_toml(i) for i in {c.point for c in todo}}
+        texts = {i: engines.point_toml(i) for i in {b[0].point for b in todo}}
         topic = progress.listen(client) if progress is not None else None
-        futures = [client.submit(run_chunk_task, texts[chunk.point], chunk, topic, pure=False,
-                                 key=f"phasekit-{chunk_key(chunk)}-{os.getpid()}")
-                   for chunk in todo]
+        futures = [client.submit(run_batch_task, texts[batch[0].point], batch, topic,
+                                 pure=False,
+                                 key=f"phasekit-{chunk_key(batch[0])}-{os.getpid()}")
+                   for batch in todo]
         for future in as_completed(futures):
             yield future.result()
     finally:
@@ -434,18 +446,22 @@ def _execute(config: ResolvedConfig, engines: PointEngines, chunks: Iterable[Chu
                                   f"{_kept(store, chunks)}") from None
 
     try:
+        batches = engines.batches(todo)     # several seeds' chunks together where possible
         if workers or scheduler:
-            with contextlib.closing(_dask_results(engines, todo, workers, scheduler,
+            with contextlib.closing(_dask_results(engines, batches, workers, scheduler,
                                                   progress)) as arriving:
-                for result in arriving:
-                    finished(result)
+                for batch in arriving:
+                    for result in batch:
+                        finished(result)
                     if progress is not None:
-                        progress.chunk_done(chunk_key(result.chunk), result.status)
+                        progress.chunk_done(chunk_key(batch[0].chunk),
+                                            [s for r in batch for s in r.status])
         else:
-            for chunk in todo:      # chunks of a (point, seed) are consecutive: prepared once
-                finished(engines[chunk.point].run_chunk(
-                    chunk, progress.advance if progress else None,
-                    prepared=engines.prepared(chunk.point, chunk.seed)))
+            for batch in batches:   # a seed's batches are consecutive: prepared once
+                for result in engines[batch[0].point].run_batch(
+                        batch, progress.advance if progress else None,
+                        prepared=engines.prepared_batch(batch)):
+                    finished(result)
         if progress is not None:
             progress.finish()
         ds = add_critical(build_dataset(engines, [results[chunk_key(c)] for c in chunks]))

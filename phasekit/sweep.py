@@ -198,9 +198,27 @@ class Engine:
         updates they made (:meth:`phasekit.progress.Progress.advance`);
         ``prepared`` is :meth:`prepare`'s result for the chunk's seed, if at hand.
         """
-        prepared = self.prepare(chunk.seed) if prepared is None else prepared
+        return self.run_batch([chunk], progress,
+                              None if prepared is None else [prepared])[0]
+
+    def run_batch(self, chunks: list[Chunk], progress: Callable[..., None] | None = None,
+                  prepared: list[Prepared] | None = None) -> list[ChunkResult]:
+        """Train several seeds' chunks of one axis point as one batch (rows chunk by
+        chunk) and return each chunk's result: the same numbers as running them one by
+        one.  More than one chunk needs a model that stacks seeds
+        (:meth:`phasekit.model.Model.can_stack_seeds`)."""
+        if not chunks:
+            return []
+        if len(chunks) > 1:
+            if not self.model.can_stack_seeds():
+                raise ValueError(f"model {self.model.name!r} cannot stack seeds: run its "
+                                 f"chunks one at a time")
+            if any(c.point != chunks[0].point for c in chunks):
+                raise ValueError("a batch holds chunks of one axis point")
+        if prepared is None:
+            prepared = [self.prepare(c.seed) for c in chunks]
         with torch_threads(self.sweep["threads"]):
-            return self._run_chunk(chunk, progress, prepared)
+            return self._run_batch(chunks, progress, prepared)
 
     def _observe(self, snap: Snapshot) -> dict[str, np.ndarray]:
         """The core trajectories and every observable at one step, as float64 arrays."""
@@ -211,15 +229,29 @@ class Engine:
             values[obs.name] = obs.compute(snap)
         return {name: v.detach().to("cpu", torch.float64).numpy() for name, v in values.items()}
 
-    def _run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None,
-                   prepared: Prepared) -> ChunkResult:
+    def _run_batch(self, chunks: list[Chunk], progress: Callable[..., None] | None,
+                   prepared: list[Prepared]) -> list[ChunkResult]:
         model, sweep = self.model, self.sweep
-        feats, theta0, lambda0 = prepared.features, prepared.theta0, prepared.lambda0
-        bounds = prepared.bounds
         y = self.data.y_train.to(self.device, self.dtype)
-        c = torch.tensor(chunk.c_values, dtype=self.dtype, device=self.device)
-        eta_all = c / lambda0                                         # eta = c / lambda_0 (§1)
-        g = len(chunk.c_values)
+        # eta = c / lambda_0 per seed (docs/theory.md §1), computed as for one seed alone
+        eta_all = torch.cat([torch.tensor(c.c_values, dtype=self.dtype, device=self.device)
+                             / p.lambda0 for c, p in zip(chunks, prepared, strict=True)])
+        S = len(chunks)
+        sizes = [len(c.c_values) for c in chunks]
+        starts = np.cumsum([0] + sizes)
+        g = int(starts[-1])                         # rows chunk by chunk
+        stacked = S > 1
+        if stacked:
+            owner = torch.repeat_interleave(torch.arange(S, device=self.device),
+                                            torch.tensor(sizes, device=self.device))
+            feats = model.stack_seeds([p.features for p in prepared], owner)
+            theta0 = torch.stack([p.theta0 for p in prepared])[owner]             # (G, P)
+            lambda0 = torch.tensor([p.lambda0 for p in prepared], dtype=self.dtype,
+                                   device=self.device)[owner]                     # (G,)
+            theta = theta0.clone()
+        else:
+            feats, theta0, lambda0 = prepared[0].features, prepared[0].theta0, prepared[0].lambda0
+            theta = theta0.expand(g, -1).clone()
         n_rec = len(self.schedule)
         rec_pos = {int(s): k for k, s in enumerate(self.schedule)}
 
@@ -228,7 +260,6 @@ class Engine:
         steps = np.zeros(g, dtype=np.int64)
         status = np.empty(g, dtype=object)
 
-        theta = theta0.expand(g, -1).clone()
         active = torch.arange(g)
         eta = eta_all.clone()
         prev_loss = None
@@ -280,6 +311,9 @@ class Engine:
                     break
                 theta, eta, active = theta[keep], eta[keep], active[keep.cpu()]
                 loss = loss[keep]
+                if stacked:
+                    feats = model.take_rows(feats, keep)
+                    theta0, lambda0 = theta0[keep], lambda0[keep]
                 # The model's cache belongs to the old batch: recompute for the kept rows.
                 z, cache = model.forward(feats, theta)
                 eps = z - y
@@ -289,18 +323,29 @@ class Engine:
                 progress(int(theta.shape[0]))
 
         extra_dims = {obs.name: obs.dims for obs in self.observables}
-        return ChunkResult(chunk, lambda0, bounds, eta_all.cpu().double().numpy(), traj, final,
-                           steps, status.astype(str), extra_dims)
+        eta_np = eta_all.cpu().double().numpy()
+        status = status.astype(str)
+        results = []
+        for si, (chunk, prep) in enumerate(zip(chunks, prepared, strict=True)):
+            rows = slice(int(starts[si]), int(starts[si + 1]))
+            results.append(ChunkResult(
+                chunk, prep.lambda0, prep.bounds, eta_np[rows],
+                {name: v[rows] for name, v in traj.items()},
+                {name: v[rows] for name, v in final.items()},
+                steps[rows], status[rows], extra_dims))
+        return results
 
 
 class PointEngines:
     """The :class:`Engine` of every axis point of a config, built on first use.
 
     Each axis point builds its model (and, through the config, its dataset) once;
-    the most recently prepared seed of each point is kept (``keep_prepared``), since
-    the chunks of a seed run one after another.  Chunks are cut here, where the engines exist:
-    with ``sweep.memory_budget`` each axis point gets the chunk size that fits it
-    (a wide point smaller chunks than a narrow one).
+    the seeds of the batch being run are kept prepared (``keep_prepared`` at least),
+    since a seed's chunks run one after another.  Chunks and batches are cut here,
+    where the engines exist: with ``sweep.memory_budget`` each axis point gets the
+    chunk size that fits it (a wide point smaller chunks than a narrow one), and
+    chunks of several seeds are batched together where the model stacks seeds
+    (:meth:`seeds_per_batch`).
     """
 
     def __init__(self, config: ResolvedConfig, data: Data | None, manager: PluginManager,
@@ -311,6 +356,7 @@ class PointEngines:
         self.keep_prepared = keep_prepared       # seeds kept per point (None: all)
         self._engines: dict[int, Engine] = {}
         self._prepared: dict[int, dict[int, Prepared]] = {}
+        self._seeds_per_batch: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.points)
@@ -322,16 +368,26 @@ class PointEngines:
                                       where=describe_point(point))
         return self._engines[i]
 
-    def prepared(self, i: int, seed: int) -> Prepared:
+    def prepared(self, i: int, seed: int, keep: Iterable[int] = ()) -> Prepared:
         """Axis point ``i``'s fixed objects for ``seed``, cached for the last
-        ``keep_prepared`` seeds of the point (all of them with ``None``)."""
+        ``keep_prepared`` seeds of the point (all of them with ``None``) and for the
+        seeds in ``keep`` (the rest of a batch)."""
         cache = self._prepared.setdefault(i, {})
         if seed not in cache:
             if self.keep_prepared is not None:
-                while len(cache) >= self.keep_prepared:
-                    del cache[next(iter(cache))]           # the oldest
+                keep = set(keep)
+                for old in list(cache):                  # the oldest first
+                    if len(cache) < self.keep_prepared:
+                        break
+                    if old not in keep:
+                        del cache[old]
             cache[seed] = self[i].prepare(seed)
         return cache[seed]
+
+    def prepared_batch(self, chunks: list[Chunk]) -> list[Prepared]:
+        """The fixed objects of each chunk's seed (a batch's chunks share an axis point)."""
+        seeds = [c.seed for c in chunks]
+        return [self.prepared(c.point, c.seed, keep=seeds) for c in chunks]
 
     def chunk_size(self, i: int) -> int:
         """Runs per chunk at axis point ``i``: ``sweep.chunk_size``, or with a memory
@@ -343,10 +399,51 @@ class PointEngines:
             return sweep["chunk_size"] or len(sweep["eta_lambda0"])
         return fitted_chunk_size(self[i], self.prepared(i, sweep["seeds"][0]))
 
+    def seeds_per_batch(self, i: int) -> int:
+        """Seeds trained together in one batch at axis point ``i``: 1 unless the model
+        stacks seeds (:meth:`phasekit.model.Model.can_stack_seeds`); else all of them,
+        or ``sweep.seed_batch`` if set, as far as their runs fit the memory of a batch
+        (:func:`phasekit.memory.seeds_fitting`)."""
+        if i not in self._seeds_per_batch:
+            sweep = self.config.sweep
+            n = len(sweep["seeds"])
+            size = min(sweep["seed_batch"] or n, n)
+            if size > 1 and not self[i].model.can_stack_seeds():
+                size = 1
+            if size > 1:
+                from .memory import seeds_fitting
+
+                size = max(1, min(size, seeds_fitting(
+                    self[i], self.prepared(i, sweep["seeds"][0]), self.chunk_size(i))))
+            self._seeds_per_batch[i] = size
+            if self.keep_prepared is not None:
+                self.keep_prepared = max(self.keep_prepared, size)
+        return self._seeds_per_batch[i]
+
     def chunks(self) -> list[Chunk]:
         """Every chunk of the sweep, axis point by axis point (deterministic)."""
         return [c for i in range(len(self))
                 for c in make_chunks(self.config.sweep, i, self.chunk_size(i))]
+
+    def batches(self, chunks: Iterable[Chunk]) -> list[list[Chunk]]:
+        """``chunks`` grouped into batches of the same axis point and learning rates,
+        :meth:`seeds_per_batch` seeds each: axis point by axis point, then block of
+        seeds by block, then rates, so that a seed's fixed objects are prepared once.
+        Which chunks share a batch never changes their numbers."""
+        by_point: dict[int, dict[int, list[Chunk]]] = {}
+        for chunk in chunks:
+            by_point.setdefault(chunk.point, {}).setdefault(chunk.seed_index, []).append(chunk)
+        out = []
+        for point, by_seed in by_point.items():
+            size = self.seeds_per_batch(point)
+            seeds = list(by_seed)
+            for k in range(0, len(seeds), size):
+                block: dict[tuple, list[Chunk]] = {}
+                for si in seeds[k:k + size]:
+                    for chunk in by_seed[si]:
+                        block.setdefault(tuple(chunk.c_index), []).append(chunk)
+                out.extend(block.values())
+        return out
 
     def point_toml(self, i: int) -> str:
         """The one-point config of axis point ``i`` as TOML (what a Dask worker runs)."""

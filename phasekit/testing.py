@@ -52,6 +52,15 @@ model is reported the same way.  The checks (:data:`CHECKS`, in order):
 ``batching``
     A batch of G points gives what G one-point calls give (outputs on every
     split, NTK, gradient, weight norm, step), to rounding.
+``stack_seeds``
+    For a model that stacks seeds (``can_stack_seeds()``; nothing to check
+    otherwise): a batch of rows of two seeds, in mixed order, on
+    ``stack_seeds``' features gives every row (outputs on every split, NTK,
+    gradient, weight norm, step, ``is_trivial``) exactly what that row gives
+    alone on its own seed's features -- bit for bit on the CPU, to rounding
+    elsewhere -- and ``take_rows`` equals stacking the kept rows afresh.  This is
+    what makes a sweep's numbers independent of how its seeds are batched
+    (:mod:`phasekit.batched` has the products that keep a row's rounding fixed).
 ``weight_norm``
     ``(G,)``, finite, non-negative; ``sum theta^2`` (docs/theory.md §1) unless
     the model overrides ``weight_norm``, which is then allowed only a constant
@@ -117,7 +126,8 @@ from .model import Bound, Model, autograd_loss_gradient, autograd_ntk
 ULP = 8 * torch.finfo(torch.float64).eps
 
 CHECKS = ("setup_deterministic", "setup_draws_in_float64", "shapes", "gradient_autograd",
-          "ntk_autograd", "ntk_without_cache", "descend", "batching", "weight_norm",
+          "ntk_autograd", "ntk_without_cache", "descend", "batching", "stack_seeds",
+          "weight_norm",
           "is_trivial", "memory_per_point", "homogeneous", "bounds_declared", "bounds_hold")
 
 #: a run whose loss is non-finite or above this has diverged (the engine's default)
@@ -489,6 +499,74 @@ def _check_batching(subject: _Subject) -> None:
     run()
 
 
+def _check_stack_seeds(subject: _Subject) -> None:
+    name = "stack_seeds"
+    st = _st()
+    model = subject.model
+    if not model.can_stack_seeds():
+        return
+    exact = subject.device.type == "cpu"
+    rule = ("a row of a batch of stacked seeds must give what it gives alone on its own "
+            "seed's features" + (", bit for bit on the CPU" if exact else ""))
+    owner = torch.tensor([0, 1, 1, 0, 1], device=subject.device)
+
+    @_given(subject, seeds=st.lists(st.integers(0, SEEDS_MAX), min_size=2, max_size=2,
+                                    unique=True), spread=st.floats(0.05, 0.5))
+    def run(seeds, spread):
+        y = subject.labels()
+        per_seed = [subject.setup(seed) for seed in seeds]
+        rows = [_rows(theta0, 3, seed + 1, spread) for seed, (_, theta0) in
+                zip(seeds, per_seed, strict=True)]
+        used = [0, 0]
+        picked = []
+        for s in owner.tolist():                              # each seed's rows in turn
+            picked.append(rows[s][used[s]])
+            used[s] += 1
+        theta = torch.stack(picked)
+        eta = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.4], dtype=theta.dtype, device=theta.device)
+
+        def evaluate(feats, th, et):
+            z, cache = model.forward(feats, th)
+            eps = z - y
+            out = {"forward": z,
+                   **{f"forward(split={s!r})": model.forward(feats, th, s)[0]
+                      for s in subject.splits() if s != "train"},
+                   "ntk": model.ntk(feats, th, cache),
+                   "loss_gradient": model.loss_gradient(feats, th, cache, eps),
+                   "weight_norm": model.weight_norm(feats, th)}
+            stepped = th.clone()
+            model.descend(feats, stepped, model.forward(feats, stepped)[1], eps, et)
+            out["descend"] = stepped
+            trivial = model.is_trivial(feats, th, out["ntk"])
+            if trivial is not None:
+                out["is_trivial"] = trivial.to(torch.float64)
+            return out
+
+        def compare(what, batch, expected):
+            for key, value in batch.items():
+                if exact:
+                    _require(_same(value, expected[key]), name, f"{rule} ({what}: {key})",
+                             f"largest difference "
+                             f"{float((value - expected[key]).abs().nan_to_num().max()):.3g}")
+                else:
+                    _close(name, f"{rule} ({what}: {key})", value, expected[key], 1e-11,
+                           1e-12 * _scale(expected[key]))
+
+        stacked = model.stack_seeds([f for f, _ in per_seed], owner)
+        batch = evaluate(stacked, theta.clone(), eta)
+        alone = [evaluate(per_seed[int(s)][0], theta[i:i + 1].clone(), eta[i:i + 1])
+                 for i, s in enumerate(owner.tolist())]
+        compare("whole batch", batch,
+                {k: torch.cat([a[k] for a in alone]) for k in batch})
+        keep = torch.tensor([True, False, True, True, False], device=subject.device)
+        taken = evaluate(model.take_rows(stacked, keep), theta[keep].clone(), eta[keep])
+        afresh = evaluate(model.stack_seeds([f for f, _ in per_seed], owner[keep]),
+                          theta[keep].clone(), eta[keep])
+        compare("take_rows", taken, afresh)
+
+    run()
+
+
 def _check_weight_norm(subject: _Subject) -> None:
     name = "weight_norm"
     st = _st()
@@ -852,6 +930,7 @@ _FUNCTIONS: dict[str, Callable[[_Subject], None]] = {
     "ntk_without_cache": _check_ntk_without_cache,
     "descend": _check_descend,
     "batching": _check_batching,
+    "stack_seeds": _check_stack_seeds,
     "weight_norm": _check_weight_norm,
     "is_trivial": _check_is_trivial,
     "memory_per_point": _check_memory_per_point,

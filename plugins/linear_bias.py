@@ -14,6 +14,7 @@ import math
 import torch
 
 from phasekit import hookimpl
+from phasekit.batched import matvec, rows_mm, shared_mm, vecmat
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
 from phasekit.options import Option
@@ -54,11 +55,22 @@ class LinearBias(Model):
         x, gram = net_inputs(self.data, device, dtype)
         return NetFeatures(x, gram), torch.cat([U, v, b]).to(device, dtype)
 
+    # The fixed objects are the data alone (every seed's are equal): several seeds share
+    # them as they are, and only theta carries the seed.
+    def can_stack_seeds(self):
+        return True
+
+    def stack_seeds(self, features, rows):
+        return features[0]
+
+    def take_rows(self, features, index):
+        return features
+
     def forward(self, feats, theta, split="train"):
         U, v, b = self.split(theta)
-        h = torch.matmul(feats.x[split], U.transpose(-1, -2))      # (G, D, n), U x
+        h = shared_mm(feats.x[split], U.transpose(-1, -2))         # (G, D, n), U x
         rn = math.sqrt(int(self.settings["width"]))
-        z = torch.matmul(h, v.unsqueeze(-1)).squeeze(-1) / rn + b.unsqueeze(-1)   # eq. 86
+        z = matvec(h, v) / rn + b.unsqueeze(-1)                     # eq. 86
         return z, {"split": split, "h": h}
 
     def loss_gradient(self, feats, theta, cache, eps):
@@ -67,8 +79,8 @@ class LinearBias(Model):
         U, v, b = self.split(theta)
         rn = math.sqrt(int(self.settings["width"]))
         w = eps / eps.shape[-1]                                     # (G, D)
-        grad_v = torch.matmul(w.unsqueeze(1), cache["h"]).squeeze(1) / rn
-        grad_U = v.unsqueeze(-1) * torch.matmul(w, feats.x["train"]).unsqueeze(1) / rn
+        grad_v = vecmat(w, cache["h"]) / rn
+        grad_U = v.unsqueeze(-1) * rows_mm(w, feats.x["train"]).unsqueeze(1) / rn
         grad_b = w.sum(-1, keepdim=True)
         return torch.cat([grad_U.flatten(1), grad_v, grad_b], dim=1)
 

@@ -193,17 +193,17 @@ def test_resume_across_axes(manager, tmp_path):
     for chunk in chunks[::3]:
         store.save(engines[chunk.point].run_chunk(chunk))
     calls = []
-    original = Engine.run_chunk
+    original = Engine.run_batch
 
-    def counting(self, chunk, progress=None, **kw):
-        calls.append((chunk.point, chunk.seed, chunk.c_index[0]))
-        return original(self, chunk, progress, **kw)
+    def counting(self, batch, progress=None, **kw):
+        calls.extend((chunk.point, chunk.seed, chunk.c_index[0]) for chunk in batch)
+        return original(self, batch, progress, **kw)
 
-    Engine.run_chunk = counting
+    Engine.run_batch = counting
     try:
         resumed = execute(config, None, manager, out)
     finally:
-        Engine.run_chunk = original
+        Engine.run_batch = original
     skipped = {(c.point, c.seed, c.c_index[0]) for c in chunks[::3]}
     assert sorted(calls) == sorted(k for k in ((c.point, c.seed, c.c_index[0]) for c in chunks)
                                    if k not in skipped)

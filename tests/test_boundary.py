@@ -69,7 +69,7 @@ def test_next_points_bisect_expand_and_refine_the_trivial_onset():
 
 def test_all_seeds_are_batched_each_round(monkeypatch):
     engines, chunks = [], []
-    init, run_chunk = Engine.__init__, Engine.run_chunk
+    init, run_batch = Engine.__init__, Engine.run_batch
 
     def counting_init(self, *a, **k):
         engines.append(self)
@@ -77,13 +77,13 @@ def test_all_seeds_are_batched_each_round(monkeypatch):
 
     short_runs = []
 
-    def counting_run(self, chunk, progress=None, **kw):
+    def counting_run(self, batch, progress=None, **kw):
         window = self.sweep["max_steps"] == self.sweep["early_window"] and not self.sweep["tol"]
-        (short_runs if window else chunks).append(chunk)
-        return run_chunk(self, chunk, progress, **kw)
+        (short_runs if window else chunks).extend(batch)
+        return run_batch(self, batch, progress, **kw)
 
     monkeypatch.setattr(Engine, "__init__", counting_init)
-    monkeypatch.setattr(Engine, "run_chunk", counting_run)
+    monkeypatch.setattr(Engine, "run_batch", counting_run)
     tol = 0.02
     ds = find_boundary(fig1(width=100, seeds=[0, 1, 2]), tol=tol)
     # one engine for whole runs, one for the early-window runs, one to assemble the dataset
@@ -133,15 +133,17 @@ def test_brackets_by_doubling_and_halving(grid):
 
 def test_trivial_onset_is_located(monkeypatch):
     """A stand-in for a ReLU net: runs end trivial for 3.3 <= c < 6.1, diverge above."""
-    run_chunk = Engine.run_chunk
+    run_batch = Engine.run_batch
 
-    def fake(self, chunk, progress=None, **kw):
-        res = run_chunk(self, chunk, progress, **kw)
-        c = np.asarray(chunk.c_values)
-        res.status = np.where(c < 3.3, "converged", np.where(c < 6.1, "trivial", "diverged"))
-        return res
+    def fake(self, batch, progress=None, **kw):
+        results = run_batch(self, batch, progress, **kw)
+        for res in results:
+            c = np.asarray(res.chunk.c_values)
+            res.status = np.where(c < 3.3, "converged",
+                                  np.where(c < 6.1, "trivial", "diverged"))
+        return results
 
-    monkeypatch.setattr(Engine, "run_chunk", fake)
+    monkeypatch.setattr(Engine, "run_batch", fake)
     ds = find_boundary(fig1(width=20, seeds=[0, 1], eta_lambda0=[1.0, 2.0, 4.0, 8.0]), tol=0.01)
     assert np.all((3.29 <= ds["c_max"].values) & (ds["c_max"].values < 3.3))
     assert np.all((3.3 <= ds["c_trivial"].values) & (ds["c_trivial"].values <= 3.31))

@@ -78,13 +78,13 @@ def reference(manager, cfg):
 def counted(monkeypatch):
     """The keys of the chunks trained in this process, in order."""
     calls = []
-    original = Engine.run_chunk
+    original = Engine.run_batch
 
-    def counting(self, chunk, progress=None, **kw):
-        calls.append((chunk.point, chunk.seed_index, chunk.c_index[0]))
-        return original(self, chunk, progress, **kw)
+    def counting(self, batch, progress=None, **kw):
+        calls.extend((chunk.point, chunk.seed_index, chunk.c_index[0]) for chunk in batch)
+        return original(self, batch, progress, **kw)
 
-    monkeypatch.setattr(Engine, "run_chunk", counting)
+    monkeypatch.setattr(Engine, "run_batch", counting)
     return calls
 
 
@@ -314,32 +314,34 @@ def test_ctrl_c_at_start_up_is_one_line(tmp_path, cfg, capsys, monkeypatch, wher
 
 
 def _interrupt_at(monkeypatch, n: int, counted: list):
-    """Ctrl-C as the ``n``-th chunk from now starts (1-based)."""
-    trained = Engine.run_chunk                          # already the counting one
+    """Ctrl-C as the ``n``-th batch of chunks from now starts (1-based)."""
+    trained = Engine.run_batch                          # already the counting one
     started = []
 
-    def run_chunk(self, chunk, progress=None, **kw):
-        started.append(chunk)
+    def run_batch(self, batch, progress=None, **kw):
+        started.append(batch)
         if len(started) == n:
             raise KeyboardInterrupt
-        return trained(self, chunk, progress, **kw)
+        return trained(self, batch, progress, **kw)
 
-    monkeypatch.setattr(Engine, "run_chunk", run_chunk)
+    monkeypatch.setattr(Engine, "run_batch", run_batch)
 
 
 def test_ctrl_c_mid_sweep_says_what_is_kept_and_resumes(tmp_path, cfg, capsys, monkeypatch,
                                                         counted, reference):
     out = tmp_path / "r.nc"
-    _interrupt_at(monkeypatch, 3, counted)
+    _interrupt_at(monkeypatch, 2, counted)
     assert run(cfg, out) == 130
     line = one_line(capsys.readouterr().err, "interrupted")
     parts = PartStore(out).folder
-    assert line == (f"phasekit: interrupted; 2 of {N_CHUNKS} chunks are kept in {parts}/; "
-                    f"rerun the same command to resume")
-    assert len(PartStore(out).chunk_files()) == 2 and not out.exists()
+    kept = len(counted)                  # the chunks of the first batch (one or more seeds)
+    assert 1 <= kept < N_CHUNKS
+    assert line == (f"phasekit: interrupted; {kept} of {N_CHUNKS} chunks are kept in "
+                    f"{parts}/; rerun the same command to resume")
+    assert len(PartStore(out).chunk_files()) == kept and not out.exists()
     monkeypatch.undo()
     assert main(["run", str(cfg), "-o", str(out)]) == 0
-    assert "resuming: 4 of 12 grid points already done" in capsys.readouterr().err
+    assert f"resuming: {2 * kept} of 12 grid points already done" in capsys.readouterr().err
     xr.testing.assert_identical(open_sweep(out), reference)
     assert leftovers(tmp_path) == [] and not parts.exists()
 
