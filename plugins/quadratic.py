@@ -30,6 +30,19 @@ ACTIVATIONS = ("identity", "tanh", "relu", "leaky_relu")
 
 # -- meta-feature and feature functions (eq. 184-187) ---------------------------------
 
+def _draw_generator_and_eigenvalues(gen: torch.Generator, n: int, eigen_low: float,
+                                    eigen_high: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One input dimension's draws, in the stream's order: ``B = (b - b^T)/sqrt(2)``
+    with ``b`` i.i.d. N(0, 1) (eq. 187), then ``lambda = [pos, -pos]`` with
+    ``pos ~ U[eigen_low, eigen_high]`` (eq. 186; docs/theory.md §2.1)."""
+    b = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    B = b - b.T
+    B.div_(math.sqrt(2.0))          # (b - b^T)/sqrt(2), in place
+    pos = eigen_low + (eigen_high - eigen_low) * torch.rand(n // 2, generator=gen,
+                                                            dtype=torch.float64)
+    return B, torch.cat([pos, -pos])
+
+
 def draw_meta_feature_matrices(gen: torch.Generator, n: int, d: int, eigen_low: float,
                                eigen_high: float) -> torch.Tensor:
     """``W^i = q^T diag(lambda) q`` for i = 1..d, shape ``(d, n, n)`` (eq. 186).
@@ -40,14 +53,123 @@ def draw_meta_feature_matrices(gen: torch.Generator, n: int, d: int, eigen_low: 
     """
     mats = []
     for _ in range(d):
-        b = torch.randn(n, n, generator=gen, dtype=torch.float64)
-        q = torch.linalg.matrix_exp((b - b.T) / math.sqrt(2.0))
-        pos = eigen_low + (eigen_high - eigen_low) * torch.rand(n // 2, generator=gen,
-                                                                dtype=torch.float64)
-        lam = torch.cat([pos, -pos])
+        B, lam = _draw_generator_and_eigenvalues(gen, n, eigen_low, eigen_high)
+        q = torch.linalg.matrix_exp(B)
         w = q.T @ (lam[:, None] * q)
         mats.append(0.5 * (w + w.T))  # exactly symmetric
     return torch.stack(mats)
+
+
+# -- exp(B) v for a skew-symmetric B without forming exp(B) (eq. 187) --------------------
+
+def _skew_norm_estimate(B: torch.Tensor, v: torch.Tensor, steps: int = 30) -> float:
+    """An estimate (from below, converging fast) of ``||B||_2`` for a real skew-symmetric B.
+
+    Lanczos on the Hermitian ``iB`` from a real start vector, with the powers of i
+    absorbed: ``B q_j = beta_(j+1) q_(j+1) - beta_j q_(j-1)`` (the diagonal q^T B q
+    vanishes), so the Ritz values are the eigenvalues of the symmetric tridiagonal
+    matrix with zero diagonal and off-diagonal beta.  The start mixes ``v`` with a
+    fixed vector from a private generator (the seed's stream is untouched), so every
+    eigenspace of B is seen; full reorthogonalisation; a breakdown means the Krylov
+    space is invariant and its Ritz values are then exact.
+    """
+    n = B.shape[0]
+    r = torch.randn(n, generator=torch.Generator().manual_seed(20240187), dtype=B.dtype)
+    q = r / r.norm()
+    vn = v.norm()
+    if vn > 0:
+        q = q + v / vn
+        q = q / q.norm()
+    Q = [q]
+    betas: list[float] = []
+    prev, beta, scale = torch.zeros_like(q), 0.0, 0.0
+    for _ in range(min(n, steps) - 1):
+        w = B @ Q[-1]
+        scale = max(scale, float(w.norm()))   # ||B q_j|| <= ||B||: the breakdown scale
+        w = w + beta * prev
+        basis = torch.stack(Q)
+        w = w - basis.T @ (basis @ w)         # full reorthogonalisation (twice is enough)
+        w = w - basis.T @ (basis @ w)
+        beta_next = float(w.norm())
+        if beta_next <= 1e-13 * scale:       # invariant Krylov space: exact Ritz values
+            break
+        betas.append(beta_next)
+        prev, beta = Q[-1], beta_next
+        Q.append(w / beta_next)
+    if not betas:
+        return float((B @ Q[0]).norm())
+    off = torch.tensor(betas, dtype=torch.float64)
+    T = torch.diag(off, 1) + torch.diag(off, -1)
+    return float(torch.linalg.eigvalsh(T).abs().max())
+
+
+def _bessel_j(rho: float, count: int) -> list[float]:
+    """``J_0(rho) .. J_(count-1)(rho)`` for rho > 0 by Miller's backward recurrence
+    ``J_(k-1) = (2k/rho) J_k - J_(k+1)``, normalised by ``J_0 + 2 sum_k J_(2k) = 1``."""
+    top = max(count, _bessel_terms(rho)) + 20           # J_top: negligible (below 1e-18)
+    top += top % 2                                      # the sum runs over even indices
+    vals = [0.0] * (top + 2)
+    vals[top] = 1e-300 if rho < 1e-3 else 1e-30
+    for k in range(top, 0, -1):
+        vals[k - 1] = 2.0 * k / rho * vals[k] - vals[k + 1]
+        if abs(vals[k - 1]) > 1e250:                   # rescale; the tail underflows harmlessly
+            vals = [x * 1e-250 for x in vals]
+    norm = vals[0] + 2.0 * sum(vals[2:top + 1:2])
+    return [x / norm for x in vals[:count]]
+
+
+def _bessel_terms(rho: float, tol: float = 1e-18) -> int:
+    """Terms K of the Jacobi-Anger series with ``2 sum_(k>=K) |J_k(rho)| < tol``, from
+    ``|J_k(rho)| <= (rho/2)^k / k!`` (whose ratio falls below 1/2 once k > rho)."""
+    k, log_bound = 0, 0.0            # log((rho/2)^k / k!)
+    log_half_rho = math.log(rho / 2.0)
+    while not (k > rho and log_bound < math.log(tol / 4.0)):
+        k += 1
+        log_bound += log_half_rho - math.log(k)
+    return k
+
+
+def expm_skew_action(B: torch.Tensor, v: torch.Tensor, rho: float | None = None,
+                     rtol: float = 1e-13) -> torch.Tensor:
+    """``expm(B) @ v`` for a real skew-symmetric ``B``, never forming ``expm(B)``.
+
+    Chebyshev (Jacobi-Anger) expansion: with ``A = B/rho`` and ``rho >= ||B||_2`` the
+    spectrum of ``A`` lies in i[-1, 1], and ``e^(i rho x) = J_0(rho) + 2 sum_k i^k J_k(rho)
+    T_k(x)`` on x in [-1, 1] gives, with ``X = -iA`` and ``M_k = i^k T_k(X)``,
+
+        expm(rho A) v = J_0(rho) v + 2 sum_(k>=1) J_k(rho) M_k v,
+        M_0 = I, M_1 = A, M_(k+1) = 2 A M_k + M_(k-1)     (real recurrence)
+
+    ``||M_k v|| <= ||v||`` whenever ``rho >= ||B||_2``.  ``rho`` defaults to 1.05 times a
+    Lanczos estimate of ``||B||_2`` (``_skew_norm_estimate``).  A posteriori, a growth
+    of ``M_k v`` (rho too small) or ``|expm(B) v| != |v|`` beyond ``rtol`` (expm(B) is
+    orthogonal) falls back to ``torch.linalg.matrix_exp(B) @ v``.
+    """
+    vn = float(v.norm())
+    if vn == 0.0:
+        return v.clone()
+    if rho is None:
+        rho = 1.05 * _skew_norm_estimate(B, v)
+    if rho == 0.0:                   # B = 0 on every direction Lanczos found
+        rho = float(B.abs().max()) * B.shape[0]   # >= ||B||_F >= ||B||_2
+        if rho == 0.0:
+            return v.clone()
+    count = _bessel_terms(rho)
+    J = _bessel_j(rho, count + 1)
+    step = 2.0 / rho                 # M_(k+1) v = (2/rho) B M_k v + M_(k-1) v
+    prev, cur = v, B @ v / rho
+    out = J[0] * v + (2.0 * J[1]) * cur
+    limit = vn * (1.0 + 1e-8)
+    ok = True
+    for k in range(1, count):
+        prev, cur = cur, torch.addmv(prev, B, cur, alpha=step)
+        if float(cur.norm()) > limit:
+            ok = False
+            break
+        out.add_(cur, alpha=2.0 * J[k + 1])
+    if ok and abs(float(out.norm()) - vn) <= rtol * vn:
+        return out
+    return torch.linalg.matrix_exp(B) @ v
 
 
 def activation_fn(name: str, slope: float):
@@ -203,21 +325,54 @@ class QuadraticBias(Model):
         scale = 1.0 / math.sqrt(d * n_phi) if n_phi else 0.0
         return FeatureMap(W, U, s["activation"], s["leaky_slope"], scale)
 
+    def _direct_eigenbasis(self) -> bool:
+        """Whether psi's eigenbasis is known without an eigendecomposition: with d = 1,
+        g = identity and one point x, ``psi = (x/sqrt(d)) W = q^T diag((x/sqrt(d)) lambda) q``
+        (eq. 185-186), so its eigenvalues are ``(x/sqrt(d)) lambda`` and its eigenvectors
+        the rows of ``q = expm(B)`` (eq. 187)."""
+        return (self.uses_eigenbasis() and self.data.extras.get("quadratic_features") is None
+                and self.data.input_dim == 1 and self.settings["activation"] == "identity")
+
+    def _setup_direct_eigenbasis(self, gen: torch.Generator, n_phi: int):
+        """``(psi eigenvalues, theta0, phi)`` of the eigenbasis path, drawn from the
+        stream in the order of ``feature_map`` and ``setup`` (B, lambda; U; theta0) but
+        with ``u = q theta_psi = expm(B) theta_psi`` computed as the action of expm(B) on
+        one vector: no q, no W, no eigh (eq. 186-187; docs/theory.md §2.1)."""
+        s, d = self.settings, self.data.input_dim
+        B, lam = _draw_generator_and_eigenvalues(gen, s["width"], s["eigen_low"],
+                                                 s["eigen_high"])
+        U = torch.randn(n_phi, d, generator=gen, dtype=torch.float64) if n_phi else None
+        theta0 = torch.randn(n_phi + s["width"], generator=gen, dtype=torch.float64)
+        x = float(self.data.inputs("train")[0, 0])
+        # psi = Q diag(ev) Q^T with Q = q^T, so u = Q^T theta_psi = q theta_psi.
+        ev = (x / math.sqrt(d)) * lam
+        u = expm_skew_action(B, theta0[n_phi:])
+        scale = 1.0 / math.sqrt(d * n_phi) if n_phi else 0.0
+        # W is never formed: the map is returned for phi(x) only (eq. 184).
+        fmap = FeatureMap(torch.empty(d, 0, 0, dtype=torch.float64), U, s["activation"],
+                          s["leaky_slope"], scale)
+        return ev, torch.cat([theta0[:n_phi], u]), fmap
+
     def setup(self, seed, device, dtype):
         gen = torch.Generator().manual_seed(seed)
-        fmap = self.feature_map(gen)
         n_phi = self._n_phi(self.settings)
-        theta0 = torch.randn(n_phi + fmap.width, generator=gen, dtype=torch.float64)
         splits = ["train"] + (["test"] if self.data.has_test else [])
-        psi = {s: fmap.psi(self.data.inputs(s)) for s in splits}
         diagonal = self.uses_eigenbasis()
-        if diagonal:
-            # One symmetric psi = Q diag(lam) Q^T.  With u = Q^T theta_psi, psi theta = Q(lam u),
-            # theta^T psi theta = sum lam u^2 and every inner product is unchanged (Q is
-            # orthogonal): z, gradient, NTK and theta^2 are the same, at O(n) per step.
-            lam, Q = torch.linalg.eigh(psi["train"][0])
-            psi = {"train": lam[None]}
-            theta0 = torch.cat([theta0[:n_phi], Q.T @ theta0[n_phi:]])
+        if self._direct_eigenbasis():
+            ev, theta0, fmap = self._setup_direct_eigenbasis(gen, n_phi)
+            psi = {"train": ev[None]}
+        else:
+            fmap = self.feature_map(gen)
+            theta0 = torch.randn(n_phi + fmap.width, generator=gen, dtype=torch.float64)
+            psi = {s: fmap.psi(self.data.inputs(s)) for s in splits}
+            if diagonal:
+                # One symmetric psi = Q diag(lam) Q^T.  With u = Q^T theta_psi, psi theta =
+                # Q(lam u), theta^T psi theta = sum lam u^2 and every inner product is
+                # unchanged (Q is orthogonal): z, gradient, NTK and theta^2 are the same,
+                # at O(n) per step.
+                lam, Q = torch.linalg.eigh(psi["train"][0])
+                psi = {"train": lam[None]}
+                theta0 = torch.cat([theta0[:n_phi], Q.T @ theta0[n_phi:]])
         psi = {s: p.to(device, dtype) for s, p in psi.items()}
         phi = {s: fmap.phi(self.data.inputs(s)).to(device, dtype) for s in splits}
         feats = QuadraticFeatures(self.settings["zeta"], n_phi, psi, phi, diagonal=diagonal)
@@ -358,4 +513,4 @@ def phasekit_register_observables(register):
 
 
 __all__ = ["FeatureMap", "Quadratic", "QuadraticBias", "QuadraticFeatures",
-           "draw_meta_feature_matrices", "effective"]
+           "draw_meta_feature_matrices", "effective", "expm_skew_action"]
