@@ -199,7 +199,7 @@ class Engine:
         ``prepared`` is :meth:`prepare`'s result for the chunk's seed, if at hand.
         """
         return self.run_batch([chunk], progress,
-                              None if prepared is None else [prepared])[0]
+                              prepared=None if prepared is None else [prepared])[0]
 
     def run_batch(self, chunks: list[Chunk], progress: Callable[..., None] | None = None,
                   prepared: list[Prepared] | None = None) -> list[ChunkResult]:

@@ -76,9 +76,10 @@ def reduced_weight_norm(model: FeedForward, feats: NetFeatures, theta: torch.Ten
     ``U_i0 . x >= 0`` (eq. 107-115, P^+ of eq. 112), ``(G,)``, for a two-layer net on
     one point; it obeys eq. 122 and decreases at every step below eq. 124."""
     _, _, v = model.unpack(theta)
-    s0 = model.propagate(feats, theta0[None])[1][0][0, 0]             # U_0 x, (n,)
+    initial = theta0 if theta0.dim() == 2 else theta0[None]    # (G, P) when seeds share a batch
+    s0 = model.propagate(feats, initial)[1][0][:, 0]                  # U_0 x, (1 or G, n)
     active = (s0 >= 0).to(theta.dtype)
-    return (model.first_layer_row_norms(feats, theta) + v * v) @ active
+    return ((model.first_layer_row_norms(feats, theta) + v * v) * active).sum(-1)
 
 
 def two_layer_bound_quantity(model: FeedForward, bound: Bound, feats: NetFeatures,

@@ -14,6 +14,7 @@ every quantity of a step follows from one matrix product:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -399,9 +400,27 @@ class QuadraticBias(Model):
             z = z + theta[:, :feats.n_phi] @ feats.phi[split].T  # docs/theory.md §2.3
         return z, v
 
+    # -- several seeds in one batch ------------------------------------------------
+    def can_stack_seeds(self) -> bool:
+        """On one training point (the eigenbasis) a seed's psi is a vector of n
+        eigenvalues, cheap to hold per row; on several points it is (D, n, n) and the
+        seeds keep batches of their own.  The model with bias keeps them too."""
+        return self.uses_eigenbasis() and self._n_phi(self.settings) == 0
+
+    def stack_seeds(self, features, rows):
+        first = features[0]
+        psi = torch.stack([f.psi["train"][0] for f in features])[rows]        # (G, n)
+        return dataclasses.replace(first, psi={"train": psi}, phi=dict(first.phi))
+
+    def take_rows(self, features, keep):
+        return dataclasses.replace(features, psi={"train": features.psi["train"][keep]})
+
     def loss_gradient(self, feats, theta, cache, eps):
         D = eps.shape[-1]
-        grad_psi = feats.zeta / D * torch.einsum("ga,gan->gn", eps, cache)
+        if feats.diagonal:              # one point: eps_1 v_1, no sum (the same for any batch)
+            grad_psi = feats.zeta / D * (eps.unsqueeze(-1) * cache).sum(1)
+        else:
+            grad_psi = feats.zeta / D * torch.einsum("ga,gan->gn", eps, cache)
         if not feats.n_phi:
             return grad_psi
         grad_phi = eps @ feats.phi["train"] / D
@@ -410,7 +429,10 @@ class QuadraticBias(Model):
     def ntk(self, feats, theta, cache):
         v = self._v(feats, theta, "train") if cache is None else cache
         D = v.shape[1]
-        H = feats.zeta ** 2 * (v @ v.transpose(-1, -2)) / D  # docs/theory.md §2.2
+        if feats.diagonal:              # one point: H = zeta^2 |v|^2, one row-wise reduction
+            H = feats.zeta ** 2 * (v * v).sum(-1, keepdim=True) / D      # docs/theory.md §2.2
+        else:
+            H = feats.zeta ** 2 * (v @ v.transpose(-1, -2)) / D          # docs/theory.md §2.2
         if feats.n_phi:
             phi = feats.phi["train"]
             H = H + (phi @ phi.T / D)[None]                        # docs/theory.md §2.3

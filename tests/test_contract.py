@@ -39,6 +39,8 @@ def random_data(D: int, d: int, test: int = 2) -> dict:
 #: d = 1 for the homogeneous net's divergence bound (eq. 102)
 BUILTIN = {
     "quadratic": {"model": {"name": "quadratic", "width": 12}, "dataset": random_data(3, 2)},
+    "quadratic_point": {"model": {"name": "quadratic", "width": 12},          # stacks seeds
+                        "dataset": {"name": "toy", "x": [0.8], "y": 0.3}},
     "quadratic_bias": {"model": {"name": "quadratic_bias", "width": 12, "feature_width": 3},
                        "dataset": random_data(3, 2)},
     "homogeneous": {"model": {"name": "homogeneous", "width": 12, "a_minus": 0.3},

@@ -325,16 +325,17 @@ def _interrupt_at(monkeypatch, n: int, counted: list):
         return trained(self, batch, progress, **kw)
 
     monkeypatch.setattr(Engine, "run_batch", run_batch)
+    return started
 
 
 def test_ctrl_c_mid_sweep_says_what_is_kept_and_resumes(tmp_path, cfg, capsys, monkeypatch,
                                                         counted, reference):
     out = tmp_path / "r.nc"
-    _interrupt_at(monkeypatch, 2, counted)
+    started = _interrupt_at(monkeypatch, 2, counted)
     assert run(cfg, out) == 130
     line = one_line(capsys.readouterr().err, "interrupted")
     parts = PartStore(out).folder
-    kept = len(counted)                  # the chunks of the first batch (one or more seeds)
+    kept = len(started[0])               # the chunks of the first batch (one or more seeds)
     assert 1 <= kept < N_CHUNKS
     assert line == (f"phasekit: interrupted; {kept} of {N_CHUNKS} chunks are kept in "
                     f"{parts}/; rerun the same command to resume")
@@ -382,10 +383,11 @@ def test_second_run_refused_then_ctrl_c_with_workers_is_one_line(tmp_path):
     it; Ctrl-C (SIGINT to the whole process group, as a terminal sends it) ends it with
     one line and no Dask noise; the same command resumes."""
     pytest.importorskip("dask.distributed")
-    args = ["run", "--preset", "fig1", "--set", "model.width=200", "--set",
+    # 16 one-run batches of ~1-2 s each, so that Ctrl-C comes mid-sweep
+    args = ["run", "--preset", "fig1", "--set",
             "sweep.eta_lambda0={start=0.5,stop=3.5,num=4}", "--set", "sweep.seeds=4",
-            "--set", "sweep.chunk_size=1", "--set", "sweep.tol=0.0",
-            "--set", "sweep.max_steps=3000", "-q"]
+            "--set", "sweep.chunk_size=1", "--set", "sweep.seed_batch=1",
+            "--set", "sweep.tol=0.0", "--set", "sweep.max_steps=20000", "-q"]
     out = tmp_path / "w.nc"
     parts = PartStore(out).folder
     proc = subprocess.Popen([EXE, *args, "--workers", "2", "-o", str(out)],

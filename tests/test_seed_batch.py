@@ -16,6 +16,8 @@ GRID = {"start": 0.5, "stop": 4.5, "num": 9}
 CASES = {
     "linear_bias": ({"name": "linear_bias", "width": 32},
                     {"name": "random", "num_train": 6, "input_dim": 3}),
+    "quadratic": ({"name": "quadratic", "width": 200, "eigen_low": 1.0, "eigen_high": 2.0},
+                  {"name": "toy", "x": [1.0], "y": 0.0}),
 }
 
 
