@@ -49,7 +49,7 @@ PRESETS = {
     ),
     "quadratic_width": (
         "pure quadratic model of figure 1 (toy data, eigenvalues +/-U[1,2]) over widths "
-        "n = 50-1600, 4 seeds; the eq. 60 bound as a curve against n; about 35 s on 2 CPU "
+        "n = 50-1600, 4 seeds; the eq. 60 bound as a curve against n; about 6 s on 2 CPU "
         "cores",
         {"model": {"name": "quadratic", "width": 1000, "eigen_low": 1.0, "eigen_high": 2.0,
                    "activation": "identity"},
