@@ -9,6 +9,7 @@ from pathlib import Path
 import xarray as xr
 
 from .config import load_toml, merge, parse_axis, parse_set, resolve_config
+from .options import ConfigError
 from .manager import PluginManager, get_plugin_manager
 from .progress import Progress
 from .storage import open_sweep, write_sweep
@@ -25,6 +26,9 @@ def build_config(config: Mapping | str | os.PathLike | None = None, *,
     if preset or config is None:
         raw = manager.get("preset", preset or "default").config
     if isinstance(config, str | os.PathLike):
+        if not os.path.lexists(config) and str(config) in manager.presets():
+            raise ConfigError(f"no config file {config}; {config!s} is a preset: use "
+                              f"--preset {config}")
         raw = merge(raw, load_toml(config))
     elif config is not None:
         raw = merge(raw, config)

@@ -94,6 +94,7 @@ def test_cli_config_file_and_overrides(tmp_path):
     (["--set", "sweep.bogus=1"], "unknown key 'sweep.bogus'"),
     (["--preset", "fig99"], "unknown preset 'fig99'. Available:"),
     (["/no/such/config.toml"], "cannot read config file"),
+    (["fig1"], "no config file fig1; fig1 is a preset: use --preset fig1"),
 ])
 def test_cli_invalid_input_fails_before_work(tmp_path, capsys, args, message):
     out = tmp_path / "x.nc"
