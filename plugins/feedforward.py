@@ -86,6 +86,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from phasekit.batched import shared_mm
 from phasekit.dataset import Data
 from phasekit.model import Model
 from phasekit.options import Option, positive
@@ -93,6 +94,11 @@ from phasekit.spectrum import LANCZOS_MAX_ITER
 
 #: relative size of tr H below which a converged ReLU net counts as trivial
 TRIVIAL_NTK_RTOL = 1e-12
+
+#: bytes of first-layer pre-activations a test-split pass holds at a time (one grid
+#: point, a block of test points): small enough to stay in a core's cache share between
+#: the product, the ReLU and the reduction (:meth:`FeedForward.split_outputs`)
+SPLIT_BLOCK_BYTES = 4 << 20
 
 
 @dataclass
@@ -129,6 +135,24 @@ def sigma_prime(s: torch.Tensor, a_plus: float, a_minus: float) -> torch.Tensor:
     """sigma'(s) = a_+ (s > 0), a_- (s < 0), (a_+ + a_-)/2 at s = 0 (eq. 9)."""
     p, q = 0.5 * (a_plus + a_minus), 0.5 * (a_plus - a_minus)
     return s.sign().mul_(q).add_(p)
+
+
+def _relu(s: torch.Tensor, a_plus: float) -> torch.Tensor:
+    """sigma(s) of eq. 8 for a_- = 0, ``a_+ max(s, 0)``: one pass (s sigma'(s) up to the
+    sign of zero)."""
+    a = s.clamp_min(0.0)
+    return a if a_plus == 1.0 else a.mul_(a_plus)
+
+
+def _rows_mv(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``A x`` row by row, ``A`` (G, M, K), ``x`` (G, K) -> (G, M): one matrix-vector
+    product per grid point, the same kernel whatever G (a batched product of G = 1 would
+    take another kernel, and :func:`phasekit.batched.matvec`'s padded column costs a
+    matrix product: at G = 1, the tail of a sweep, ~200 us a step at width 1024)."""
+    out = A.new_empty(A.shape[:-1])
+    for row in range(A.shape[0]):
+        torch.mv(A[row], x[row], out=out[row])
+    return out
 
 
 def _is_transformed(t: torch.Tensor) -> bool:
@@ -214,17 +238,30 @@ class FeedForward(Model):
         n, d = self.width, self.first_layer_inputs
         return [(n, d)] + [(n, n)] * self.hidden_layers + [(n,)]
 
+    def _layout(self) -> tuple[list[tuple[int, int, tuple[int, ...]]], int]:
+        """``([(start, size, shape) per weight], P)``, worked out once per model (the
+        settings and the data are fixed for its lifetime): :meth:`unpack` runs several
+        times per step, and the tail of a sweep is per-step overhead (docs/performance.md)."""
+        layout = self.__dict__.get("_layout_cache")
+        if layout is None:
+            pieces, start = [], 0
+            for shape in self.parameter_shapes():
+                size = math.prod(shape)
+                pieces.append((start, size, shape))
+                start += size
+            layout = self._layout_cache = (pieces, start)
+        return layout
+
     def unpack(self, theta: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor],
                                                    torch.Tensor]:
         """Views ``U (G, n, d)``, ``[M_1 .. M_k] (G, n, n)`` and ``v (G, n)`` of ``theta``
         (in span coordinates the first is B, ``(G, n, k)``)."""
-        out, start = [], 0
-        for shape in self.parameter_shapes():
-            size = math.prod(shape)
-            out.append(theta[:, start:start + size].unflatten(1, shape))
-            start += size
-        if start != theta.shape[-1]:
-            raise ValueError(f"theta has {theta.shape[-1]} parameters, expected {start}")
+        pieces, total = self._layout()
+        if total != theta.shape[-1]:
+            raise ValueError(f"theta has {theta.shape[-1]} parameters, expected {total}")
+        out = [theta.narrow(1, start, size).unflatten(1, shape) if theta.stride(-1) != 1
+               else theta.narrow(1, start, size).view(theta.shape[0], *shape)
+               for start, size, shape in pieces]
         return out[0], out[1:-1], out[-1]
 
     # -- set-up ---------------------------------------------------------------------
@@ -293,13 +330,44 @@ class FeedForward(Model):
             if memo is not None and memo[0] is theta and memo[1] == theta._version:
                 return memo[2], memo[3]
         if split == "train":
-            z, s, a, slope = self.propagate(feats, theta, split)
-            cache = {"split": split, "s": s, "a": a, "slope": slope}
+            if memo_ok:
+                z, cache = self._train_pass(feats, theta)
+            else:                                   # autograd: s sigma'(s), module docstring
+                z, s, a, slope = self.propagate(feats, theta, split)
+                cache = {"split": split, "s": s, "a": a, "slope": slope}
         else:
             z, cache = self.split_outputs(feats, theta, split), {"split": split}
         if memo_ok:
             self._memo[split] = (theta, theta._version, z, cache)
         return z, cache
+
+    def _train_pass(self, feats, theta) -> tuple[torch.Tensor, dict]:
+        """z and the training cache of :meth:`propagate`, outside autograd, in fewer passes
+        over the (G, D, n) layers: for the ReLU family sigma(s) = a_+ max(s, 0) (eq. 8) is
+        one pass and the slopes sigma'(s) are not formed (:meth:`_output_gradients` uses
+        sign(s) directly); other activations keep ``sigma'(s)`` (it serves the gradient).
+
+        Products have a fixed shape per row (:mod:`phasekit.batched`), so a run's numbers do
+        not depend on how many runs share its batch."""
+        a_plus, a_minus = self.slopes
+        U, Ms, v = self.unpack(theta)
+        rn = math.sqrt(self.width)
+        s = [shared_mm(feats.x["train"], U.transpose(-1, -2))]     # s^1 = U x, (G, D, n)
+        if "train" in feats.offset:                                 # (never: X U_0perp^T = 0)
+            s[0].add_(feats.offset["train"])
+        a: list[torch.Tensor] = []
+        slope: list[torch.Tensor | None] = []
+        for layer in range(self.num_layers):
+            if a_minus == 0.0:                                      # ReLU family, eq. 8
+                a.append(_relu(s[-1], a_plus))
+                slope.append(None)
+            else:
+                slope.append(sigma_prime(s[-1], a_plus, a_minus))
+                a.append(s[-1] * slope[-1])                         # sigma(s) = s sigma'(s)
+            if layer < len(Ms):                                     # s^(l+1) = M_l a^l/sqrt n
+                s.append(torch.matmul(a[-1], Ms[layer].transpose(-1, -2)).div_(rn))
+        z = _rows_mv(a[-1], v).div_(rn)                             # z = v . a^L / sqrt n
+        return z, {"split": "train", "s": s, "a": a, "slope": slope}
 
     def split_outputs(self, feats, theta, split) -> torch.Tensor:
         """z of eq. 193 on a split other than train, ``(G, D_split)``: the same numbers as
@@ -310,6 +378,14 @@ class FeedForward(Model):
         T points costs O(n k T) per call, not O(n d T).  Only z is kept: no slopes, one
         activation tensor per layer, overwritten in place (for ReLU, sigma(s) = a_+ max(s, 0),
         eq. 8).  This is what the test-split observables (test loss, accuracy, gap) share.
+
+        One grid point and one block of :data:`SPLIT_BLOCK_BYTES` of pre-activations at a
+        time (512 test points at width 1024), into one reused buffer: the (G, T, n)
+        pre-activations of the whole batch (262 MB for 16 runs on 2000 test images) were
+        fresh memory at every recorded step, written, clamped and read back from RAM, while
+        a block stays in cache between its product, its ReLU and its reduction.  Each
+        row's products have shapes fixed by T and n alone, so a run's test outputs do not
+        depend on how many runs share its batch (docs/performance.md).
         """
         if theta.requires_grad or _is_transformed(theta):        # in-place ops below
             return self.propagate(feats, theta, split)[0]
@@ -317,35 +393,59 @@ class FeedForward(Model):
         U, Ms, v = self.unpack(theta)
         rn = math.sqrt(self.width)
         x = feats.x[split]
-        if split in feats.offset:                   # s^1 = U_0perp x + B (Q x), span coords
-            G = theta.shape[0]
-            s = torch.baddbmm(feats.offset[split].expand(G, -1, -1), x.expand(G, -1, -1),
-                              U.transpose(-1, -2))                # (G, T, n), one pass
-        else:
-            s = torch.matmul(x, U.transpose(-1, -2))              # s^1 = U x, (G, T, n)
-        for layer in range(self.num_layers):
-            if a_minus == 0.0:                                    # ReLU family, eq. 8
-                a = s.clamp_min_(0.0)
-                if a_plus != 1.0:
-                    a.mul_(a_plus)
-            else:
-                a = sigma(s, a_plus, a_minus)
-            if layer < len(Ms):                                   # s^(l+1) = M_l a^l / sqrt n
-                s = torch.matmul(a, Ms[layer].transpose(-1, -2)).div_(rn)
-        return torch.matmul(a, v.unsqueeze(-1)).squeeze(-1).div_(rn)   # z = v . a^L / sqrt n
+        offset = feats.offset.get(split)            # U_0perp x in span coordinates
+        G, T = theta.shape[0], x.shape[0]
+        block = max(1, SPLIT_BLOCK_BYTES // (x.element_size() * self.width))
+        z = theta.new_empty(G, T)
+        first = theta.new_empty(min(block, T), self.width)     # s^1 of one block of points
+        for row in range(G):
+            for lo in range(0, T, block):
+                hi = min(lo + block, T)
+                if offset is not None:              # s^1 = U_0perp x + B (Q x), one pass
+                    s = torch.addmm(offset[lo:hi], x[lo:hi], U[row].T, out=first[:hi - lo])
+                else:                                                 # s^1 = U x
+                    s = torch.mm(x[lo:hi], U[row].T, out=first[:hi - lo])
+                for layer in range(self.num_layers):
+                    if a_minus == 0.0:                                # ReLU family, eq. 8
+                        a = s.clamp_min_(0.0)
+                        if a_plus != 1.0:
+                            a.mul_(a_plus)
+                    else:
+                        a = sigma(s, a_plus, a_minus)
+                    if layer < len(Ms):                               # s^(l+1) = M_l a^l/sqrt n
+                        s = torch.mm(a, Ms[layer][row].T).div_(rn)
+                torch.mv(a, v[row], out=z[row, lo:hi])                # v . a^L
+        return z.div_(rn)                                             # z = v . a^L / sqrt n
 
     def _output_gradients(self, theta: torch.Tensor, cache: dict) -> list[torch.Tensor]:
-        """``g^l = dz/ds^l`` per sample, ``[g^1, ..., g^L]`` each (G, D, n) (backprop)."""
+        """``g^l = dz/ds^l`` per sample, ``[g^1, ..., g^L]`` each (G, D, n) (backprop).
+
+        With ``sigma'(s) = p + q sign(s)`` (eq. 9) and p = q = a_+/2 for the ReLU family,
+        ``t sigma'(s) = q (t + t sign(s))`` -- the same numbers as multiplying by the
+        slopes (a factor 2 and the product by q round once either way) without forming them.
+        """
         if "g" in cache:
             return cache["g"]
         a_plus, a_minus = self.slopes
+        q = 0.5 * (a_plus - a_minus)
         _, Ms, v = self.unpack(theta)
         rn = math.sqrt(self.width)
-        slope = cache["slope"]                                      # sigma'(s^l)
-        g = [slope[-1] * (v / rn).unsqueeze(1)]
+        slope, s = cache["slope"], cache["s"]                       # sigma'(s^l) or None
+        vr = (v / rn).unsqueeze(1)
+        if slope[-1] is None:                                       # ReLU: q v (1 + sign s^L)
+            half = vr * q
+            g = [torch.addcmul(half, torch.sign(s[-1]), half)]
+        else:
+            g = [slope[-1] * vr]
         for layer in range(self.num_layers - 1, 0, -1):            # l = L .. 2
             back = torch.matmul(g[0], Ms[layer - 1]).div_(rn)      # M_(l-1)^T g^l / sqrt n
-            g.insert(0, back.mul_(slope[layer - 1]))
+            if slope[layer - 1] is None:
+                back.addcmul_(back, torch.sign(s[layer - 1]))
+                if q != 1.0:
+                    back.mul_(q)
+            else:
+                back.mul_(slope[layer - 1])
+            g.insert(0, back)
         cache["g"] = g
         return g
 
@@ -375,17 +475,18 @@ class FeedForward(Model):
         a = cache["a"]
         U, Ms, v = self.unpack(theta)
         rn = math.sqrt(self.width)
-        w = (eps * (eta / eps.shape[-1])[:, None]).unsqueeze(-1)   # eta eps_a / D, (G, D, 1)
+        w = eps * (eta / eps.shape[-1])[:, None]                    # eta eps_a / D, (G, D)
         x = feats.x["train"]
         if x.shape[-1] < self.width:       # weight the (D, k) inputs, not the (D, n) g^1
-            U.baddbmm_(g[0].transpose(-1, -2), w * x, alpha=-1.0)                 # dL/dU
+            U.baddbmm_(g[0].transpose(-1, -2), w.unsqueeze(-1) * x, alpha=-1.0)   # dL/dU
         else:
-            U.baddbmm_((w * g[0]).transpose(-1, -2), x.expand(theta.shape[0], -1, -1),
-                       alpha=-1.0)
+            U.baddbmm_((w.unsqueeze(-1) * g[0]).transpose(-1, -2),
+                       x.expand(theta.shape[0], -1, -1), alpha=-1.0)
         for layer in range(1, self.num_layers):                                   # dL/dM_l
-            Ms[layer - 1].baddbmm_((w * g[layer]).transpose(-1, -2), a[layer - 1],
-                                   alpha=-1.0 / rn)
-        v.unsqueeze(1).baddbmm_(w.transpose(-1, -2), a[-1], alpha=-1.0 / rn)      # dL/dv
+            Ms[layer - 1].baddbmm_((w.unsqueeze(-1) * g[layer]).transpose(-1, -2),
+                                   a[layer - 1], alpha=-1.0 / rn)
+        for row in range(theta.shape[0]):                                         # dL/dv
+            v[row].addmv_(a[-1][row].T, w[row], alpha=-1.0 / rn)
 
     def ntk(self, feats, theta, cache):
         """Exact NTK (eq. 4), layer-wise closed form (module docstring; eq. 54 for k = 0)."""
