@@ -11,7 +11,10 @@ For each workload and dtype it prints run-steps per second of
 
 their ratio, and the achieved GFLOP/s of phasekit's training step (counted from
 the step's matrix products with ``torch.utils.flop_counter``) next to the
-measured matmul peak of this machine in the same dtype and thread count.
+measured matmul peak of this machine in the same dtype and thread count.  W4 times
+a sweep over a width axis, W5 one run with the default observables (the tail of a
+sweep: run-steps per second and the FLOPs of an average step, recorded steps
+included, against the peak), ``P-<preset>`` whole presets.
 Nothing here asserts a speed: benchmarks print, tests assert.
 """
 
@@ -240,6 +243,96 @@ def axis_sweep_times(quick: bool, dtype: str, manager: PluginManager, threads: i
     return {"axis": axis, "separate": separate, "ratio": separate / axis}
 
 
+#: W5: one grid point of the two-layer ReLU net on 128 Fashion-MNIST images (as W2),
+#: trained with the default observables and record schedule: the per-run cost of the
+#: tail of a sweep, where one or two slow runs are left (docs/performance.md)
+W5_CONFIG = {"model": {"name": "relu", "width": 1024},
+             "dataset": {"name": "fmnist", "num_train": 128},
+             "sweep": {"eta_lambda0": [1.0], "seeds": [0], "tol": 0.0}}
+#: W5's steps, full and under --quick
+W5_STEPS = (2000, 100)
+
+#: FLOP formulas for the products torch's counter does not know (matrix-vector products
+#: and the in-place batched ones of ``Model.descend``), in its (shapes..., out_shape) form
+_EXTRA_FLOPS = {
+    "mv": lambda a, b, *args, out_shape=None, **kw: 2 * a[0] * a[1],
+    "addmv": lambda c, a, b, *args, out_shape=None, **kw: 2 * a[0] * a[1],
+    "addmv_": lambda c, a, b, *args, out_shape=None, **kw: 2 * a[0] * a[1],
+    "addmm_": lambda c, a, b, *args, out_shape=None, **kw: 2 * a[0] * a[1] * b[1],
+    "baddbmm_": lambda c, a, b, *args, out_shape=None, **kw: 2 * a[0] * a[1] * a[2] * b[2],
+}
+
+
+def _flop_counter():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    aten = torch.ops.aten
+    return FlopCounterMode(display=False, custom_mapping={
+        getattr(aten, name): formula for name, formula in _EXTRA_FLOPS.items()})
+
+
+def run_step_flops(engine: Engine, prepared) -> tuple[float, float]:
+    """FLOPs of one grid point's plain step (forward pass and gradient step) and of a
+    recorded step (the same plus the NTK and what the engine records: sharpness by
+    ``sweep.sharpness_solver``, weight norm, every observable), counted at initialisation
+    from the matrix products (matrix-vector ones included)."""
+    from .observables import Snapshot
+
+    model = engine.model
+    feats, theta0 = prepared.features, prepared.theta0
+    y = engine.data.y_train.to(engine.device, engine.dtype)
+    eta = theta0.new_full((1,), 1.0 / prepared.lambda0)              # c = 1
+
+    def step(recorded: bool) -> float:
+        theta = theta0[None].clone()
+        with _flop_counter() as counter:
+            z, cache = model.forward(feats, theta)
+            eps = z - y
+            if recorded:
+                loss = 0.5 * (eps * eps).mean(-1)
+                ntk = model.ntk(feats, theta, cache)
+                engine._observe(Snapshot(model, engine.data, feats, theta, theta0, z, eps,
+                                         loss, ntk, eta, prepared.lambda0, 0))
+            model.descend(feats, theta, cache, eps, eta)
+        return float(counter.get_total_flops())
+
+    return step(False), step(True)
+
+
+def single_run_times(quick: bool, dtype: str, manager: PluginManager, threads: int,
+                     device: str = "cpu") -> dict:
+    """W5: one grid point's run (``Engine.run_chunk``, default observables and record
+    schedule, ``tol = 0``) timed in process after its seed is prepared; run-steps per
+    second and the FLOPs of an average step (plain steps and recorded ones, weighted by
+    the record schedule) against the matmul peak."""
+    from .config import merge, resolve_config
+    from .sweep import Chunk, Engine, torch_threads
+
+    steps = W5_STEPS[1] if quick else W5_STEPS[0]
+    raw = merge(W5_CONFIG, {"sweep": {"max_steps": steps, "dtype": dtype, "device": device,
+                                      "threads": threads}})
+    config, data = resolve_config(raw, manager)
+    engine = Engine(config, data, manager)
+    chunk = Chunk(0, 0, [0], list(config.sweep["eta_lambda0"]))
+    with torch_threads(threads):
+        prepared = engine.prepare(0)
+        _sync(engine.device)
+        t = time.perf_counter()
+        engine.run_chunk(chunk, prepared=prepared)
+        _sync(engine.device)
+        elapsed = time.perf_counter() - t
+        plain, recorded = run_step_flops(engine, prepared)
+        peak = matmul_peak(engine.dtype, engine.device)
+    passes = steps + 1                      # forward passes: steps 0..max_steps
+    n_rec = len(engine.schedule)            # every scheduled step is recorded (tol = 0)
+    # the last pass makes no gradient step; its descend FLOPs are a rounding error here
+    average = (n_rec * recorded + (passes - n_rec) * plain) / passes
+    return {"steps": steps, "recorded": n_rec, "wall": elapsed, "rate": passes / elapsed,
+            "plain": plain, "recorded_flops": recorded, "average": average,
+            "gflops": average * passes / elapsed / 1e9, "peak": peak}
+
+
 #: whole presets, end to end in process: name -> step cap under --quick (None: as is)
 PRESET_ROWS = {"fig1": None, "default": None, "fig12": 200}
 
@@ -296,15 +389,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each, their ratio, and the GFLOP/s of phasekit's step next to this machine's "
         "matmul peak. Workloads: W1 pure quadratic on toy data; W2 two-layer and W3 "
         "three-layer ReLU nets on 128 Fashion-MNIST images (skipped without the data); "
-        "W4 a sweep over a width axis against its five points run as separate sweeps. "
+        "W4 a sweep over a width axis against its five points run as separate sweeps; "
+        "W5 one run of the two-layer ReLU net with the default observables (the tail of a "
+        "sweep): run-steps per second and FLOPs of an average step against the peak. "
         "See docs/performance.md.")
     parser.add_argument("--quick", action="store_true", help="few steps (for CI)")
     parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
                         help="floating-point type of both sides (default: both, one row "
                              "each)")
-    parser.add_argument("--workloads", default="W1,W2,W3,W4",
+    parser.add_argument("--workloads", default="W1,W2,W3,W4,W5",
                         help="comma-separated subset (W2 also runs W2-full, W3 W3-full; W4 "
-                             "is a width-axis sweep against its points run separately; "
+                             "is a width-axis sweep against its points run separately; W5 "
+                             "one run with the default observables, 2000 steps (100 with "
+                             "--quick); "
                              "P-fig1, P-default, P-fig12 or 'presets' time whole presets "
                              "end to end, fig12 capped at 200 steps with --quick)")
     parser.add_argument("--threads", type=int, default=0,
@@ -327,7 +424,8 @@ def run(args) -> int:
     header = (f"{'workload':8} {'dtype':8} {'threads':>7} {'phasekit run-steps/s':>20} "
               f"{'baseline run-steps/s':>20} {'ratio':>8} {'step GFLOP/s':>12} "
               f"{'matmul peak':>11} {'% peak':>7}")
-    print(header)
+    if any(work.name.split("-")[0] in wanted for work in workloads(args.quick)):
+        print(header)
     for work in workloads(args.quick):
         if work.name.split("-")[0] not in wanted:
             continue
@@ -357,6 +455,26 @@ def run(args) -> int:
                 print(f"{name:10} {dtype:8} {r['wall']:>9.2f} {r['run_steps']:>11,} "
                       f"{r['rate']:>12,.0f}{cap}")
                 sys.stdout.flush()
+    if "W5" in wanted:
+        steps = W5_STEPS[1] if args.quick else W5_STEPS[0]
+        print(f"W5: one grid point (c = 1), two-layer ReLU, width 1024, 128 two-class "
+              f"Fashion-MNIST images, default observables and record schedule, {steps} steps")
+        print(f"{'workload':8} {'dtype':8} {'threads':>7} {'run-steps/s':>11} {'wall s':>7} "
+              f"{'recorded':>8} {'MFLOP plain':>11} {'MFLOP rec.':>10} {'MFLOP avg':>9} "
+              f"{'GFLOP/s':>8} {'matmul peak':>11} {'% peak':>7}")
+        for dtype in dtypes:
+            threads = args.threads or os.cpu_count() or 1
+            try:
+                r = single_run_times(args.quick, dtype, manager, threads, args.device)
+            except (ConfigError, DataError) as exc:          # data not available here
+                print(f"{'W5':8} {dtype:8} skipped: {exc}")
+                continue
+            print(f"{'W5':8} {dtype:8} {threads:>7} {r['rate']:>11,.1f} {r['wall']:>7.2f} "
+                  f"{r['recorded']:>8} {r['plain'] / 1e6:>11,.1f} "
+                  f"{r['recorded_flops'] / 1e6:>10,.1f} {r['average'] / 1e6:>9,.1f} "
+                  f"{r['gflops']:>8.1f} {r['peak']:>11.1f} "
+                  f"{100 * r['gflops'] / r['peak']:>6.1f}%")
+            sys.stdout.flush()
     if "W4" in wanted:
         print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
               f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")
