@@ -9,8 +9,8 @@ from pathlib import Path
 import xarray as xr
 
 from .config import load_toml, merge, parse_axis, parse_set, resolve_config
-from .options import ConfigError
 from .manager import PluginManager, get_plugin_manager
+from .options import ConfigError
 from .progress import Progress
 from .storage import open_sweep, write_sweep
 

@@ -63,8 +63,9 @@ SWEEP_OPTIONS: dict[str, Option] = {
                          "advanced together; 0 = all learning rates of a seed in one chunk, or "
                          "as many as fit memory_budget", check=non_negative),
     "seed_batch": Option(0, "seeds trained together in one batch where the model can stack "
-                         "their fixed objects (Model.can_stack_seeds: linear_bias, the pure "
-                         "quadratic model on one training point); 0 = every seed of an axis "
+                         "their fixed objects (Model.can_stack_seeds: the networks, linear_bias, "
+                         "the pure quadratic model on one training point); 0 = every seed of "
+                         "an axis "
                          "point as "
                          "far as the batch fits memory_budget (1 GiB without one); the "
                          "results do not depend on it", check=non_negative),

@@ -96,6 +96,7 @@ Inputs are used as given; the image datasets already feed x / sqrt(d) (docs/theo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -136,8 +137,9 @@ class NetFeatures:
 
     @property
     def weight_norm_offset(self) -> torch.Tensor | float:
-        """``|U_0perp|^2``: what theta^2 has outside the stored coordinates."""
-        return 0.0 if self.row_norm_offset is None else self.row_norm_offset.sum()
+        """``|U_0perp|^2``: what theta^2 has outside the stored coordinates (per row when
+        seeds share a batch)."""
+        return 0.0 if self.row_norm_offset is None else self.row_norm_offset.sum(-1)
 
 
 def sigma(s: torch.Tensor, a_plus: float, a_minus: float) -> torch.Tensor:
@@ -423,10 +425,12 @@ class FeedForward(Model):
         z = theta.new_empty(G, T)
         first = theta.new_empty(min(block, T), self.width)     # s^1 of one block of points
         for row in range(G):
+            # per-row U_0perp x when seeds share the batch (stack_seeds)
+            off = offset if offset is None or offset.dim() == 2 else offset[row]
             for lo in range(0, T, block):
                 hi = min(lo + block, T)
-                if offset is not None:              # s^1 = U_0perp x + B (Q x), one pass
-                    s = torch.addmm(offset[lo:hi], x[lo:hi], U[row].T, out=first[:hi - lo])
+                if off is not None:                 # s^1 = U_0perp x + B (Q x), one pass
+                    s = torch.addmm(off[lo:hi], x[lo:hi], U[row].T, out=first[:hi - lo])
                 else:                                                 # s^1 = U x
                     s = torch.mm(x[lo:hi], U[row].T, out=first[:hi - lo])
                 for layer in range(self.num_layers):
@@ -612,6 +616,34 @@ class FeedForward(Model):
             return self.forward(feats, theta, split)[1]["s"]
         self.sync(feats, theta)
         return self.propagate(feats, theta, split)[1]
+
+    # -- several seeds in one batch ----------------------------------------------------
+    def can_stack_seeds(self):
+        """Every seed shares the inputs (and, in span coordinates, the basis Q); what
+        belongs to a seed -- ``U_0perp x`` of the other splits, ``|U_0perp,i|^2`` and
+        lambda_0 -- becomes per-row (a (T, n) matrix per run on a test split)."""
+        return True
+
+    def stack_seeds(self, features, rows):
+        first = features[0]
+
+        def per_row(tensors):
+            return torch.stack(tensors)[rows]
+
+        return dataclasses.replace(
+            first,
+            lambda0=per_row([torch.tensor(f.lambda0, dtype=first.gram.dtype,
+                                          device=first.gram.device) for f in features]),
+            offset={s: per_row([f.offset[s] for f in features]) for s in first.offset},
+            row_norm_offset=(None if first.row_norm_offset is None
+                             else per_row([f.row_norm_offset for f in features])))
+
+    def take_rows(self, features, keep):
+        return dataclasses.replace(
+            features, lambda0=features.lambda0[keep],
+            offset={s: o[keep] for s, o in features.offset.items()},
+            row_norm_offset=(None if features.row_norm_offset is None
+                             else features.row_norm_offset[keep]))
 
     # -- the trivial phase ------------------------------------------------------------
     def is_trivial(self, feats, theta, ntk):

@@ -44,3 +44,21 @@ def test_values_are_the_plain_products():
     torch.testing.assert_close(rows_mm(w, X), w @ X, rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(shared_mm(X.T, A.transpose(1, 2)[:, :6, :]),
                                X.T @ A.transpose(1, 2)[:, :6, :], rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("solver, D", [("eigvalsh", 5), ("eigvalsh", 7), ("eigvalsh", 13),
+                                       ("lanczos", 103), ("lanczos", 130)])
+def test_lambda_max_does_not_depend_on_the_batch(solver, D):
+    """LAPACK's answer for a matrix depends on its alignment in the batch, and Lanczos
+    makes matrix-vector products of shrinking batches: neither may show in the result."""
+    from phasekit.spectrum import lambda_max
+
+    A = _gen(7, D, D + 5)
+    H = A @ A.transpose(1, 2) / D                          # positive definite, like an NTK
+    with torch_threads(1):
+        whole = lambda_max(H, solver)
+        for k in range(7):
+            assert torch.equal(lambda_max(H[k:k + 1], solver), whole[k:k + 1]), k
+        assert torch.equal(lambda_max(H[3:], solver), whole[3:])
+    exact = torch.linalg.eigvalsh(H)[:, -1]
+    torch.testing.assert_close(whole, exact, rtol=1e-9, atol=0)
