@@ -46,7 +46,8 @@ def step_one_threshold(config, data, manager, seed) -> tuple[float, float]:
     z0 = zeta / 2 * (lam * u * u).sum()
     H0 = zeta ** 2 * (lam ** 2 * u * u).sum()
     delta = float(z0 * zeta ** 3 * (lam ** 3 * u * u).sum() / (2 * H0 * H0))
-    c1 = 2.0 if delta == 0 else (1 - math.sqrt(1 - 8 * delta)) / (2 * delta)
+    # (1 - sqrt(1 - 8 delta)) / (2 delta), written without its cancellation for small delta
+    c1 = 4.0 / (1.0 + math.sqrt(1 - 8 * delta))
     return delta, c1
 
 
