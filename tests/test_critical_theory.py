@@ -60,8 +60,11 @@ def test_c_loss_is_two_up_to_the_exact_one_step_correction(manager, width, low, 
     delta, c1 = step_one_threshold(config, data, manager, seed)
     ds = execute(config, data, manager)
     c_loss, below = float(ds.c_loss.values[0]), float(ds.c_loss_below.values[0])
-    assert below < c1 <= c_loss, (delta, c1, below, c_loss)      # the first grid point above
-    assert c_loss - below <= 0.001 + 1e-12
+    if c1 <= GRID[-1]:
+        assert below < c1 <= c_loss, (delta, c1, below, c_loss)  # the first grid point above
+        assert c_loss - below <= 0.001 + 1e-12
+    else:              # a narrow net with a large |z_0| (delta ~ z_0^2 / 2n): beyond the grid
+        assert math.isnan(c_loss), (delta, c1, below, c_loss)    # no rate of it rises
     assert abs(c1 - 2 - 4 * delta) <= 20 * delta ** 2 + 1e-12    # c_1 = 2 + 4 delta + O(delta^2)
 
 
