@@ -464,34 +464,42 @@ def _check_descend(subject: _Subject) -> None:
     run()
 
 
+def _step_values(subject: _Subject, feats, theta: torch.Tensor, eta: torch.Tensor,
+                 trivial: bool = False) -> dict[str, torch.Tensor]:
+    """Everything one step computes for the rows ``theta``: outputs on every split, NTK,
+    gradient, weight norm, the updated parameters (and ``is_trivial`` if asked)."""
+    model, y = subject.model, subject.labels()
+    z, cache = model.forward(feats, theta)
+    eps = z - y
+    out = {"forward": z,
+           **{f"forward(split={s!r})": model.forward(feats, theta, s)[0]
+              for s in subject.splits() if s != "train"},
+           "ntk": model.ntk(feats, theta, cache),
+           "loss_gradient": model.loss_gradient(feats, theta, cache, eps),
+           "weight_norm": model.weight_norm(feats, theta)}
+    stepped = theta.clone()
+    model.descend(feats, stepped, model.forward(feats, stepped)[1], eps, eta)
+    out["descend"] = stepped
+    if trivial:
+        dead = model.is_trivial(feats, theta, out["ntk"])
+        if dead is not None:
+            out["is_trivial"] = dead.to(torch.float64)
+    return out
+
+
 def _check_batching(subject: _Subject) -> None:
     name = "batching"
     st = _st()
-    model = subject.model
     rule = "a batch of G points must equal G one-point calls"
 
     @_given(subject, seed=st.integers(0, SEEDS_MAX), spread=st.floats(0.05, 0.5))
     def run(seed, spread):
         feats, _, theta = _first_point(subject, seed, spread, 4)
-        y = subject.labels()
         eta = torch.tensor([0.05, 0.1, 0.2, 0.4], dtype=theta.dtype, device=theta.device)
 
-        def evaluate(th, et):
-            z, cache = model.forward(feats, th)
-            eps = z - y
-            out = {"forward": z,
-                   **{f"forward(split={s!r})": model.forward(feats, th, s)[0]
-                      for s in subject.splits() if s != "train"},
-                   "ntk": model.ntk(feats, th, cache),
-                   "loss_gradient": model.loss_gradient(feats, th, cache, eps),
-                   "weight_norm": model.weight_norm(feats, th)}
-            stepped = th.clone()
-            model.descend(feats, stepped, model.forward(feats, stepped)[1], eps, et)
-            out["descend"] = stepped
-            return out
-
-        batch = evaluate(theta.clone(), eta)
-        single = [evaluate(theta[i:i + 1].clone(), eta[i:i + 1]) for i in range(4)]
+        batch = _step_values(subject, feats, theta.clone(), eta)
+        single = [_step_values(subject, feats, theta[i:i + 1].clone(), eta[i:i + 1])
+                  for i in range(4)]
         for key, value in batch.items():
             stacked = torch.cat([s[key] for s in single])
             _close(name, f"{rule} ({key})", value, stacked, 1e-11, 1e-12 * _scale(stacked))
@@ -513,7 +521,6 @@ def _check_stack_seeds(subject: _Subject) -> None:
     @_given(subject, seeds=st.lists(st.integers(0, SEEDS_MAX), min_size=2, max_size=2,
                                     unique=True), spread=st.floats(0.05, 0.5))
     def run(seeds, spread):
-        y = subject.labels()
         per_seed = [subject.setup(seed) for seed in seeds]
         rows = [_rows(theta0, 3, seed + 1, spread) for seed, (_, theta0) in
                 zip(seeds, per_seed, strict=True)]
@@ -526,21 +533,7 @@ def _check_stack_seeds(subject: _Subject) -> None:
         eta = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.4], dtype=theta.dtype, device=theta.device)
 
         def evaluate(feats, th, et):
-            z, cache = model.forward(feats, th)
-            eps = z - y
-            out = {"forward": z,
-                   **{f"forward(split={s!r})": model.forward(feats, th, s)[0]
-                      for s in subject.splits() if s != "train"},
-                   "ntk": model.ntk(feats, th, cache),
-                   "loss_gradient": model.loss_gradient(feats, th, cache, eps),
-                   "weight_norm": model.weight_norm(feats, th)}
-            stepped = th.clone()
-            model.descend(feats, stepped, model.forward(feats, stepped)[1], eps, et)
-            out["descend"] = stepped
-            trivial = model.is_trivial(feats, th, out["ntk"])
-            if trivial is not None:
-                out["is_trivial"] = trivial.to(torch.float64)
-            return out
+            return _step_values(subject, feats, th, et, trivial=True)
 
         def compare(what, batch, expected):
             for key, value in batch.items():
