@@ -16,7 +16,7 @@ import importlib.util
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from .hookspecs import hookimpl
+from phasekit.hookspecs import hookimpl
 
 try:
     __version__ = version("phasekit")
@@ -25,7 +25,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
 
 
 def _register_accessor() -> None:
-    from . import accessor  # noqa: F401  (registers the ds.phasekit xarray accessor)
+    from phasekit import accessor  # noqa: F401  (registers the ds.phasekit xarray accessor)
 
 
 class _RegisterAfterXarray(importlib.abc.MetaPathFinder):

@@ -22,7 +22,7 @@ import xarray as xr
 
 # Imported lazily inside the methods: ``import phasekit`` registers this accessor
 # and should stay light (no torch).
-CATAPULT_FACTOR = 2.0   # phasekit.phases.DEFAULT_CATAPULT_FACTOR
+CATAPULT_FACTOR = 2.0   # phasekit.analysis.phases.DEFAULT_CATAPULT_FACTOR
 
 
 @xr.register_dataset_accessor("phasekit")
@@ -33,28 +33,28 @@ class PhasekitAccessor:
         self._ds = ds
 
     def _check(self) -> xr.Dataset:
-        from .phases import require
+        from phasekit.analysis.phases import require
 
         require(self._ds, purpose="ds.phasekit")
         return self._ds
 
     def config(self) -> dict:
         """The resolved config the sweep was run with (``[model]``, ``[dataset]``, ``[sweep]``)."""
-        from .storage import stored_config
+        from phasekit.io.netcdf import stored_config
 
         return stored_config(self._check())
 
     def phases(self, catapult_factor: float = CATAPULT_FACTOR) -> xr.DataArray:
         """``phase(*axes, seed, eta_lambda0)``: lazy, catapult, divergent, trivial, undetermined
         or pending (``docs/phases.md``)."""
-        from .phases import classify
+        from phasekit.analysis.phases import classify
 
         return classify(self._check(), catapult_factor)
 
     def add_phases(self, catapult_factor: float = CATAPULT_FACTOR
                    ) -> xr.Dataset:
         """A copy with the ``phase`` and ``loss_peak_ratio`` variables added."""
-        from .phases import add_phases
+        from phasekit.analysis.phases import add_phases
 
         return add_phases(self._check(), catapult_factor)
 
@@ -63,9 +63,9 @@ class PhasekitAccessor:
                  loss_rise: float | None = None) -> xr.Dataset:
         """Critical learning rates over ``(*axes, seed)``: ``c_loss``, ``c_sharp``,
         ``c_max``, ``c_fail``, ``c_trivial`` (with their brackets), ``c_catapult`` and
-        ``gap_<bound>`` (:func:`phasekit.phases.critical_summary`, ``docs/phases.md``);
+        ``gap_<bound>`` (:func:`phasekit.analysis.phases.critical_summary`, ``docs/phases.md``);
         the thresholds default to the stored config's."""
-        from .phases import critical_summary
+        from phasekit.analysis.phases import critical_summary
 
         return critical_summary(self._check(), catapult_factor, early_window=early_window,
                                 sharpness_drop=sharpness_drop, loss_rise=loss_rise)
@@ -73,8 +73,8 @@ class PhasekitAccessor:
     def add_critical(self, *, early_window: int | None = None,
                      sharpness_drop: float | None = None, loss_rise: float | None = None
                      ) -> xr.Dataset:
-        """A copy with the variables of :func:`phasekit.phases.critical_rates` added."""
-        from .phases import add_critical
+        """A copy with the variables of :func:`phasekit.analysis.phases.critical_rates` added."""
+        from phasekit.analysis.phases import add_critical
 
         return add_critical(self._check(), early_window, sharpness_drop, loss_rise)
 
@@ -83,13 +83,13 @@ class PhasekitAccessor:
                 loss_rise: float | None = None) -> str:
         """A printable report: phases per learning rate, critical learning rates, bounds
         (and the boundary search's results for a ``phasekit boundary`` file)."""
-        from .phases import summary_text
+        from phasekit.analysis.report import summary_text
 
         ds = self._check()
         text = summary_text(ds, catapult_factor, early_window=early_window,
                             sharpness_drop=sharpness_drop, loss_rise=loss_rise)
         if "c_max" in ds.variables and "fail_status" in ds.variables:
-            from .boundary import boundary_report
+            from phasekit.analysis.report import boundary_report
 
             text += "\n\n" + boundary_report(ds)
         return text
@@ -100,7 +100,7 @@ class PhasekitAccessor:
         """The paper's panels, or for a sweep with axes the 2-D phase diagram
         (``docs/plotting.md``); ``select={"width": 512}`` fixes axes, ``x="width"`` or
         ``x="hidden_layers/width"`` chooses the diagram's x axis.  Returns a Figure."""
-        from .plot import plot_sweep
+        from phasekit.plot.figures import plot_sweep
 
         return plot_sweep(self._check(), panels=panels, c_values=c_values, path=path, x=x,
                           select=select)

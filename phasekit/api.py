@@ -8,11 +8,11 @@ from pathlib import Path
 
 import xarray as xr
 
-from .config import load_toml, merge, parse_axis, parse_set, resolve_config
-from .manager import PluginManager, get_plugin_manager
-from .options import ConfigError
-from .progress import Progress
-from .storage import open_sweep, write_sweep
+from phasekit.config.registry import PluginManager, get_plugin_manager
+from phasekit.config.resolve import load_toml, merge, parse_axis, parse_set, resolve_config
+from phasekit.errors import ConfigError
+from phasekit.io.netcdf import open_sweep, write_sweep
+from phasekit.runner.progress import Progress
 
 
 def build_config(config: Mapping | str | os.PathLike | None = None, *,
@@ -49,15 +49,14 @@ def run(config: Mapping | str | os.PathLike | None = None, *, preset: str | None
 
     >>> ds = run(preset="fig1", overrides=["sweep.seeds=2"])   # doctest: +SKIP
     """
-    from .sweep import run_sweep
+    from phasekit.analysis.phases import add_critical
+    from phasekit.runner.execute import execute
 
     manager = manager or get_plugin_manager()
     resolved, data = resolve_config(build_config(config, preset=preset, overrides=overrides,
                                                  manager=manager), manager)
-    ds = run_sweep(resolved, data, manager, progress=Progress() if progress else None)
-    if output is not None:
-        write_sweep(ds, Path(output))
-    return ds
+    return execute(resolved, data, manager, output,
+                   progress=Progress() if progress else None, derive=add_critical)
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
@@ -76,8 +75,8 @@ def build_model(config, *, manager: PluginManager | None = None):
     >>> model = build_model({"model": {"name": "relu", "width": 16},
     ...                      "dataset": {"name": "random", "num_train": 4}})  # doctest: +SKIP
     """
-    from .config import ResolvedConfig
-    from .sweep import Engine
+    from phasekit.config.resolve import ResolvedConfig
+    from phasekit.engine.engine import Engine
 
     manager = manager or get_plugin_manager()
     raw = config.to_dict() if isinstance(config, ResolvedConfig) else config
@@ -98,7 +97,7 @@ def classify(sweep: xr.Dataset | str | os.PathLike, *, catapult_factor: float = 
 
     Written to ``output`` if given.  Criteria: ``docs/phases.md``.
     """
-    from .phases import add_phases
+    from phasekit.analysis.phases import add_phases
 
     ds = add_phases(_as_sweep(sweep), catapult_factor)
     if output is not None:
@@ -119,7 +118,7 @@ def boundary(config: Mapping | str | os.PathLike | None = None, *, preset: str |
 
     >>> ds = boundary(preset="fig1", tol=0.01)   # doctest: +SKIP
     """
-    from .boundary import find_boundary
+    from phasekit.analysis.boundary import find_boundary
 
     manager = manager or get_plugin_manager()
     raw = build_config(config, preset=preset, overrides=overrides, axes=axes, manager=manager)
@@ -140,7 +139,7 @@ def plot(sweep: xr.Dataset | str | os.PathLike, path: str | os.PathLike | None =
     axis values to fix (``{"width": 512}`` or ``["width=512"]``: the 1-D panels of
     that slice).  See ``docs/plotting.md``.
     """
-    from .plot import plot_sweep
+    from phasekit.plot.figures import plot_sweep
 
     return plot_sweep(_as_sweep(sweep), panels=panels, c_values=c_values, path=path, x=x,
                       select=select)

@@ -7,11 +7,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .options import Option
-
-
-class DataError(RuntimeError):
-    """A dataset could not be built or loaded; the message says what and how to fix it."""
+from phasekit.errors import DataError
+from phasekit.options import Option
 
 
 @dataclass

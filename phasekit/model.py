@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .dataset import Data
-from .options import Option
+from phasekit.dataset import Data
+from phasekit.options import Option
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Model:
         forward cache, the NTK, observables' passes over other splits, temporaries),
         used to chunk a grid to ``sweep.memory_budget``.  ``None`` (the default): the
         engine measures the tensors of one forward pass and NTK instead
-        (:func:`phasekit.memory.memory_estimate`)."""
+        (:func:`phasekit.engine.memory.memory_estimate`)."""
         return None
 
     def bounds(self, features: Any, theta0: torch.Tensor, lambda0: float) -> list[Bound]:

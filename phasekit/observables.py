@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from .dataset import Data
-from .model import Model
+from phasekit.dataset import Data
+from phasekit.model import Model
 
 
 @dataclass

@@ -4,7 +4,7 @@ Every configurable thing declares its options as a mapping ``name -> Option``.
 :func:`resolve_options` turns the user's table into a complete, type-checked
 mapping (defaults filled in) or raises :class:`ConfigError` naming the key.
 Values in messages are written as TOML writes them
-(:func:`phasekit.diagnostics.toml_value`): ``got true``, ``got "abc"``.
+(:func:`phasekit.errors.toml_value`): ``got true``, ``got "abc"``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .diagnostics import suggest, toml_value
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message names the key and how to fix it."""
-
+from phasekit.errors import ConfigError, suggest, toml_value
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
                list: "a list"}
@@ -79,7 +74,7 @@ def unknown_key_message(key: str, known: Iterable[str]) -> str:
     """``unknown key 'T.K'. Did you mean 'X'? Known keys: ...`` for the dotted ``key``.
 
     ``known`` is every key the table accepts; the suggestion is
-    :func:`phasekit.diagnostics.suggest` of the key's last part among them.
+    :func:`phasekit.errors.suggest` of the key's last part among them.
     """
     known = sorted(set(map(str, known)))
     close = suggest(key.rsplit(".", 1)[-1], known)

@@ -60,7 +60,7 @@ model is reported the same way.  The checks (:data:`CHECKS`, in order):
     alone on its own seed's features -- bit for bit on the CPU, to rounding
     elsewhere -- and ``take_rows`` equals stacking the kept rows afresh.  This is
     what makes a sweep's numbers independent of how its seeds are batched
-    (:mod:`phasekit.batched` has the products that keep a row's rounding fixed).
+    (:mod:`phasekit.engine.batched` has the products that keep a row's rounding fixed).
 ``weight_norm``
     ``(G,)``, finite, non-negative; ``sum theta^2`` (docs/theory.md §1) unless
     the model overrides ``weight_norm``, which is then allowed only a constant
@@ -73,7 +73,7 @@ model is reported the same way.  The checks (:data:`CHECKS`, in order):
     ``None``, or a positive int of bytes between the tensors one step keeps alive
     (cache, NTK, outputs, theta) and 4x the measured peak of the step's tensors
     (forward, NTK, the other splits' forward, descend) for one grid point
-    (:mod:`phasekit.memory`).
+    (:mod:`phasekit.engine.memory`).
 ``homogeneous``
     A model with ``homogeneous = True`` has ``z(l theta) = l^2 z(theta)`` (eq. 11).
 ``bounds_declared``
@@ -119,8 +119,8 @@ from typing import Any
 
 import torch
 
-from .memory import tensor_bytes
-from .model import Bound, Model, autograd_loss_gradient, autograd_ntk
+from phasekit.engine.memory import tensor_bytes
+from phasekit.model import Bound, Model, autograd_loss_gradient, autograd_ntk
 
 #: a few units in the last place of float64: the resolution of a change of a norm
 ULP = 8 * torch.finfo(torch.float64).eps
@@ -151,7 +151,7 @@ class _Subject:
     @property
     def model(self) -> Model:
         if self._model is None:
-            from .api import build_model
+            from phasekit.api import build_model
 
             self._model = build_model(self.config, manager=self.manager)
         return self._model
@@ -209,7 +209,7 @@ def _rows(theta0: torch.Tensor, G: int, seed: int, spread: float) -> torch.Tenso
 
 def _walk(obj: Any, path: str = "features", seen: set | None = None):
     """``(path, leaf)`` for every tensor and number inside ``obj`` (as
-    :func:`phasekit.memory.tensor_bytes` walks it)."""
+    :func:`phasekit.engine.memory.tensor_bytes` walks it)."""
     seen = set() if seen is None else seen
     if isinstance(obj, bool | int | float | str) or obj is None:
         yield path, obj
@@ -814,7 +814,7 @@ def _check_bounds_hold(subject: _Subject) -> None:
     st = _st()
     from hypothesis import assume
 
-    from .api import build_model
+    from phasekit.api import build_model
 
     d = subject.model.data.input_dim
     raw = subject.config.to_dict() if hasattr(subject.config, "to_dict") else subject.config

@@ -8,7 +8,8 @@ import torch
 
 from phasekit import hookimpl
 from phasekit.dataset import Data, DatasetPlugin
-from phasekit.options import ConfigError, Option, non_negative, positive
+from phasekit.errors import ConfigError
+from phasekit.options import Option, non_negative, positive
 
 from .quadratic import ACTIVATIONS, FeatureMap, draw_meta_feature_matrices
 

@@ -102,11 +102,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from phasekit.batched import shared_mm
 from phasekit.dataset import Data
+from phasekit.engine.batched import shared_mm
+from phasekit.engine.spectrum import LANCZOS_MAX_ITER
 from phasekit.model import Model
 from phasekit.options import Option, positive
-from phasekit.spectrum import LANCZOS_MAX_ITER
 
 #: relative size of tr H below which a converged ReLU net counts as trivial
 TRIVIAL_NTK_RTOL = 1e-12
@@ -164,7 +164,7 @@ def _relu(s: torch.Tensor, a_plus: float) -> torch.Tensor:
 def _rows_mv(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``A x`` row by row, ``A`` (G, M, K), ``x`` (G, K) -> (G, M): one matrix-vector
     product per grid point, the same kernel whatever G (a batched product of G = 1 would
-    take another kernel, and :func:`phasekit.batched.matvec`'s padded column costs a
+    take another kernel, and :func:`phasekit.engine.batched.matvec`'s padded column costs a
     matrix product: at G = 1, the tail of a sweep, ~200 us a step at width 1024)."""
     out = A.new_empty(A.shape[:-1])
     for row in range(A.shape[0]):
@@ -368,7 +368,7 @@ class FeedForward(Model):
         one pass and the slopes sigma'(s) are not formed (:meth:`_output_gradients` uses
         sign(s) directly); other activations keep ``sigma'(s)`` (it serves the gradient).
 
-        Products have a fixed shape per row (:mod:`phasekit.batched`), so a run's numbers do
+        Products have a fixed shape per row (:mod:`phasekit.engine.batched`), so a run's numbers do
         not depend on how many runs share its batch."""
         a_plus, a_minus = self.slopes
         U, Ms, v = self.unpack(theta)

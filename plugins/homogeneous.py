@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 
 from phasekit import hookimpl
+from phasekit.errors import ConfigError
 from phasekit.model import Bound
-from phasekit.options import ConfigError, Option, non_negative, positive
+from phasekit.options import Option, non_negative, positive
 
 from .feedforward import INPUT_SPAN, FeedForward, NetFeatures, width_option
 

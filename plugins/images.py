@@ -57,7 +57,8 @@ import numpy as np
 import torch
 
 from phasekit import hookimpl
-from phasekit.dataset import Data, DataError, DatasetPlugin
+from phasekit.dataset import Data, DatasetPlugin
+from phasekit.errors import DataError
 from phasekit.options import Option, non_negative, positive
 
 from .datasets import Toy

@@ -14,7 +14,7 @@ import math
 import torch
 
 from phasekit import hookimpl
-from phasekit.batched import matvec, rows_mm, shared_mm, vecmat
+from phasekit.engine.batched import matvec, rows_mm, shared_mm, vecmat
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
 from phasekit.options import Option

@@ -22,9 +22,10 @@ import torch
 
 from phasekit import hookimpl
 from phasekit.dataset import Data
+from phasekit.errors import ConfigError
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
-from phasekit.options import ConfigError, Option, positive, positive_even
+from phasekit.options import Option, positive, positive_even
 
 ACTIVATIONS = ("identity", "tanh", "relu", "leaky_relu")
 

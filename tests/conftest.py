@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from phasekit.manager import get_plugin_manager
+from phasekit.config.registry import get_plugin_manager
 
 settings.register_profile("ci", max_examples=12, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from phasekit.config import merge, resolve_config
-from phasekit.manager import get_plugin_manager
-from phasekit.sweep import run_sweep
+from phasekit.analysis.phases import add_critical
+from phasekit.config.registry import get_plugin_manager
+from phasekit.config.resolve import merge, resolve_config
+from phasekit.runner.execute import execute
 
 
 def sweep(raw: dict, manager=None, **sweep_overrides):
@@ -14,7 +15,7 @@ def sweep(raw: dict, manager=None, **sweep_overrides):
     manager = manager or get_plugin_manager()
     raw = merge(raw, {"sweep": sweep_overrides}) if sweep_overrides else raw
     config, data = resolve_config(raw, manager)
-    return run_sweep(config, data, manager)
+    return execute(config, data, manager, derive=add_critical)
 
 
 def toy_quadratic(width=100, low=1.0, high=2.0, zeta=None, activation="identity", **sweep_kw):

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from phasekit.analysis.phases import add_critical
 from phasekit.api import build_config
-from phasekit.cli import main
-from phasekit.config import merge, parse_set, resolve_config
-from phasekit.options import ConfigError
-from phasekit.runner import PartStore, execute
+from phasekit.cli.main import main
+from phasekit.config.resolve import merge, parse_set, resolve_config
+from phasekit.errors import ConfigError
+from phasekit.io.parts import PartStore
+from phasekit.runner.execute import execute
 
 from .helpers import toy_quadratic
 
@@ -40,7 +42,7 @@ def relu(**sweep_kw):
 
 def run(raw, manager, **kw):
     config, data = resolve_config(raw, manager)
-    return execute(config, data, manager, **kw)
+    return execute(config, data, manager, **kw, derive=add_critical)
 
 
 def assert_same_run(point: xr.Dataset, alone: xr.Dataset) -> None:
@@ -92,7 +94,7 @@ def test_two_axes_form_their_product_with_derived_options(manager):
     config, _ = resolve_config(raw, manager)
     assert [p.values for p in config.points] == [
         {"model.width": w, "model.eigen_high": h} for w in (40, 80) for h in (1.5, 2.0)]
-    ds = execute(config, None, manager)
+    ds = execute(config, None, manager, derive=add_critical)
     assert ds.status.dims == ("width", "eigen_high", "seed", "eta_lambda0")
     # zeta = sqrt(2 / width) is derived at every axis point, and stored per point
     np.testing.assert_allclose(ds.model_zeta.values, np.sqrt(2 / np.array([40, 80])))
@@ -179,11 +181,12 @@ def test_clash_of_two_axes_on_one_dimension(manager):
 def test_resume_across_axes(manager, tmp_path):
     """Chunks of every axis point are saved as they finish; a rerun after a crash
     computes only the missing ones and equals an uninterrupted run."""
-    from phasekit.sweep import Engine, PointEngines
+    from phasekit.engine.engine import Engine
+    from phasekit.engine.points import PointEngines
 
     raw = merge(quad(chunk_size=2), {"sweep": {"axes": {"model.width": [40, 80]}}})
     config, _ = resolve_config(raw, manager)
-    reference = execute(config, None, manager)
+    reference = execute(config, None, manager, derive=add_critical)
     out = tmp_path / "axes.nc"
     store = PartStore(out)
     store.open(config.to_toml())
@@ -201,7 +204,7 @@ def test_resume_across_axes(manager, tmp_path):
 
     Engine.run_batch = counting
     try:
-        resumed = execute(config, None, manager, out)
+        resumed = execute(config, None, manager, out, derive=add_critical)
     finally:
         Engine.run_batch = original
     skipped = {(c.point, c.seed, c.c_index[0]) for c in chunks[::3]}

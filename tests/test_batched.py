@@ -1,12 +1,12 @@
-"""phasekit.batched: every row of a product comes out the same for any batch size."""
+"""phasekit.engine.batched: every row of a product comes out the same for any batch size."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from phasekit.batched import matvec, rows_mm, shared_mm, vecmat
-from phasekit.sweep import torch_threads
+from phasekit.engine.batched import matvec, rows_mm, shared_mm, vecmat
+from phasekit.engine.engine import torch_threads
 
 SHAPES = [(1, 1, 1000), (8, 5, 64), (128, 128, 1024)]      # (D, d, n): toy, small, images
 
@@ -51,7 +51,7 @@ def test_values_are_the_plain_products():
 def test_lambda_max_does_not_depend_on_the_batch(solver, D):
     """LAPACK's answer for a matrix depends on its alignment in the batch, and Lanczos
     makes matrix-vector products of shrinking batches: neither may show in the result."""
-    from phasekit.spectrum import lambda_max
+    from phasekit.engine.spectrum import lambda_max
 
     A = _gen(7, D, D + 5)
     H = A @ A.transpose(1, 2) / D                          # positive definite, like an NTK

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from phasekit.cli import main
+from phasekit.cli.main import main
 
 
 def test_bench_w5_prints_its_row(capsys):

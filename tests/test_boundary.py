@@ -1,4 +1,5 @@
-"""Critical learning rates by bracketing and bisection (phasekit.boundary, `phasekit boundary`)."""
+"""Critical learning rates by bracketing and bisection (phasekit.analysis.boundary,
+`phasekit boundary`)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,19 @@ import numpy as np
 import pytest
 
 from phasekit import api
-from phasekit.boundary import (
+from phasekit.analysis.boundary import (
     _bracket,
     _next_points,
     _not_converged,
     _Search,
-    boundary_report,
     find_boundary,
 )
-from phasekit.cli_analysis import main as analysis_main
-from phasekit.config import merge
-from phasekit.options import ConfigError
-from phasekit.storage import open_sweep, stored_config
-from phasekit.sweep import Engine
+from phasekit.analysis.report import boundary_report
+from phasekit.cli.analysis import main as analysis_main
+from phasekit.config.resolve import merge
+from phasekit.engine.engine import Engine
+from phasekit.errors import ConfigError
+from phasekit.io.netcdf import open_sweep, stored_config
 
 from .helpers import sweep
 

@@ -11,9 +11,9 @@ import warnings
 
 import pytest
 
-from phasekit.cli import main
-from phasekit.dataset import DataError
-from phasekit.manager import get_plugin_manager
+from phasekit.cli.main import main
+from phasekit.config.registry import get_plugin_manager
+from phasekit.errors import DataError
 from phasekit_plugins import images
 from phasekit_plugins.images import FMNIST_SOURCE, locate
 

@@ -6,8 +6,9 @@ import tomllib
 
 import pytest
 
-from phasekit.config import dump_toml, merge, parse_set, resolve_config, resolve_sweep
-from phasekit.options import ConfigError, Option, resolve_options, unknown_key_message
+from phasekit.config.resolve import dump_toml, merge, parse_set, resolve_config, resolve_sweep
+from phasekit.errors import ConfigError
+from phasekit.options import Option, resolve_options, unknown_key_message
 
 BASE = {"model": {"name": "quadratic", "width": 10}, "dataset": {"name": "toy"},
         "sweep": {"eta_lambda0": [1.0, 2.0]}}

@@ -14,11 +14,11 @@ import pytest
 import torch
 from hypothesis import Phase, settings
 
-import phasekit.manager
+import phasekit.config.registry
 from phasekit import hookimpl
 from phasekit.api import build_model
-from phasekit.config import resolve_config
-from phasekit.manager import PluginManager
+from phasekit.config.registry import PluginManager
+from phasekit.config.resolve import resolve_config
 from phasekit.observables import Snapshot
 from phasekit.testing import CHECKS, check_model, model_checks
 from phasekit_plugins.homogeneous import Homogeneous, ReLU
@@ -107,7 +107,7 @@ def tanh_net_installed(tmp_path, monkeypatch):
         monkeypatch.syspath_prepend(str(path))
     monkeypatch.delenv("PHASEKIT_PLUGINS", raising=False)
     monkeypatch.delenv("PHASEKIT_DISABLE_PLUGINS", raising=False)
-    monkeypatch.setattr(phasekit.manager, "_default", None)
+    monkeypatch.setattr(phasekit.config.registry, "_default", None)
 
 
 def test_example_plugin_passes_its_own_contract_test(tanh_net_installed):
@@ -116,7 +116,7 @@ def test_example_plugin_passes_its_own_contract_test(tanh_net_installed):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.test_tanh_net_honours_the_model_contract()
-    reg = {r.name: r for r in phasekit.manager.get_plugin_manager().registrations("model")}
+    reg = {r.name: r for r in phasekit.config.registry.get_plugin_manager().registrations("model")}
     assert reg["tanh_net"].distribution == "phasekit-tanh-net"
 
 

@@ -1,4 +1,4 @@
-"""Critical learning rates from a stored grid (phasekit.phases.critical_rates): c_loss,
+"""Critical learning rates from a stored grid (phasekit.analysis.phases.critical_rates): c_loss,
 c_sharp, c_max and c_trivial on hand-made trajectories, with and without sweep axes."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from phasekit.boundary import _bracket, _not_converged, _trivial
-from phasekit.options import ConfigError
-from phasekit.phases import (
+from phasekit.analysis.boundary import _bracket, _not_converged, _trivial
+from phasekit.analysis.phases import (
     add_critical,
     add_phases,
     classify,
@@ -20,9 +19,10 @@ from phasekit.phases import (
     early_thresholds,
     majority,
     phase_counts,
-    summary_text,
 )
-from phasekit.storage import SweepFileError, open_sweep, write_sweep
+from phasekit.analysis.report import summary_text
+from phasekit.errors import ConfigError, SweepFileError
+from phasekit.io.netcdf import open_sweep, write_sweep
 
 NAN = np.nan
 

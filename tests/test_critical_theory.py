@@ -21,10 +21,11 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phasekit.boundary import find_boundary
-from phasekit.config import resolve_config
-from phasekit.runner import execute
-from phasekit.sweep import Engine
+from phasekit.analysis.boundary import find_boundary
+from phasekit.analysis.phases import add_critical
+from phasekit.config.resolve import resolve_config
+from phasekit.engine.engine import Engine
+from phasekit.runner.execute import execute
 
 GRID = [round(1.9 + 0.001 * i, 6) for i in range(201)]          # 1.900 .. 2.100
 
@@ -58,7 +59,7 @@ def test_c_loss_is_two_up_to_the_exact_one_step_correction(manager, width, low, 
                     observables=[])
     config, data = resolve_config(raw, manager)
     delta, c1 = step_one_threshold(config, data, manager, seed)
-    ds = execute(config, data, manager)
+    ds = execute(config, data, manager, derive=add_critical)
     c_loss, below = float(ds.c_loss.values[0]), float(ds.c_loss_below.values[0])
     if c1 <= GRID[-1]:
         assert below < c1 <= c_loss, (delta, c1, below, c_loss)  # the first grid point above

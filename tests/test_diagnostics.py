@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phasekit import diagnostics
-from phasekit.diagnostics import (
+from phasekit import errors
+from phasekit.errors import (
+    ConfigError,
     PhasekitWarning,
     error_line,
     one_line,
@@ -22,7 +23,6 @@ from phasekit.diagnostics import (
     toml_value,
     warning_line,
 )
-from phasekit.options import ConfigError
 
 
 @pytest.mark.parametrize("value, text", [
@@ -105,7 +105,7 @@ def test_error_and_warning_lines_are_single_lines():
 
 @pytest.fixture
 def passed_on(monkeypatch):
-    """diagnostics.install() for one test, over a showwarning that records what reaches it.
+    """errors.install() for one test, over a showwarning that records what reaches it.
 
     Yields that record; the previous functions come back afterwards.
     """
@@ -114,7 +114,7 @@ def passed_on(monkeypatch):
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        diagnostics.install()
+        errors.install()
         yield record
 
 
@@ -149,7 +149,7 @@ def test_other_warnings_are_passed_on_with_their_file_and_line(passed_on, capsys
 
 def test_install_twice_changes_nothing(passed_on):
     show, fmt = warnings.showwarning, warnings.formatwarning
-    diagnostics.install()
+    errors.install()
     assert (warnings.showwarning, warnings.formatwarning) == (show, fmt)
 
 
@@ -158,13 +158,13 @@ def test_install_again_after_showwarning_was_restored_does_not_wrap_twice(passed
     fmt = warnings.formatwarning
     # warnings.catch_warnings restores showwarning on exit but leaves formatwarning
     monkeypatch.setattr(warnings, "showwarning", lambda *args: passed_on.append(args))
-    diagnostics.install()
+    errors.install()
     assert getattr(warnings.showwarning, "_phasekit", False)
     assert warnings.formatwarning is fmt
 
 
 def test_outside_pytest_the_warning_is_exactly_one_line():
-    code = ("import warnings; from phasekit import diagnostics as d; d.install(); "
+    code = ("import warnings; from phasekit import errors as d; d.install(); "
             "warnings.warn('first\\nsecond', d.PhasekitWarning); "
             "warnings.warn('other', RuntimeWarning)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -175,7 +175,7 @@ def test_outside_pytest_the_warning_is_exactly_one_line():
 
 
 def test_the_command_line_prints_one_error_line_in_toml_words(monkeypatch, capsys):
-    from phasekit.cli import main
+    from phasekit.cli.main import main
 
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)   # main() installs
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)

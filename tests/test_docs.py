@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 from phasekit import hookspecs
-from phasekit.manager import PluginManager
-from phasekit.reference import config_reference
+from phasekit.config.reference import config_reference
+from phasekit.config.registry import PluginManager
 
 DOCS = Path(__file__).parents[1] / "docs"
 
@@ -22,7 +22,7 @@ def builtin_manager(monkeypatch) -> PluginManager:
 def test_config_reference_is_generated_from_the_schema(monkeypatch):
     expected = config_reference(builtin_manager(monkeypatch))
     assert (DOCS / "config.md").read_text() == expected, (
-        "docs/config.md is stale: run `python -m phasekit.reference > docs/config.md`")
+        "docs/config.md is stale: run `python -m phasekit.config.reference > docs/config.md`")
 
 
 def test_every_hook_is_documented():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from phasekit.cli import _build_parser, main
+from phasekit.cli.main import _build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", "docs/quickstart.md", "docs/boundary.md", "docs/scale.md"]

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from phasekit.config import resolve_config
-from phasekit.options import ConfigError
-from phasekit.storage import stored_config
-from phasekit.sweep import Engine, make_chunks, record_schedule
+from phasekit.config.resolve import resolve_config
+from phasekit.engine.chunks import make_chunks
+from phasekit.engine.engine import Engine, record_schedule
+from phasekit.errors import ConfigError
+from phasekit.io.netcdf import stored_config
 
 from .helpers import sweep, toy_quadratic
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from phasekit.config import resolve_config
-from phasekit.sweep import Engine
+from phasekit.config.resolve import resolve_config
+from phasekit.engine.engine import Engine
 
 DATA = {"name": "random", "num_train": 12, "num_test": 30, "input_dim": 20}
 MODELS = [{"name": "relu", "width": 48},                                   # span, k = D

@@ -17,15 +17,21 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from phasekit import outputs
+from phasekit.analysis.phases import add_critical
 from phasekit.api import build_config
-from phasekit.cli import main
-from phasekit.cli_analysis import main as analysis_main
-from phasekit.config import resolve_config
-from phasekit.outputs import OutputLock, OutputWarning
-from phasekit.runner import PartStore, check_dataset_size, execute, save_result
-from phasekit.storage import SweepFileError, open_sweep, write_sweep
-from phasekit.sweep import Engine, PointEngines, make_chunks
+from phasekit.cli.analysis import main as analysis_main
+from phasekit.cli.main import main
+from phasekit.config.resolve import resolve_config
+from phasekit.engine.chunks import make_chunks
+from phasekit.engine.engine import Engine
+from phasekit.engine.memory import MEMORY_LIMIT_ENV
+from phasekit.engine.points import PointEngines
+from phasekit.errors import OutputWarning, SweepFileError
+from phasekit.io import files
+from phasekit.io.files import OutputLock
+from phasekit.io.netcdf import open_sweep, write_sweep
+from phasekit.io.parts import PartStore, save_result
+from phasekit.runner.execute import check_dataset_size, execute
 
 EXE = os.path.join(os.path.dirname(sys.executable), "phasekit")
 
@@ -71,7 +77,7 @@ def cfg(tmp_path) -> Path:
 @pytest.fixture
 def reference(manager, cfg):
     config, data = resolve_config(build_config(str(cfg)), manager)
-    return execute(config, data, manager)
+    return execute(config, data, manager, derive=add_critical)
 
 
 @pytest.fixture
@@ -165,9 +171,9 @@ def test_device_as_output_is_refused(cfg, capsys, counted):
 def test_unreachable_scheduler_is_one_line_and_leaves_nothing(tmp_path, cfg, capsys, counted,
                                                              monkeypatch):
     pytest.importorskip("dask.distributed")
-    import phasekit.runner as runner
+    import phasekit.runner.dask as dask_runner
 
-    monkeypatch.setattr(runner, "CONNECT_TIMEOUT", 1)
+    monkeypatch.setattr(dask_runner, "CONNECT_TIMEOUT", 1)
     out = tmp_path / "s.nc"
     assert run(cfg, out, "--scheduler", "tcp://127.0.0.1:1") == 2
     line = one_line(capsys.readouterr().err)
@@ -179,7 +185,7 @@ def test_unreachable_scheduler_is_one_line_and_leaves_nothing(tmp_path, cfg, cap
 
 def _hold_lock(out: Path) -> subprocess.Popen:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom phasekit.outputs import OutputLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom phasekit.io.files import OutputLock\n"
          "OutputLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(600)\n",
          str(out)], stdout=subprocess.PIPE)
     assert holder.stdout.readline().strip() == b"locked"
@@ -198,12 +204,12 @@ def test_live_lock_refuses_and_a_killed_holders_lock_is_taken_over(tmp_path, cfg
         assert f"{out} is being written by another phasekit run (pid {holder.pid} on " in line
         assert not counted and not out.exists()
         assert stale_tmp.exists()                   # the holder's business, not ours
-        info = json.loads(outputs.lock_path(out).read_text())
+        info = json.loads(files.lock_path(out).read_text())
         assert info["pid"] == holder.pid             # its lock file is untouched
     finally:
         holder.kill()
         holder.wait()
-    assert outputs.lock_path(out).exists()          # left behind by SIGKILL: stale
+    assert files.lock_path(out).exists()          # left behind by SIGKILL: stale
     assert run(cfg, out) == 0                        # taken over
     assert len(counted) == N_CHUNKS and out.exists()
     assert not stale_tmp.exists() and leftovers(tmp_path) == []
@@ -213,11 +219,11 @@ def test_lock_file_names_this_process_and_is_reentrant(tmp_path):
     out = tmp_path / "x.nc"
     with OutputLock(out):
         with OutputLock(out):
-            info = json.loads(outputs.lock_path(out).read_text())
+            info = json.loads(files.lock_path(out).read_text())
             assert info["pid"] == os.getpid() and info["host"] and info["started"]
-        assert outputs.lock_path(out).exists()      # still held by the outer one
-        assert f"pid {os.getpid()} on " in outputs.lock_holder(out)
-    assert not outputs.lock_path(out).exists()
+        assert files.lock_path(out).exists()      # still held by the outer one
+        assert f"pid {os.getpid()} on " in files.lock_holder(out)
+    assert not files.lock_path(out).exists()
 
 
 # -- 5. a killed --overwrite run resumes ------------------------------------------------------
@@ -244,12 +250,13 @@ def test_killed_overwrite_run_resumes(manager, tmp_path, cfg, capsys, counted):
 
     assert run(cfg, out, "--overwrite") == 0        # the same command resumes
     assert len(counted) == N_CHUNKS - 2
-    xr.testing.assert_identical(open_sweep(out), execute(config, data, manager))
+    xr.testing.assert_identical(open_sweep(out),
+                                execute(config, data, manager, derive=add_critical))
     assert not store.folder.exists()
 
 
 def _key(chunk):
-    from phasekit.runner import chunk_key
+    from phasekit.io.parts import chunk_key
 
     return chunk_key(chunk)
 
@@ -274,7 +281,7 @@ def test_parts_of_another_config_are_discarded_only_with_overwrite(manager, tmp_
 
 def test_temporary_of_a_sigkilled_final_write_is_cleaned(tmp_path, cfg, counted):
     out = tmp_path / "r.nc"
-    killer = ("import os, signal, sys\nimport xarray as xr\nfrom phasekit.storage import "
+    killer = ("import os, signal, sys\nimport xarray as xr\nfrom phasekit.io.netcdf import "
               "write_sweep\n"
               "def to_netcdf(self, path, *a, **k):\n"
               "    open(path, 'wb').write(b'CDF half written')\n"
@@ -299,7 +306,7 @@ def test_temporary_of_a_sigkilled_final_write_is_cleaned(tmp_path, cfg, counted)
 
 @pytest.mark.parametrize("where", ["_build_parser", "get_plugin_manager"])
 def test_ctrl_c_at_start_up_is_one_line(tmp_path, cfg, capsys, monkeypatch, where):
-    import phasekit.cli as cli
+    import phasekit.cli.main as cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -515,14 +522,14 @@ def test_dataset_size_estimate_is_exact(manager, cfg):
     config, data = resolve_config(build_config(str(cfg), overrides=["sweep.tol=0.0",
                                                                    "sweep.max_steps=300"]),
                                   manager)
-    ds = execute(config, data, manager)
+    ds = execute(config, data, manager, derive=add_critical)
     assert ds.sizes["step"] == len(Engine(config, data, manager).schedule)   # not trimmed
     stored = sum(ds[v].nbytes for v in ds.data_vars if "step" in ds[v].dims)
     assert check_dataset_size(config, PointEngines(config, data, manager)) == stored
 
 
 def test_too_large_a_sweep_is_refused_up_front(tmp_path, capsys, counted, monkeypatch):
-    monkeypatch.setenv(outputs.MEMORY_LIMIT_ENV, "0.01")
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "0.01")
     chunked = []
     monkeypatch.setattr(PointEngines, "chunks", lambda self: chunked.append(1) or [])
     out = tmp_path / "big.nc"
@@ -608,7 +615,7 @@ def test_netcdf_groups_are_ignored_and_non_sweeps_refused(manager, tmp_path, cfg
     netCDF4 = pytest.importorskip("netCDF4")
     path = tmp_path / "g.nc"
     config, data = resolve_config(build_config(str(cfg)), manager)
-    ds = execute(config, data, manager)
+    ds = execute(config, data, manager, derive=add_critical)
     write_sweep(ds, path)
     with netCDF4.Dataset(path, "a") as f:                  # 50 nested groups, a big one deep
         group = f

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from phasekit.config import merge, resolve_config
-from phasekit.dataset import DataError
-from phasekit.options import ConfigError
+from phasekit.config.resolve import merge, resolve_config
+from phasekit.errors import ConfigError, DataError
 from phasekit_plugins import images
 from phasekit_plugins.images import (
     CIFAR_RECORD,

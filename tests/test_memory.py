@@ -1,4 +1,4 @@
-"""Chunking to sweep.memory_budget (phasekit.memory)."""
+"""Chunking to sweep.memory_budget (phasekit.engine.memory)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from phasekit.config import merge, resolve_config
-from phasekit.memory import GIB, memory_estimate, tensor_bytes
-from phasekit.options import ConfigError
-from phasekit.sweep import Engine, PointEngines, run_sweep
+from phasekit.analysis.phases import add_critical
+from phasekit.config.resolve import merge, resolve_config
+from phasekit.engine.engine import Engine
+from phasekit.engine.memory import GIB, memory_estimate, tensor_bytes
+from phasekit.engine.points import PointEngines
+from phasekit.errors import ConfigError
+from phasekit.runner.execute import execute
 
 RAW = {"model": {"name": "relu", "width": 64},
        "dataset": {"name": "random", "num_train": 16, "num_test": 8, "input_dim": 3},
@@ -44,8 +47,8 @@ def test_budget_sets_the_chunk_size_and_changes_no_result(manager, model):
     assert again == config
     assert PointEngines(again, None, manager).chunks() == PointEngines(config, None,
                                                                        manager).chunks()
-    chunked = run_sweep(config, data, manager)
-    whole = run_sweep(*resolve_config(raw, manager), manager)
+    chunked = execute(config, data, manager, derive=add_critical)
+    whole = execute(*resolve_config(raw, manager), manager, derive=add_critical)
     np.testing.assert_array_equal(chunked.status.values, whole.status.values)
     assert {"converged", "diverged"} <= set(whole.status.values.ravel())
     for var in whole.data_vars:

@@ -16,13 +16,13 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from phasekit.config import merge, resolve_config
+from phasekit.config.resolve import merge, resolve_config
+from phasekit.engine.engine import Engine
+from phasekit.engine.spectrum import lambda_max
+from phasekit.errors import ConfigError
+from phasekit.io.netcdf import stored_config
 from phasekit.model import autograd_jacobian, autograd_loss_gradient, autograd_ntk
 from phasekit.observables import Snapshot
-from phasekit.options import ConfigError
-from phasekit.spectrum import lambda_max
-from phasekit.storage import stored_config
-from phasekit.sweep import Engine
 from phasekit_plugins import network_observables as net_obs
 from phasekit_plugins import observables as common_obs
 from phasekit_plugins.feedforward import sigma
@@ -434,9 +434,9 @@ def test_linear_bias_quantity_decreases_below_eq92(manager, width, b0, x, seed, 
                                          ("relu", {}), ("deep_relu", {"hidden_layers": 2})])
 def test_fused_descent_equals_gradient_step(manager, name, extra):
     """The fused in-place update equals theta - eta * loss_gradient (Model.descend default)."""
-    from phasekit.config import resolve_config
+    from phasekit.config.resolve import resolve_config
+    from phasekit.engine.engine import Engine
     from phasekit.model import Model
-    from phasekit.sweep import Engine
 
     config, data = resolve_config({"model": {"name": name, "width": 12, **extra},
                                    "dataset": {"name": "random", "num_train": 5,

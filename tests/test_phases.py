@@ -1,4 +1,5 @@
-"""Phase classification (phasekit.phases), the ds.phasekit accessor and `phasekit analyze`."""
+"""Phase classification (phasekit.analysis.phases), the ds.phasekit accessor and
+`phasekit analyze`."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ import xarray as xr
 
 import phasekit
 from phasekit import api
-from phasekit.cli_analysis import main as analysis_main
-from phasekit.phases import (
+from phasekit.analysis.phases import (
     PHASES,
     add_phases,
     classify,
     critical_summary,
     loss_peak_ratio,
-    summary_text,
 )
-from phasekit.storage import SweepFileError, open_sweep, write_sweep
+from phasekit.analysis.report import summary_text
+from phasekit.cli.analysis import main as analysis_main
+from phasekit.errors import SweepFileError
+from phasekit.io.netcdf import open_sweep, write_sweep
 
 from .helpers import sweep, toy_quadratic
 

@@ -1,4 +1,4 @@
-"""Figures from stored sweeps (phasekit.plot) and `phasekit plot`."""
+"""Figures from stored sweeps (phasekit.plot.figures) and `phasekit plot`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from matplotlib.cbook import is_math_text
 from matplotlib.collections import QuadMesh
 
 from phasekit import api
-from phasekit.cli_analysis import add_subcommands, cmd_analyze, cmd_boundary, cmd_plot
-from phasekit.cli_analysis import main as analysis_main
-from phasekit.options import ConfigError
-from phasekit.phases import VOTING, classify, critical_rates
-from phasekit.plot import BOUND_COLORS, choose_c, geometric, parse_panels, plot_sweep
-from phasekit.storage import SweepFileError, write_sweep
+from phasekit.analysis.phases import VOTING, classify, critical_rates
+from phasekit.cli.analysis import add_subcommands, cmd_analyze, cmd_boundary, cmd_plot
+from phasekit.cli.analysis import main as analysis_main
+from phasekit.errors import ConfigError, SweepFileError
+from phasekit.io.netcdf import write_sweep
+from phasekit.plot.figures import BOUND_COLORS, choose_c, geometric, parse_panels, plot_sweep
 
 from .helpers import sweep, toy_quadratic
 from .test_critical import make_sweep

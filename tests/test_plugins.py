@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from phasekit import hookimpl
-from phasekit.config import resolve_config
-from phasekit.diagnostics import PhasekitWarning, is_own
-from phasekit.manager import PluginManager, PluginWarning
+from phasekit.analysis.phases import add_critical
+from phasekit.config.registry import PluginManager
+from phasekit.config.resolve import resolve_config
+from phasekit.engine.engine import Engine
+from phasekit.errors import ConfigError, PhasekitWarning, PluginWarning, is_own
 from phasekit.model import autograd_ntk
-from phasekit.options import ConfigError
-from phasekit.sweep import Engine, run_sweep
+from phasekit.runner.execute import execute
 
 EXAMPLE = Path(__file__).parents[1] / "docs" / "examples" / "phasekit-tanh-net"
 BROKEN = Path(__file__).parent / "plugin_example"
@@ -74,7 +75,7 @@ def test_third_party_model_runs_without_touching_core(third_party):
                                                "num_test": 8},
                                    "sweep": {"eta_lambda0": [0.5, 1.5, 3.0],
                                              "max_steps": 500}}, pm)
-    ds = run_sweep(config, data, pm)
+    ds = execute(config, data, pm, derive=add_critical)
     assert ds.attrs["model"] == "tanh_net"
     assert set(ds.status.values.ravel()) <= {"converged", "diverged", "max_steps"}
     assert "test_loss" in ds                               # built-in observables apply too

@@ -10,8 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from phasekit.config import merge, resolve_config
-from phasekit.dryrun import (
+from phasekit.analysis.phases import add_critical
+from phasekit.cli.dryrun import (
     Linear,
     StepCosts,
     _variant,
@@ -21,9 +21,11 @@ from phasekit.dryrun import (
     linear_stop,
     pilot,
 )
-from phasekit.progress import ChunkReporter, Progress, Tally
-from phasekit.runner import execute
-from phasekit.sweep import PointEngines, make_chunks
+from phasekit.config.resolve import merge, resolve_config
+from phasekit.engine.chunks import make_chunks
+from phasekit.engine.points import PointEngines
+from phasekit.runner.execute import execute
+from phasekit.runner.progress import ChunkReporter, Progress, Tally
 
 from .helpers import toy_quadratic
 
@@ -64,7 +66,7 @@ def test_engine_run_steps_sum_to_the_total(manager):
     config, data = resolve_config(small(), manager)
     stream = io.StringIO()
     progress = Recording(stream)
-    ds = execute(config, data, manager, progress=progress)
+    ds = execute(config, data, manager, progress=progress, derive=add_critical)
     total = 8 * 400
     assert progress.total == total and progress.n == total
     ns = [n for n, _, _ in progress.seen]
@@ -202,7 +204,7 @@ def test_dask_workers_stream_progress(manager, tmp_path):
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
         ds = execute(config, data, manager, tmp_path / "d.nc", progress=progress,
-                     scheduler=cluster.scheduler_address)
+                     scheduler=cluster.scheduler_address, derive=add_critical)
     assert progress.remote_events > 0
     total = 8 * 300
     in_flight = [(n, running) for n, running, done in progress.seen if running > 0]
@@ -264,7 +266,7 @@ def test_pilot_predicts_the_steps_each_run_takes(planned, manager):
     those of the lazy runs (c < 2) beyond it, and for a catapult on one point (no
     direction left in the model) the least it can be."""
     config, data, engine, chunks, prepared, costs = planned
-    real = execute(config, data, manager).steps.values[0]
+    real = execute(config, data, manager, derive=add_critical).steps.values[0]
     whole = pilot(engine, chunks, prepared, costs, float("inf"))
     assert whole.pilot_steps == 400 and whole.modelled == 0
     np.testing.assert_array_equal(whole.steps, real)

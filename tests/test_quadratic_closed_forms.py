@@ -10,9 +10,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phasekit.config import resolve_config
+from phasekit.config.resolve import resolve_config
+from phasekit.engine.engine import Engine
 from phasekit.model import autograd_jacobian, autograd_loss_gradient, autograd_ntk
-from phasekit.sweep import Engine
 from phasekit_plugins.quadratic import FeatureMap, draw_meta_feature_matrices
 
 ACTS = st.sampled_from(["identity", "tanh", "relu", "leaky_relu"])
@@ -132,7 +132,7 @@ def test_student_features_are_projected_teacher_features(manager):
 
 
 def test_student_width_must_match_model(manager):
-    from phasekit.options import ConfigError
+    from phasekit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model.width = 8 does not match"):
         resolve_config({"model": {"name": "quadratic", "width": 8},

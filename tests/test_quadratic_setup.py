@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from phasekit.config import resolve_config
-from phasekit.sweep import Engine
+from phasekit.config.resolve import resolve_config
+from phasekit.engine.engine import Engine
 from phasekit_plugins import quadratic
 from phasekit_plugins.quadratic import expm_skew_action
 

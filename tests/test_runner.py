@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from phasekit.analysis.phases import add_critical
 from phasekit.api import build_config
-from phasekit.cli import main
-from phasekit.config import merge, resolve_config
-from phasekit.runner import PartStore, ResumeError, chunk_key, execute, save_result
-from phasekit.sweep import Engine, make_chunks
+from phasekit.cli.main import main
+from phasekit.config.resolve import merge, resolve_config
+from phasekit.engine.chunks import make_chunks
+from phasekit.engine.engine import Engine
+from phasekit.errors import ResumeError
+from phasekit.io.parts import PartStore, chunk_key, save_result
+from phasekit.runner.execute import execute
 
 from .helpers import toy_quadratic
 
@@ -32,7 +36,7 @@ def small(**sweep_kw):
 
 def test_resume_computes_only_missing_chunks(manager, tmp_path):
     config, data = resolve_config(small(), manager)
-    reference = execute(config, data, manager)                   # uninterrupted, in memory
+    reference = execute(config, data, manager, derive=add_critical)   # uninterrupted, in memory
     out = tmp_path / "r.nc"
     # A crash after two chunks: their files exist, nothing else does.
     store = PartStore(out)
@@ -50,7 +54,7 @@ def test_resume_computes_only_missing_chunks(manager, tmp_path):
 
     Engine.run_batch = counting
     try:
-        resumed = execute(config, data, manager, out)
+        resumed = execute(config, data, manager, out, derive=add_critical)
     finally:
         Engine.run_batch = original
     assert sorted(calls) == sorted(chunk_key(c) for c in chunks[2:])
@@ -69,9 +73,9 @@ def test_different_config_is_refused(manager, tmp_path):
     other, data2 = resolve_config(small(max_steps=100), manager)
     with pytest.raises(ResumeError, match=r"different config \(sweep.max_steps: stored "
                                           r"'2000', now '100'\)"):
-        execute(other, data2, manager, out)
+        execute(other, data2, manager, out, derive=add_critical)
     assert (store.folder / "chunk-s0000-c00000.npz").exists()    # nothing was lost
-    execute(other, data2, manager, out, overwrite=True)           # explicit discard works
+    execute(other, data2, manager, out, overwrite=True, derive=add_critical)  # explicit discard
     assert out.exists()
 
 
@@ -81,8 +85,8 @@ def test_torn_chunk_file_is_recomputed(manager, tmp_path):
     store = PartStore(out)
     store.open(config.to_toml())
     (store.folder / "chunk-s0000-c00000.npz").write_bytes(b"PK\x03\x04 torn")
-    xr.testing.assert_identical(execute(config, data, manager, out),
-                                execute(config, data, manager))
+    xr.testing.assert_identical(execute(config, data, manager, out, derive=add_critical),
+                                execute(config, data, manager, derive=add_critical))
 
 
 def _count_chunks(folder: Path) -> int:
@@ -149,9 +153,10 @@ def cluster():
 
 def test_dask_scheduler_matches_single_process(manager, cluster, tmp_path):
     config, data = resolve_config(small(), manager)
-    single = execute(config, data, manager)
+    single = execute(config, data, manager, derive=add_critical)
     out = tmp_path / "dask.nc"
-    distributed = execute(config, data, manager, out, scheduler=cluster.scheduler_address)
+    distributed = execute(config, data, manager, out, scheduler=cluster.scheduler_address,
+                          derive=add_critical)
     xr.testing.assert_identical(distributed, single)
     xr.testing.assert_identical(xr.open_dataset(out), single)
 
@@ -164,7 +169,7 @@ def test_cli_workers_matches_single_process(manager, tmp_path):
     config, data = resolve_config(build_config(None, preset="fig1", overrides=[
         a for a in args[3:] if a not in ("--set", "-q")]), manager)
     xr.testing.assert_identical(xr.open_dataset(tmp_path / "w.nc"),
-                                execute(config, data, manager))
+                                execute(config, data, manager, derive=add_critical))
     assert np.all(xr.open_dataset(tmp_path / "w.nc").steps.values > 0)
 
 
@@ -191,7 +196,7 @@ def test_worker_loss_mid_sweep(manager, cluster, tmp_path):
     parts = PartStore(out).folder
     result = {}
     runner = threading.Thread(target=lambda: result.update(ds=execute(
-        config, data, manager, out, scheduler=cluster.scheduler_address)))
+        config, data, manager, out, scheduler=cluster.scheduler_address, derive=add_critical)))
     runner.start()
     deadline = time.time() + 120
     while _count_chunks(parts) < 1 and runner.is_alive() and time.time() < deadline:
@@ -203,7 +208,7 @@ def test_worker_loss_mid_sweep(manager, cluster, tmp_path):
     assert not runner.is_alive() and "ds" in result
     with Client(cluster.scheduler_address) as client:
         assert victim not in client.scheduler_info()["workers"]     # it really was lost
-    xr.testing.assert_identical(result["ds"], execute(config, data, manager))
+    xr.testing.assert_identical(result["ds"], execute(config, data, manager, derive=add_critical))
 
 
 def test_bench_times_a_whole_preset(capsys):

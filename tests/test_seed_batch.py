@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from phasekit.config import resolve_config
-from phasekit.runner import PartStore, chunk_key, execute
-from phasekit.sweep import Engine, PointEngines
+from phasekit.analysis.phases import add_critical
+from phasekit.config.resolve import resolve_config
+from phasekit.engine.engine import Engine
+from phasekit.engine.points import PointEngines
+from phasekit.io.parts import PartStore, chunk_key
+from phasekit.runner.execute import execute
 
 GRID = {"start": 0.5, "stop": 4.5, "num": 9}
 
@@ -61,9 +64,9 @@ def batches_run(monkeypatch) -> list[list[str]]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_batched_seeds_equal_one_seed_at_a_time_bitwise(manager, monkeypatch, case):
     model, dataset = CASES[case]
-    one = execute(*config(manager, model, dataset, 1), manager)
+    one = execute(*config(manager, model, dataset, 1), manager, derive=add_critical)
     seen = batches_run(monkeypatch)
-    together = execute(*config(manager, model, dataset, 0), manager)
+    together = execute(*config(manager, model, dataset, 0), manager, derive=add_critical)
     assert [len(b) for b in seen] == [3]              # every seed in one batch
     steps = together["steps"].values
     assert len(np.unique(steps)) >= 3, steps          # runs leave the batch at different steps
@@ -73,13 +76,13 @@ def test_batched_seeds_equal_one_seed_at_a_time_bitwise(manager, monkeypatch, ca
 def test_seed_batch_caps_the_batch_and_chunk_size_splits_rates(manager, monkeypatch):
     model, dataset = CASES["linear_bias"]
     seen = batches_run(monkeypatch)
-    ds = execute(*config(manager, model, dataset, 2, chunk_size=4), manager)
+    ds = execute(*config(manager, model, dataset, 2, chunk_size=4), manager, derive=add_critical)
     # seeds {0, 1} then {2}; rates in chunks of 4, 4 and 1; a seed's chunks consecutive
     assert [len(b) for b in seen] == [2, 2, 2, 1, 1, 1]
     assert [b[0][-6:] for b in seen] == ["c00000", "c00004", "c00008"] * 2
     seen.clear()
     monkeypatch.undo()
-    assert_bitwise(ds, execute(*config(manager, model, dataset, 1), manager))
+    assert_bitwise(ds, execute(*config(manager, model, dataset, 1), manager, derive=add_critical))
 
 
 def test_a_model_that_cannot_stack_keeps_one_seed_per_batch(manager, monkeypatch):
@@ -99,7 +102,7 @@ def test_resume_of_a_batched_sweep(manager, tmp_path, monkeypatch):
     """A crash after one seed's chunk: the rest is batched and the result is the same."""
     model, dataset = CASES["linear_bias"]
     cfg, data = config(manager, model, dataset, 0)
-    reference = execute(cfg, data, manager)
+    reference = execute(cfg, data, manager, derive=add_critical)
     out = tmp_path / "r.nc"
     store = PartStore(out)
     store.open(cfg.to_toml())
@@ -107,7 +110,7 @@ def test_resume_of_a_batched_sweep(manager, tmp_path, monkeypatch):
     first = engines.chunks()[1]                         # seed 1's chunk
     store.save(engines[0].run_chunk(first))
     seen = batches_run(monkeypatch)
-    resumed = execute(cfg, data, manager, out)
+    resumed = execute(cfg, data, manager, out, derive=add_critical)
     assert seen == [[chunk_key(c) for c in engines.chunks() if c.seed_index != 1]]
     assert_bitwise(resumed, reference)
 
@@ -117,7 +120,7 @@ def test_memory_bounds_the_seeds_of_a_batch(manager):
     cfg, data = config(manager, model, dataset, 0, memory_budget=1e-9)
     with pytest.raises(Exception, match="too small for even one run"):
         PointEngines(cfg, data, manager).seeds_per_batch(0)
-    from phasekit.memory import memory_estimate
+    from phasekit.engine.memory import memory_estimate
 
     engines = PointEngines(*config(manager, model, dataset, 0), manager)
     fixed, per_point = memory_estimate(engines[0], engines.prepared(0, 0))

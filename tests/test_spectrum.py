@@ -1,4 +1,4 @@
-"""lambda_max solvers (phasekit.spectrum): Lanczos against eigvalsh."""
+"""lambda_max solvers (phasekit.engine.spectrum): Lanczos against eigvalsh."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phasekit.spectrum import LANCZOS_ABOVE_D, eigvalsh_max, lambda_max, lanczos_max
+from phasekit.engine.spectrum import LANCZOS_ABOVE_D, eigvalsh_max, lambda_max, lanczos_max
 
 from .helpers import sweep
 
@@ -49,8 +49,8 @@ def test_lanczos_equals_eigvalsh(spectra, seed, degenerate):
 
 def test_lanczos_on_network_ntks_is_exact_to_rounding(manager):
     """NTKs have a dominant top eigenvalue: a few iterations reach float64 precision."""
-    from phasekit.config import resolve_config
-    from phasekit.sweep import Engine
+    from phasekit.config.resolve import resolve_config
+    from phasekit.engine.engine import Engine
 
     config, data = resolve_config({"model": {"name": "relu", "width": 64},
                                    "dataset": {"name": "random", "num_train": 150,

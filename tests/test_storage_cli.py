@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from phasekit.cli import main
-from phasekit.storage import SweepFileError, open_sweep, write_sweep
+from phasekit.cli.main import main
+from phasekit.errors import SweepFileError
+from phasekit.io.netcdf import open_sweep, write_sweep
 
 from .helpers import sweep, toy_quadratic
 

@@ -14,9 +14,9 @@ import xarray as xr
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phasekit.config import resolve_config
-from phasekit.spectrum import lambda_max
-from phasekit.sweep import Engine
+from phasekit.config.resolve import resolve_config
+from phasekit.engine.engine import Engine
+from phasekit.engine.spectrum import lambda_max
 
 from .helpers import ULP, check_monotone, dense, eq12_series, sweep, toy_quadratic
 

@@ -14,9 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from . import __version__, diagnostics
-from .manager import get_plugin_manager
-from .options import ConfigError
+from phasekit import __version__, errors
+from phasekit.config.registry import get_plugin_manager
+from phasekit.errors import ConfigError
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -53,12 +53,12 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="run chunks on an existing dask.distributed scheduler")
 
     bench = sub.add_parser("bench", help="benchmark phasekit against a plain per-run loop")
-    from .bench import add_arguments as bench_arguments
+    from phasekit.cli.bench import add_arguments as bench_arguments
 
     bench_arguments(bench)
     sub.add_parser("plugins", help="list registered models, datasets, observables, presets")
     sub.add_parser("presets", help="list the presets with their descriptions")
-    from .cli_analysis import add_subcommands
+    from phasekit.cli.analysis import add_subcommands
 
     add_subcommands(sub)                     # plot, analyze, boundary
     return parser
@@ -71,8 +71,9 @@ def _existing_output(path: Path, config_toml: str, overwrite: bool) -> bool:
     a sweep, without --overwrite; says so when ``OUT.parts/`` holds chunks of this
     config (an interrupted --overwrite run, which the same command resumes).
     """
-    from .runner import PartStore
-    from .storage import SweepFileError, open_sweep
+    from phasekit.errors import SweepFileError
+    from phasekit.io.netcdf import open_sweep
+    from phasekit.io.parts import PartStore
 
     if not path.exists() or overwrite:
         return False
@@ -94,36 +95,15 @@ def _existing_output(path: Path, config_toml: str, overwrite: bool) -> bool:
     return store.stored_config() is None         # else: parts of a rewrite to finish
 
 
-def summary_table(ds) -> str:
-    """What a person reads first after a run: the phases along c (seed spread), the
-    critical learning rates and the bounds (:func:`phasekit.phases.summary_text`),
-    then theta^2_inf / theta^2_0 and the final sharpness per c (without axes)."""
-    import numpy as np
-
-    from .phases import summary_text
-
-    lines = [summary_text(ds)]
-    if not ds.attrs.get("axes"):
-        ratio = (ds["final_weight_norm"] / ds["weight_norm"].isel(step=0)).values
-        finite = ds["status"].values != "diverged"
-        sharp = ds["final_sharpness"].values
-        lines.append(f"{'eta_lambda0':>11}  {'theta2_inf/theta2_0':>19}  {'final sharpness':>15}"
-                     "  (means over the runs that did not diverge)")
-        for j, c in enumerate(ds["eta_lambda0"].values):
-            keep = finite[:, j]
-            r = f"{np.mean(ratio[keep, j]):.4g}" if keep.any() else "-"
-            sh = f"{np.mean(sharp[keep, j]):.4g}" if keep.any() else "-"
-            lines.append(f"{c:>11.4g}  {r:>19}  {sh:>15}")
-    return "\n".join(lines)
-
-
 def cmd_run(args) -> int:
-    from .api import build_config
-    from .config import resolve_config
-    from .dryrun import dry_run_report
-    from .outputs import OutputLock, check_writable
-    from .progress import Progress
-    from .runner import check_dataset_size, execute
+    from phasekit.analysis.phases import add_critical
+    from phasekit.analysis.report import summary_table
+    from phasekit.api import build_config
+    from phasekit.cli.dryrun import dry_run_report
+    from phasekit.config.resolve import resolve_config
+    from phasekit.io.files import OutputLock, check_writable
+    from phasekit.runner.execute import check_dataset_size, execute
+    from phasekit.runner.progress import Progress
 
     manager = get_plugin_manager()
     raw = build_config(args.config, preset=args.preset, overrides=args.overrides,
@@ -144,7 +124,7 @@ def cmd_run(args) -> int:
         progress = None if args.quiet else Progress()
         started = time.perf_counter()
         ds = execute(config, data, manager, out, progress=progress, workers=args.workers,
-                     scheduler=args.scheduler, overwrite=args.overwrite)
+                     scheduler=args.scheduler, overwrite=args.overwrite, derive=add_critical)
     if not args.quiet:
         print(summary_table(ds))
         print(f"wrote {out} ({time.perf_counter() - started:.1f} s)")
@@ -152,7 +132,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run
+    from phasekit.cli.bench import run
 
     return run(args)
 
@@ -190,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(sys.stderr, "isatty", lambda: False)():
                 sys.stderr.write("\n")                   # off the progress bar's line
             what = str(exc) if str(exc) else "nothing was written"
-            print(f"{diagnostics.PROG}: interrupted; {what}", file=sys.stderr)
+            print(f"{errors.PROG}: interrupted; {what}", file=sys.stderr)
         finally:
             if main_thread:
                 signal.signal(signal.SIGINT, previous)
@@ -198,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    diagnostics.install()               # phasekit's warnings as one 'phasekit: warning:' line
+    errors.install()               # phasekit's warnings as one 'phasekit: warning:' line
     args = _build_parser().parse_args(argv)
-    from .cli_analysis import HANDLERS
+    from phasekit.cli.analysis import HANDLERS
 
     handler = {"run": cmd_run, "plugins": cmd_plugins, "presets": cmd_presets,
                "bench": cmd_bench, **HANDLERS}[args.command]
@@ -209,7 +189,7 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:
         if not isinstance(exc, _expected_errors()):
             raise
-        print(diagnostics.error_line(exc), file=sys.stderr)
+        print(errors.error_line(exc), file=sys.stderr)
         return 2
 
 
@@ -217,12 +197,12 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     """ConfigError, DataError and SweepFileError: the failures printed as one line.
 
     The last two are looked up only where their modules (phasekit.dataset: torch;
-    phasekit.storage: torch, xarray, netCDF4) are already loaded -- an error of that
+    phasekit.io.netcdf: torch, xarray, netCDF4) are already loaded -- an error of that
     type can only have been raised if they are -- so that ``phasekit plugins`` and
     ``presets`` do not import them just for this check (docs/performance.md)."""
     found: list[type[Exception]] = [ConfigError]
     for module, name in (("phasekit.dataset", "DataError"),
-                         ("phasekit.storage", "SweepFileError")):
+                         ("phasekit.io.netcdf", "SweepFileError")):
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))
     return tuple(found)

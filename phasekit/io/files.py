@@ -42,8 +42,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .diagnostics import PhasekitWarning
-from .options import ConfigError
+from phasekit.errors import OutputError, fmt_bytes
 
 try:
     import fcntl
@@ -54,18 +53,6 @@ LOCK_SUFFIX = ".lock"
 MARKER = ".phasekit"
 MARKER_TEXT = "made by phasekit; phasekit deletes only its own files here\n"
 TEMP_KINDS = ("part", "probe", "new")
-
-
-class OutputError(ConfigError):
-    """An output that cannot be written, is in use, or is not phasekit's to replace."""
-
-
-class OutputWarning(PhasekitWarning):
-    """Something about an output worth knowing that stops nothing."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, with what was kept (the message completes ``phasekit: interrupted; ...``)."""
 
 
 # -- names ------------------------------------------------------------------------------
@@ -103,63 +90,7 @@ def write_failure(path: Path, exc: BaseException) -> str:
     return text
 
 
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
 # -- memory -----------------------------------------------------------------------------
-
-#: Environment variable overriding :func:`memory_limit` (GiB).
-MEMORY_LIMIT_ENV = "PHASEKIT_MEMORY_LIMIT_GIB"
-
-
-def machine_memory() -> int | None:
-    """Bytes of memory this process may use: physical memory, or the cgroup limit
-    where that is lower (a container); ``None`` where unknown."""
-    sizes = []
-    try:
-        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        pass
-    for name in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(name).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) > 0:
-            sizes.append(int(text))
-    sizes = [s for s in sizes if s > 0]
-    return min(sizes) if sizes else None
-
-
-def memory_limit() -> float:
-    """The most bytes phasekit builds or loads as one dataset: half of
-    :func:`machine_memory` (``$PHASEKIT_MEMORY_LIMIT_GIB`` GiB where set)."""
-    text = os.environ.get(MEMORY_LIMIT_ENV)
-    if text:
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise ConfigError(f"{MEMORY_LIMIT_ENV} must be a positive number of GiB, got "
-                              f"{text!r}")
-        return value * 2 ** 30
-    total = machine_memory()
-    return total / 2 if total else float("inf")
-
-
-def describe_memory_limit() -> str:
-    """:func:`memory_limit` in words, saying where it comes from."""
-    if os.environ.get(MEMORY_LIMIT_ENV):
-        return f"{fmt_bytes(memory_limit())}, set by {MEMORY_LIMIT_ENV}"
-    total = fmt_bytes(machine_memory() or 0)
-    return (f"{fmt_bytes(memory_limit())}, half of this machine's {total}; "
-            f"{MEMORY_LIMIT_ENV} sets another limit")
 
 
 # -- modes ------------------------------------------------------------------------------
@@ -263,40 +194,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None],
         raise
     _fsync_dir(path.parent)
     return path
-
-
-def write_output(ds, path: Path, then: Callable[[], str] | None = None) -> Path:
-    """:func:`phasekit.storage.write_sweep`, a failure (a full disk: netCDF reports it as
-    ``RuntimeError``) as one :class:`OutputError` ending in ``then()`` (default: the
-    file is unchanged)."""
-    from .storage import write_sweep
-
-    path = Path(path)
-    try:
-        return write_sweep(ds, path)
-    except (OSError, RuntimeError) as exc:
-        after = then() if then is not None else f"{path} is unchanged"
-        raise OutputError(f"cannot write {path} ({write_failure(path, exc)}); {after}") from None
-
-
-def refuse_replacing(path: Path, overwrite: bool, same: Callable[[object], bool]) -> None:
-    """Refuse (:class:`OutputError`) to replace an existing ``path`` without
-    ``overwrite``, unless it holds a phasekit sweep for which ``same(ds)`` holds (this
-    very result, written before).  The rule of every subcommand's ``-o``."""
-    path = Path(path)
-    if overwrite or not os.path.lexists(path):
-        return
-    from .storage import SweepFileError, open_sweep
-
-    try:
-        with open_sweep(path, load=False) as old:
-            if same(old):
-                return
-        what = "holds a different sweep"
-    except SweepFileError:
-        what = "is not a phasekit sweep"
-    raise OutputError(f"output {path} exists and {what}; choose another -o, or pass "
-                      f"--overwrite to replace it")
 
 
 # -- phasekit's own folders -----------------------------------------------------------------

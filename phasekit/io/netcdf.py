@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
-from . import __version__
+from phasekit import __version__
+from phasekit.errors import OutputError, SweepFileError
+from phasekit.io.files import write_failure
 
 STATUS_DOC = ("why the run stopped: converged (|L_t - L_(t-1)| < tol), diverged (loss "
               "non-finite or above divergence_loss), max_steps (ran out of steps), trivial "
@@ -44,10 +47,6 @@ CORE_DOCS = {
                     "docs/theory.md §1; update eq. 12, 139"),
     "sharpness": ("eta * lambda_max(H_t), normalised top NTK eigenvalue", "eq. 4"),
 }
-
-
-class SweepFileError(ValueError):
-    """A file that is not a phasekit sweep, or lacks what is asked of it."""
 
 
 #: long names of observables' extra dimensions; others are named after their observables
@@ -72,7 +71,7 @@ def _union(lists) -> list:
 def build_dataset(engines, results) -> xr.Dataset:
     """Assemble chunk results into the schema above.
 
-    ``engines`` is the :class:`~phasekit.sweep.PointEngines` of the sweep (one
+    ``engines`` is the :class:`~phasekit.engine.points.PointEngines` of the sweep (one
     engine per axis point; one point without axes).  Every array is first filled
     over a flat axis-point dimension ``P`` and reshaped to the axes' dimensions at
     the end (dropped without axes).
@@ -273,9 +272,9 @@ def _point_options(engines, config) -> dict:
 
 def write_sweep(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write atomically: a temporary file in the same folder, ``fsync``, then a rename
-    (:func:`phasekit.outputs.atomic_write`).  The file gets the mode of the file it
+    (:func:`phasekit.io.files.atomic_write`).  The file gets the mode of the file it
     replaces, or ``0o666`` less the umask."""
-    from .outputs import atomic_write
+    from phasekit.io.files import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,12 +287,13 @@ def open_sweep(path: str | os.PathLike, *, load: bool = True) -> xr.Dataset:
     Refuses (:class:`SweepFileError`) a missing or non-regular file, a file netCDF
     cannot read, one without phasekit's ``phasekit_version`` and TOML ``config``
     attributes, and one whose variables would take more memory than
-    :func:`phasekit.outputs.memory_limit` allows (their sizes are declared in the
+    :func:`phasekit.engine.memory.memory_limit` allows (their sizes are declared in the
     file's header, so a small file can claim terabytes).  Only the root group is
     read; netCDF groups are ignored.  With ``load=False`` the file stays open,
     read lazily (close it, e.g. ``with open_sweep(p, load=False) as ds``).
     """
-    from .outputs import describe_memory_limit, fmt_bytes, memory_limit
+    from phasekit.engine.memory import describe_memory_limit, memory_limit
+    from phasekit.errors import fmt_bytes
 
     path = Path(path)
     if not path.exists():
@@ -338,3 +338,38 @@ def open_sweep(path: str | os.PathLike, *, load: bool = True) -> xr.Dataset:
 def stored_config(ds: xr.Dataset) -> dict:
     """The resolved config a sweep was run with."""
     return tomllib.loads(ds.attrs["config"])
+
+
+def write_output(ds, path: Path, then: Callable[[], str] | None = None) -> Path:
+    """:func:`phasekit.io.netcdf.write_sweep`, a failure (a full disk: netCDF reports it as
+    ``RuntimeError``) as one :class:`OutputError` ending in ``then()`` (default: the
+    file is unchanged)."""
+    from phasekit.io.netcdf import write_sweep
+
+    path = Path(path)
+    try:
+        return write_sweep(ds, path)
+    except (OSError, RuntimeError) as exc:
+        after = then() if then is not None else f"{path} is unchanged"
+        raise OutputError(f"cannot write {path} ({write_failure(path, exc)}); {after}") from None
+
+
+def refuse_replacing(path: Path, overwrite: bool, same: Callable[[object], bool]) -> None:
+    """Refuse (:class:`OutputError`) to replace an existing ``path`` without
+    ``overwrite``, unless it holds a phasekit sweep for which ``same(ds)`` holds (this
+    very result, written before).  The rule of every subcommand's ``-o``."""
+    path = Path(path)
+    if overwrite or not os.path.lexists(path):
+        return
+    from phasekit.errors import SweepFileError
+    from phasekit.io.netcdf import open_sweep
+
+    try:
+        with open_sweep(path, load=False) as old:
+            if same(old):
+                return
+        what = "holds a different sweep"
+    except SweepFileError:
+        what = "is not a phasekit sweep"
+    raise OutputError(f"output {path} exists and {what}; choose another -o, or pass "
+                      f"--overwrite to replace it")

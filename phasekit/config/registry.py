@@ -22,7 +22,7 @@ hook raises, is reported as a warning naming it and the distribution it came
 from, and listed in :attr:`PluginManager.failures`; everything else keeps
 working.  What a failing hook registered before raising is discarded.
 
-Warnings are :class:`PluginWarning`, a :class:`phasekit.diagnostics.PhasekitWarning`.
+Warnings are :class:`PluginWarning`, a :class:`phasekit.errors.PhasekitWarning`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .diagnostics import PhasekitWarning, describe, suggest
-from .options import ConfigError
+from phasekit import hookspecs
+from phasekit.errors import ConfigError, PluginWarning, describe, suggest
 
 ENTRY_POINT_GROUP = "phasekit"
 ENV_DISABLE = "PHASEKIT_DISABLE_PLUGINS"
@@ -49,10 +48,6 @@ KINDS = ("model", "dataset", "observable", "preset")
 
 
 HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith(f"{hookspecs.PROJECT_NAME}_"))
-
-
-class PluginWarning(PhasekitWarning):
-    """A plugin could not be loaded, failed inside a hook, or clashed with another."""
 
 
 @dataclass(frozen=True)

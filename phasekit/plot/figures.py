@@ -56,8 +56,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from .options import ConfigError  # noqa: E402
-from .phases import (  # noqa: E402
+from phasekit.analysis.phases import (
     VOTING,
     bound_names,
     classify,
@@ -67,7 +66,10 @@ from .phases import (  # noqa: E402
     require,
     sweep_axes,
 )
-from .storage import SweepFileError  # noqa: E402
+from phasekit.errors import (
+    ConfigError,  # noqa: E402
+    SweepFileError,  # noqa: E402
+)
 
 TRAJECTORY_PANELS = ("a", "b", "c")
 FINAL_PANELS = ("d", "e", "f", "g")
@@ -237,7 +239,7 @@ def choose_c(ds: xr.Dataset, c_values: Sequence[float] | None = None, count: int
 def _phase_picks(ds: xr.Dataset, status: np.ndarray, evaluated: np.ndarray) -> list[float]:
     """One lazy c (the middle one), three catapult c (a fifth, three fifths and all the way
     into the window), the first trivial and the first all-divergent c, by majority phase."""
-    from .phases import PHASES, classify
+    from phasekit.analysis.phases import PHASES, classify
 
     try:
         phase = classify(ds).values
@@ -278,7 +280,7 @@ def plot_sweep(ds: xr.Dataset, panels: str | Sequence[str] | None = None,
     phase diagram (:func:`_diagram`), ``x`` one axis or ``"a/b"``.  An axis
     with a single value counts as fixed unless ``x`` names it.
 
-    Raises :class:`~phasekit.storage.SweepFileError` when ``ds`` is not a
+    Raises :class:`~phasekit.errors.SweepFileError` when ``ds`` is not a
     phasekit sweep or lacks a variable a requested panel needs, and
     :class:`~phasekit.options.ConfigError` for an unknown panel, axis, selected
     value or file type.

@@ -24,18 +24,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .dataset import Data
-from .diagnostics import toml_value
-from .manager import PluginManager
-from .options import (
-    ConfigError,
-    Option,
-    non_negative,
-    positive,
-    resolve_options,
-    unknown_key_message,
-)
-from .spectrum import LANCZOS_ABOVE_D, SOLVERS
+from phasekit.config.registry import PluginManager
+from phasekit.dataset import Data
+from phasekit.engine.spectrum import LANCZOS_ABOVE_D, SOLVERS
+from phasekit.errors import ConfigError, toml_value
+from phasekit.options import Option, non_negative, positive, resolve_options, unknown_key_message
 
 TABLES = ("model", "dataset", "sweep")
 

@@ -1,4 +1,8 @@
-"""The one place that formats phasekit's error and warning messages.
+"""phasekit's exceptions and warnings, and the one place that formats their messages.
+
+Every exception class the core raises at a user is defined here (a plugin raises
+:class:`ConfigError` for a bad option and :class:`DataError` for data it cannot
+build); the command line turns each into one ``phasekit: error: ...`` line.
 
 - :func:`toml_value` writes a config value the way TOML does (``true``, not
   ``True``; ``"abc"``, not ``'abc'``), so a message shows the user what to type.
@@ -40,6 +44,38 @@ class PhasekitWarning(UserWarning):
     A plugin whose warning categories derive from it gets its warnings printed
     by the command line as one ``phasekit: warning: ...`` line, like phasekit's.
     """
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key and how to fix it."""
+
+
+class DataError(RuntimeError):
+    """A dataset could not be built or loaded; the message says what and how to fix it."""
+
+
+class SweepFileError(ValueError):
+    """A file that is not a phasekit sweep, or lacks what is asked of it."""
+
+
+class OutputError(ConfigError):
+    """An output that cannot be written, is in use, or is not phasekit's to replace."""
+
+
+class OutputWarning(PhasekitWarning):
+    """Something about an output worth knowing that stops nothing."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was kept (the message completes ``phasekit: interrupted; ...``)."""
+
+
+class ResumeError(ConfigError):
+    """Stored partial results that cannot be combined with this run."""
+
+
+class PluginWarning(PhasekitWarning):
+    """A plugin could not be loaded, failed inside a hook, or clashed with another."""
 
 
 # -- values ---------------------------------------------------------------------------
@@ -250,3 +286,11 @@ def install() -> None:
     if not getattr(previous_format, "_phasekit", False):
         formatwarning._phasekit = True
         warnings.formatwarning = formatwarning
+
+
+def fmt_bytes(n: float) -> str:
+    """A size for a message: ``1.5 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024

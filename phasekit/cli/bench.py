@@ -29,15 +29,15 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .manager import PluginManager, get_plugin_manager
-from .options import ConfigError
+from phasekit.config.registry import PluginManager, get_plugin_manager
+from phasekit.errors import ConfigError
 
 # torch, the config and the engine load inside the functions that use them, so that
 # building the command line's parser (add_arguments) stays light (docs/performance.md).
 if TYPE_CHECKING:
     import torch
 
-    from .sweep import Engine
+    from phasekit.engine.engine import Engine
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Workload:
 
 def workloads(quick: bool) -> list[Workload]:
     """W1-W3 of the scale issue (W2/W3 need the network models and Fashion-MNIST)."""
-    from .config import merge
+    from phasekit.config.resolve import merge
 
     def s(full: int, short: int) -> int:
         return short if quick else full
@@ -125,7 +125,7 @@ def _grid(points: int) -> list[float]:
 
 def phasekit_rate(engine: Engine, seed: int, points: int) -> tuple[float, float]:
     """(run-steps per second, seconds) of the batched engine on one chunk."""
-    from .sweep import Chunk
+    from phasekit.engine.chunks import Chunk
 
     cs = _grid(points)
     chunk = Chunk(0, seed, list(range(points)), cs)
@@ -189,8 +189,8 @@ def baseline_rate(engine: Engine, seed: int, points: int, steps: int) -> float:
 
 def bench_one(work: Workload, dtype: str, manager: PluginManager, threads: int,
               device: str = "cpu") -> dict:
-    from .config import merge, resolve_config
-    from .sweep import Engine, torch_threads
+    from phasekit.config.resolve import merge, resolve_config
+    from phasekit.engine.engine import Engine, torch_threads
 
     raw = merge(work.config, {"sweep": {"eta_lambda0": _grid(work.grid_points), "seeds": [0],
                                         "device": device,
@@ -223,8 +223,8 @@ def axis_sweep_times(quick: bool, dtype: str, manager: PluginManager, threads: i
 
     The work is identical (the results are bitwise equal, ``tests/test_axes.py``);
     the ratio shows what the axis machinery costs or saves."""
-    from .config import merge, resolve_config
-    from .runner import execute
+    from phasekit.config.resolve import merge, resolve_config
+    from phasekit.runner.execute import execute
 
     base = {"model": {"name": "homogeneous", "a_plus": 1.0, "a_minus": 1.0},
             "dataset": {"name": "toy"},
@@ -277,7 +277,7 @@ def run_step_flops(engine: Engine, prepared) -> tuple[float, float]:
     recorded step (the same plus the NTK and what the engine records: sharpness by
     ``sweep.sharpness_solver``, weight norm, every observable), counted at initialisation
     from the matrix products (matrix-vector ones included)."""
-    from .observables import Snapshot
+    from phasekit.observables import Snapshot
 
     model = engine.model
     feats, theta0 = prepared.features, prepared.theta0
@@ -306,8 +306,9 @@ def single_run_times(quick: bool, dtype: str, manager: PluginManager, threads: i
     schedule, ``tol = 0``) timed in process after its seed is prepared; run-steps per
     second and the FLOPs of an average step (plain steps and recorded ones, weighted by
     the record schedule) against the matmul peak."""
-    from .config import merge, resolve_config
-    from .sweep import Chunk, Engine, torch_threads
+    from phasekit.config.resolve import merge, resolve_config
+    from phasekit.engine.chunks import Chunk
+    from phasekit.engine.engine import Engine, torch_threads
 
     steps = W5_STEPS[1] if quick else W5_STEPS[0]
     raw = merge(W5_CONFIG, {"sweep": {"max_steps": steps, "dtype": dtype, "device": device,
@@ -342,9 +343,9 @@ def preset_times(name: str, quick: bool, dtype: str, manager: PluginManager,
     """A whole preset as a user runs it (to convergence, default observables and
     record schedule) in this process: wall seconds of resolving, training and
     assembling, and run-steps per second (updates made, summed over the grid)."""
-    from .api import build_config
-    from .config import resolve_config
-    from .runner import execute
+    from phasekit.api import build_config
+    from phasekit.config.resolve import resolve_config
+    from phasekit.runner.execute import execute
 
     overrides = [f"sweep.dtype={dtype}", f"sweep.device={device}"]
     cap = PRESET_ROWS[name]
@@ -413,7 +414,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import torch
 
-    from .dataset import DataError
+    from phasekit.errors import DataError
 
     manager = get_plugin_manager()
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]

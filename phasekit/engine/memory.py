@@ -13,11 +13,13 @@ the grid the same way; an explicit ``chunk_size`` is checked against the budget.
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .options import ConfigError
+from phasekit.errors import ConfigError, fmt_bytes
 
 GIB = 2 ** 30
 
@@ -55,14 +57,6 @@ def memory_estimate(engine, prepared) -> tuple[int, int]:
         per_point = (tensor_bytes(cache) + tensor_bytes(ntk) + 3 * tensor_bytes(z)
                      + 4 * tensor_bytes(theta))          # theta, its update and copies
     return fixed, int(per_point)
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def fitted_chunk_size(engine, prepared) -> int:
@@ -104,3 +98,52 @@ def seeds_fitting(engine, prepared, chunk_size: int) -> int:
     fixed, per_point = memory_estimate(engine, prepared)
     per_seed = chunk_size * (per_point + fixed) + fixed
     return max(1, int(budget // per_seed)) if per_seed else 1
+
+
+#: Environment variable overriding :func:`memory_limit` (GiB).
+MEMORY_LIMIT_ENV = "PHASEKIT_MEMORY_LIMIT_GIB"
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: physical memory, or the cgroup limit
+    where that is lower (a container); ``None`` where unknown."""
+    sizes = []
+    try:
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for name in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(name).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) > 0:
+            sizes.append(int(text))
+    sizes = [s for s in sizes if s > 0]
+    return min(sizes) if sizes else None
+
+
+def memory_limit() -> float:
+    """The most bytes phasekit builds or loads as one dataset: half of
+    :func:`machine_memory` (``$PHASEKIT_MEMORY_LIMIT_GIB`` GiB where set)."""
+    text = os.environ.get(MEMORY_LIMIT_ENV)
+    if text:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise ConfigError(f"{MEMORY_LIMIT_ENV} must be a positive number of GiB, got "
+                              f"{text!r}")
+        return value * 2 ** 30
+    total = machine_memory()
+    return total / 2 if total else float("inf")
+
+
+def describe_memory_limit() -> str:
+    """:func:`memory_limit` in words, saying where it comes from."""
+    if os.environ.get(MEMORY_LIMIT_ENV):
+        return f"{fmt_bytes(memory_limit())}, set by {MEMORY_LIMIT_ENV}"
+    total = fmt_bytes(machine_memory() or 0)
+    return (f"{fmt_bytes(memory_limit())}, half of this machine's {total}; "
+            f"{MEMORY_LIMIT_ENV} sets another limit")

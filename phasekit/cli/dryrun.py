@@ -38,20 +38,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ResolvedConfig
-from .dataset import Data
-from .manager import PluginManager
-from .memory import fmt_bytes, memory_estimate
-from .sweep import (
-    Chunk,
-    ChunkResult,
-    Engine,
-    PointEngines,
-    describe_point,
-    make_chunks,
-    record_schedule,
-    torch_threads,
-)
+from phasekit.config.registry import PluginManager
+from phasekit.config.resolve import ResolvedConfig
+from phasekit.dataset import Data
+from phasekit.engine.chunks import Chunk, ChunkResult, make_chunks
+from phasekit.engine.engine import Engine, record_schedule, torch_threads
+from phasekit.engine.memory import memory_estimate
+from phasekit.engine.points import PointEngines, describe_point
+from phasekit.errors import fmt_bytes
 
 #: seconds the pilots of all axis points may take together
 PILOT_BUDGET = 2.0
@@ -285,8 +279,8 @@ def _stand_in(engine: Engine, chunk: Chunk, prepared, steps: np.ndarray) -> Chun
 def finishing_seconds(engines: PointEngines, results: list[ChunkResult]) -> float:
     """Seconds to assemble the dataset and its critical learning rates from ``results``
     (what the run does after its last chunk, writing the file aside)."""
-    from .phases import add_critical
-    from .storage import build_dataset
+    from phasekit.analysis.phases import add_critical
+    from phasekit.io.netcdf import build_dataset
 
     started = time.perf_counter()
     add_critical(build_dataset(engines, results))

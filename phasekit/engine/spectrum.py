@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from .batched import matvec, vecmat
+from phasekit.engine.batched import matvec, vecmat
 
 SOLVERS = ("auto", "eigvalsh", "lanczos")
 
@@ -46,7 +46,7 @@ def _aligned(H: torch.Tensor) -> torch.Tensor:
     memory (its vectorised kernels take other paths at other alignments), so with D^2
     not a multiple of 8 the same matrix gave eigenvalues differing in the last bit at
     different positions of a batch.  Padded, every matrix starts on a 64-byte boundary:
-    the numbers no longer depend on the batch (:mod:`phasekit.batched`).  The padding
+    the numbers no longer depend on the batch (:mod:`phasekit.engine.batched`).  The padding
     adds eigenvalues 0 and changes no other (the matrices are block diagonal)."""
     G, D, _ = H.shape
     size = -(-D // 4) * 4

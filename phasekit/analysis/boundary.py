@@ -58,16 +58,17 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .config import ResolvedConfig, resolve_config
-from .manager import PluginManager, get_plugin_manager
-from .options import ConfigError
-from .sweep import Chunk, ChunkResult, PointEngines, describe_point
+from phasekit.config.registry import PluginManager, get_plugin_manager
+from phasekit.config.resolve import ResolvedConfig, resolve_config
+from phasekit.engine.chunks import Chunk, ChunkResult
+from phasekit.engine.points import PointEngines, describe_point
+from phasekit.errors import ConfigError
 
 DEFAULT_TOL = 0.01
 DEFAULT_C_LIMIT = 1024.0
 DEFAULT_C_FLOOR = 1e-3
 DEFAULT_MAX_ROUNDS = 60
-#: the early-window onsets: name -> the per-run flag of phasekit.phases.early_flags
+#: the early-window onsets: name -> the per-run flag of phasekit.analysis.phases.early_flags
 EARLY = {"c_loss": "loss_rose", "c_sharp": "sharpness_fell"}
 
 
@@ -191,8 +192,8 @@ def _next_early(search: _Search, name: str, cell: int, tol: float, points: int,
 
 def _early_flags(engine, result: ChunkResult) -> dict[str, np.ndarray]:
     """The early-window flags of every run of ``result`` (a chunk of short runs), by
-    :func:`phasekit.phases.early_flags` on the chunk's trajectories."""
-    from .phases import early_flags
+    :func:`phasekit.analysis.phases.early_flags` on the chunk's trajectories."""
+    from phasekit.analysis.phases import early_flags
 
     sweep = engine.sweep
     run = ("seed", "eta_lambda0")
@@ -224,7 +225,7 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
     ``c_sharp``, ``c_sharp_below`` and ``boundary_unbounded``, and
     ``boundary_round(*axes, seed, eta_lambda0)``; see ``docs/boundary.md``.
     """
-    from .storage import build_dataset
+    from phasekit.io.netcdf import build_dataset
 
     if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
         raise ConfigError(f"--tol must be a positive number, got {tol!r}")
@@ -411,85 +412,6 @@ def _assemble(config: ResolvedConfig, manager: PluginManager, search: _Search, *
                            "early_window steps; docs/boundary.md",
     })
     return ds
-
-
-def boundary_report(ds: xr.Dataset) -> str:
-    """Plain-text report of a boundary dataset: the critical learning rates per seed
-    (without axes) or per axis point (mean and spread over seeds), and the bounds."""
-    from .phases import bound_names, require, sweep_axes
-
-    require(ds, "c_max", "c_fail", "fail_status", "c_trivial",
-            purpose="the boundary report (run 'phasekit boundary' to make such a file)")
-    tol = ds.attrs.get("boundary_tol", float("nan"))
-    axes = sweep_axes(ds)
-    early = [n for n in EARLY if n in ds.variables]
-    lines = [f"critical learning rates (eta_lambda0 units), tolerance {tol:g}, "
-             f"{ds.attrs.get('boundary_rounds', '?')} round(s), "
-             f"{int((ds['status'].values != 'pending').sum())} runs"
-             + (f" + {ds.attrs.get('boundary_early_runs', 0)} early-window runs" if early
-                else "")]
-    bnames = bound_names(ds)
-
-    def fmt(x: float) -> str:
-        return "-" if not np.isfinite(x) else f"{x:.4f}"
-
-    def spread(x: np.ndarray) -> str:
-        x = x[np.isfinite(x)]
-        if not x.size:
-            return "-"
-        return f"{x.mean():.4f}" + (f"+/-{x.std(ddof=1):.3f}" if x.size > 1 else "")
-
-    names = ["c_loss", "c_sharp"][: len(early)] if early else []
-    if axes:
-        header = list(axes) + names + ["c_max", "c_trivial"] + [f"bound_{b}" for b in bnames]
-        lines.append("  ".join(f"{h:>14}" for h in header))
-        stacked = ds.stack(point=axes)
-        for j in range(stacked.sizes["point"]):
-            at = stacked.isel(point=j)
-            row = [str(at[a].values.item()) for a in axes]
-            row += [spread(at[n].values.astype(float)) for n in names + ["c_max", "c_trivial"]]
-            row += [spread(at[f"bound_{b}"].values.astype(float)) for b in bnames]
-            lines.append("  ".join(f"{x:>14}" for x in row))
-        lines.append("(mean+/-std over seeds)")
-    else:
-        header = ["seed"] + names + ["c_max", "c_fail", "fails by", "c_trivial"] + [
-            f"bound_{b}" for b in bnames]
-        lines.append("  ".join(f"{h:>12}" for h in header))
-        for s, seed in enumerate(ds["seed"].values):
-            row = [str(int(seed))] + [fmt(float(ds[n].values[s])) for n in names]
-            row += [fmt(float(ds["c_max"].values[s])), fmt(float(ds["c_fail"].values[s])),
-                    str(ds["fail_status"].values[s]), fmt(float(ds["c_trivial"].values[s]))]
-            row += [fmt(float(ds[f"bound_{b}"].values[s])) for b in bnames]
-            lines.append("  ".join(f"{x:>12}" for x in row))
-        for name in names + ["c_max"]:
-            finite = ds[name].values.astype(float)
-            finite = finite[np.isfinite(finite)]
-            if finite.size:
-                extra = (f" +/- {finite.std(ddof=1):.4f} (std over {finite.size} seeds; range "
-                         f"{finite.min():.4f} - {finite.max():.4f})" if finite.size > 1 else "")
-                lines.append(f"{name} = {finite.mean():.4f}{extra}")
-        c_max = ds["c_max"].values.astype(float)
-        if np.isfinite(c_max).any():
-            lines.append(f"catapult window: (2, {np.nanmean(c_max):.4f})")
-        triv = ds["c_trivial"].values.astype(float)
-        if np.isfinite(triv).any():
-            lines.append(f"trivial phase from c = {np.nanmean(triv):.4f} (mean over seeds with "
-                         f"one)")
-        for b in bnames:
-            gap = c_max - ds[f"bound_{b}"].values
-            eq = ds[f"bound_{b}"].attrs.get("equation", b)
-            kind = ds[f"bound_{b}"].attrs.get("kind", "")
-            word = "below" if np.nanmean(gap) >= 0 else "above"
-            lines.append(f"bound_{b} ({eq}, {kind}): mean "
-                         f"{np.nanmean(ds[f'bound_{b}'].values):.4f}, {abs(np.nanmean(gap)):.4f} "
-                         f"{word} c_max (c_max - bound per seed: "
-                         + ", ".join(fmt(g) for g in gap) + ")")
-    flat = ds["boundary_unbounded"].values.ravel()
-    for k, why in enumerate(flat):
-        if str(why):
-            lines.append(f"warning: cell {k} ({', '.join(axes + ['seed'])} flattened): {why}"
-                         if axes else f"warning: seed {int(ds['seed'].values[k])}: {why}")
-    return "\n".join(lines)
 
 
 def stderr_log(line: str) -> None:

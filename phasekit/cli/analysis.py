@@ -3,7 +3,7 @@
 :func:`add_subcommands` registers the three subcommands on the main parser's
 subparsers; each sets ``handler`` (also listed in :data:`HANDLERS`).  Every
 expected failure is a :class:`~phasekit.options.ConfigError`,
-:class:`~phasekit.storage.SweepFileError` or
+:class:`~phasekit.errors.SweepFileError` or
 :class:`~phasekit.dataset.DataError`, which the main command line prints as
 ``phasekit: error: ...`` with exit status 2.
 """
@@ -17,8 +17,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from .options import ConfigError
-from .outputs import OutputLock, check_writable, refuse_replacing, write_output
+from phasekit.errors import ConfigError
+from phasekit.io.files import OutputLock, check_writable
 
 # storage (torch, xarray, netCDF4) loads inside the handlers: building the parser and
 # --help stay light (docs/performance.md, start-up).
@@ -122,11 +122,11 @@ def _floats(text: str | None) -> list[float] | None:
 
 def cmd_plot(args) -> int:
     try:
-        from .plot import FORMATS, plot_sweep
+        from phasekit.plot.figures import FORMATS, plot_sweep
     except ImportError as exc:  # pragma: no cover - matplotlib is not a core dependency
         raise ConfigError(f"phasekit plot needs matplotlib ({exc}); install it with "
                           f"'pip install matplotlib'") from None
-    from .storage import open_sweep
+    from phasekit.io.netcdf import open_sweep
 
     ds = open_sweep(args.sweep)
     out = Path(args.output) if args.output else Path(args.sweep).with_suffix(".png")
@@ -139,8 +139,9 @@ def cmd_plot(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .phases import BRACKETS, add_critical, add_phases, summary_text
-    from .storage import open_sweep
+    from phasekit.analysis.phases import BRACKETS, add_critical, add_phases
+    from phasekit.analysis.report import summary_text
+    from phasekit.io.netcdf import open_sweep, refuse_replacing, write_output
 
     if not args.catapult_factor > 1:
         raise ConfigError(f"--catapult-factor must be above 1, got {args.catapult_factor}")
@@ -182,10 +183,12 @@ def _same_search(old, config_toml: str, tol: float) -> bool:
 
 
 def cmd_boundary(args) -> int:
-    from .api import build_config
-    from .boundary import boundary_report, find_boundary, stderr_log
-    from .config import resolve_config
-    from .manager import get_plugin_manager
+    from phasekit.analysis.boundary import find_boundary, stderr_log
+    from phasekit.analysis.report import boundary_report
+    from phasekit.api import build_config
+    from phasekit.config.registry import get_plugin_manager
+    from phasekit.config.resolve import resolve_config
+    from phasekit.io.netcdf import refuse_replacing, write_output
 
     manager = get_plugin_manager()
     raw = build_config(args.config, preset=args.preset, overrides=args.overrides,
@@ -209,8 +212,7 @@ HANDLERS = {"plot": cmd_plot, "analyze": cmd_analyze, "boundary": cmd_boundary}
 
 def main(argv: list[str] | None = None) -> int:
     """Run one analysis subcommand on its own (the main ``phasekit`` wires them in)."""
-    from .dataset import DataError
-    from .storage import SweepFileError
+    from phasekit.errors import DataError, SweepFileError
 
     parser = argparse.ArgumentParser(prog="phasekit")
     add_subcommands(parser.add_subparsers(dest="command", required=True))

@@ -1,0 +1,3 @@
+"""The ``phasekit`` command: ``run`` (:mod:`.main`), ``plot``/``analyze``/``boundary``
+(:mod:`.analysis`), ``--dry-run`` estimates (:mod:`.dryrun`) and ``bench``
+(:mod:`.bench`)."""

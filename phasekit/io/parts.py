@@ -1,0 +1,205 @@
+"""``OUT.parts/``: the finished chunks of a run in progress, kept so that a killed or
+failed run resumes where it stopped.
+
+Every finished chunk is written atomically (temporary file, then rename) into
+``OUT.parts/`` next to the output ``OUT``, together with the resolved config.
+Parts of this very config are always resumed, never discarded (``--overwrite``
+included); parts of a different config are discarded only with ``--overwrite``,
+else the run is refused naming the first differing key.  The folder carries
+phasekit's marker (:mod:`phasekit.io.files`): a folder of that name phasekit did
+not make is refused, and only files phasekit names as its own are ever deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from phasekit.engine.chunks import Chunk, ChunkResult
+from phasekit.errors import OutputError, OutputWarning, ResumeError
+from phasekit.io.files import (
+    MARKER,
+    MARKER_TEXT,
+    atomic_write,
+    clean_temporaries,
+    create_owned_folder,
+    is_owned,
+    remove_owned,
+    write_failure,
+)
+from phasekit.model import Bound
+
+PARTS_SUFFIX = ".parts"
+
+
+def chunk_key(chunk: Chunk) -> str:
+    return f"chunk-p{chunk.point:05d}-s{chunk.seed_index:04d}-c{chunk.c_index[0]:05d}"
+
+
+def save_result(result: ChunkResult, path: Path) -> None:
+    """Write one chunk's result atomically as an ``.npz`` file (no pickle)."""
+    meta = {
+        "point": result.chunk.point,
+        "seed_index": result.chunk.seed_index, "seed": result.chunk.seed,
+        "c_index": result.chunk.c_index, "c_values": result.chunk.c_values,
+        "lambda0": result.lambda0,
+        "bounds": [b.__dict__ for b in result.bounds],
+        "extra_dims": {k: list(v) for k, v in result.extra_dims.items()},
+        "names": list(result.traj),
+    }
+    arrays = {"eta": result.eta, "steps": result.steps,
+              "status": np.asarray(result.status, dtype=str),
+              "meta": np.asarray(json.dumps(meta))}
+    for name in result.traj:
+        arrays[f"traj__{name}"] = result.traj[name]
+        arrays[f"final__{name}"] = result.final[name]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_result(path: Path) -> ChunkResult:
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["meta"]))
+        chunk = Chunk(meta["seed_index"], meta["seed"], meta["c_index"], meta["c_values"],
+                      meta["point"])
+        return ChunkResult(
+            chunk=chunk, lambda0=meta["lambda0"],
+            bounds=[Bound(**b) for b in meta["bounds"]],
+            eta=npz["eta"], traj={n: npz[f"traj__{n}"] for n in meta["names"]},
+            final={n: npz[f"final__{n}"] for n in meta["names"]},
+            steps=npz["steps"], status=npz["status"].astype(str).astype(object),
+            extra_dims={k: tuple(v) for k, v in meta["extra_dims"].items()})
+
+
+#: Names phasekit writes into a parts folder: the config, chunk files, and their
+#: temporaries (current and earlier versions' names).
+_OWN_PART = re.compile(
+    r"config\.toml|config\.tmp|chunk-(?:p\d+-)?s\d+-c\d+\.npz"
+    r"|\.(?:chunk-(?:p\d+-)?s\d+-c\d+\.npz|config\.toml)\.[a-z0-9_]{8}\.(?:part|probe|new)")
+
+
+def own_part(name: str) -> bool:
+    """Whether ``name`` in a parts folder is a file phasekit writes there."""
+    return _OWN_PART.fullmatch(name) is not None
+
+
+class PartStore:
+    """The ``OUT.parts/`` folder of finished chunks of one output (module docstring)."""
+
+    def __init__(self, output: Path):
+        self.output = Path(output)
+        self.folder = self.output.with_name(self.output.name + PARTS_SUFFIX)
+        self.manifest = self.folder / "config.toml"
+
+    def _check_owned(self) -> None:
+        """Refuse a folder of this name that phasekit did not make.  A folder of an
+        earlier phasekit (no marker, but a config and nothing but phasekit's files)
+        is adopted."""
+        if not self.folder.is_dir() or self.folder.is_symlink():
+            raise OutputError(f"{self.folder} exists and is not a folder phasekit made; move "
+                              f"it away or choose another -o")
+        if is_owned(self.folder):
+            return
+        names = [p.name for p in self.folder.iterdir()]
+        if "config.toml" in names and all(map(own_part, names)):
+            (self.folder / MARKER).write_text(MARKER_TEXT)
+            return
+        raise OutputError(f"{self.folder} exists but was not made by phasekit (no {MARKER} "
+                          f"marker); phasekit keeps its partial results there and will not "
+                          f"touch this folder: move it away or choose another -o")
+
+    def exists(self) -> bool:
+        return os.path.lexists(self.folder)
+
+    def stored_config(self) -> str | None:
+        """The config the parts were computed with (``None``: no folder of phasekit's)."""
+        if not self.exists() or not is_owned(self.folder) or not self.manifest.is_file():
+            return None
+        return self.manifest.read_text()
+
+    def chunk_files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.glob("chunk-*.npz") if own_part(p.name))
+
+    def open(self, config_toml: str, overwrite: bool = False) -> dict[str, ChunkResult]:
+        """Check the stored config and return the finished chunks by key: parts of this
+        config are resumed; parts of another are discarded with ``overwrite``, else
+        refused (:class:`ResumeError`)."""
+        try:
+            return self._open(config_toml, overwrite)
+        except OSError as exc:
+            raise OutputError(f"cannot prepare {self.folder}/ for partial results "
+                              f"({write_failure(self.folder, exc)})") from None
+
+    def _open(self, config_toml: str, overwrite: bool) -> dict[str, ChunkResult]:
+        clean_temporaries(self.folder, own_part)    # a folder a killed run was creating
+        if not self.exists():
+            create_owned_folder(self.folder, {"config.toml": config_toml})
+            return {}
+        self._check_owned()
+        for path in self.folder.iterdir():       # temporaries of a killed chunk write
+            if path.name.startswith(".") and path.name.endswith(".part") \
+                    and own_part(path.name):
+                path.unlink(missing_ok=True)
+        stored = self.manifest.read_text() if self.manifest.is_file() else None
+        if stored is not None and stored != config_toml:
+            if not overwrite:
+                raise ResumeError(
+                    f"{self.folder} holds partial results of a different config "
+                    f"({_first_difference(stored, config_toml)}); rerun with the same config "
+                    f"to resume, choose another -o, or pass --overwrite to discard them")
+            # Chunks first, then the config: a kill in between leaves a config that
+            # matches no chunk, never old chunks under the new config.
+            for path in self.chunk_files():
+                path.unlink()
+            stored = None
+        if stored is None:
+            atomic_write(self.manifest, lambda tmp: tmp.write_text(config_toml))
+        done = {}
+        for path in self.chunk_files():
+            try:
+                done[path.stem] = load_result(path)
+            except Exception:  # noqa: BLE001 - a torn file is recomputed, never trusted
+                path.unlink(missing_ok=True)
+        return done
+
+    def save(self, result: ChunkResult) -> None:
+        save_result(result, self.folder / f"{chunk_key(result.chunk)}.npz")
+
+    def remove(self) -> None:
+        """Delete phasekit's files and the folder; files someone else put there stay
+        (with a warning)."""
+        if not self.exists():
+            return
+        left = remove_owned(self.folder, own_part)
+        if left:
+            warnings.warn(OutputWarning(
+                f"kept {self.folder}/: it holds files phasekit did not write "
+                f"({', '.join(left[:5])}{', ...' if len(left) > 5 else ''})"), stacklevel=2)
+
+    def forget_if_empty(self) -> None:
+        """Remove the folder if it holds no finished chunk (a run that failed early)."""
+        if self.folder.is_dir() and is_owned(self.folder) and not self.chunk_files():
+            remove_owned(self.folder, own_part)
+
+
+def _first_difference(a: str, b: str) -> str:
+    table = ""
+    for la, lb in zip(a.splitlines(), b.splitlines(), strict=False):
+        if la.startswith("["):
+            table = la.strip("[]")
+        if la != lb:
+            key = la.split("=")[0].strip() or lb.split("=")[0].strip()
+            return f"{table}.{key}: stored {la.split('=', 1)[-1].strip()!r}, now " \
+                   f"{lb.split('=', 1)[-1].strip()!r}"
+    return "tables differ"
