@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from phasekit.analysis.phases import EARLY
 from phasekit.config.registry import PluginManager, get_plugin_manager
 from phasekit.config.resolve import ResolvedConfig, resolve_config
 from phasekit.engine.chunks import Chunk, ChunkResult
@@ -68,8 +69,6 @@ DEFAULT_TOL = 0.01
 DEFAULT_C_LIMIT = 1024.0
 DEFAULT_C_FLOOR = 1e-3
 DEFAULT_MAX_ROUNDS = 60
-#: the early-window onsets: name -> the per-run flag of phasekit.analysis.phases.early_flags
-EARLY = {"c_loss": "loss_rose", "c_sharp": "sharpness_fell"}
 
 
 def _bracket(evaluated: Mapping[float, Any], fails: Callable[[Any], bool]

@@ -173,6 +173,8 @@ def majority(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 #: (written before phasekit stored them); phasekit's choices, docs/phases.md
 EARLY_DEFAULTS = {"early_window": 10, "sharpness_drop": 0.05, "loss_rise": 0.0}
 #: the critical learning rates of :func:`critical_rates`, each with its bracket variable
+#: the early-window onsets: critical rate -> the per-run flag of :func:`early_flags`
+EARLY = {"c_loss": "loss_rose", "c_sharp": "sharpness_fell"}
 BRACKETS = {"c_loss": "c_loss_below", "c_sharp": "c_sharp_below", "c_max": "c_fail",
             "c_trivial": "c_trivial_below"}
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from phasekit.analysis.boundary import EARLY
 from phasekit.analysis.phases import (
     DEFAULT_CATAPULT_FACTOR,
+    EARLY,
     PHASES,
     bound_names,
     classify,
