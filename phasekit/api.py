@@ -9,7 +9,7 @@ from pathlib import Path
 import xarray as xr
 
 from phasekit.config.registry import PluginManager, get_plugin_manager
-from phasekit.config.resolve import load_toml, merge, parse_axis, parse_set, resolve_config
+from phasekit.config.resolve import apply_set, load_toml, merge, parse_axis, resolve_config
 from phasekit.errors import ConfigError
 from phasekit.io.netcdf import open_sweep, write_sweep
 from phasekit.runner.progress import Progress
@@ -36,7 +36,7 @@ def build_config(config: Mapping | str | os.PathLike | None = None, *,
         raw = merge(raw, overrides)
     else:
         for assignment in overrides:
-            raw = merge(raw, parse_set(assignment))
+            raw = apply_set(raw, assignment)
     for assignment in axes:
         raw = merge(raw, parse_axis(assignment))
     return raw

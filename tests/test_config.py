@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 
+from phasekit.config.registry import get_plugin_manager
 from phasekit.config.resolve import dump_toml, merge, parse_set, resolve_config, resolve_sweep
 from phasekit.errors import ConfigError
 from phasekit.options import Option, resolve_options, unknown_key_message
@@ -163,3 +164,19 @@ def test_type_errors_speak_toml(given, match):
 def test_a_table_that_is_not_a_table():
     with pytest.raises(ConfigError, match=r'^\[model\] must be a table, got \["x"\]$'):
         resolve_options("model", PLAIN, ["x"])
+
+
+def test_set_replaces_a_table_instead_of_merging_into_it():
+    """``--set 'sweep.axes={}'`` on a preset with axes takes effect: the override
+    replaces the preset's axes, and ``--set`` of one axis keeps the others."""
+    from phasekit.api import build_config
+
+    raw = build_config(preset="uv_width", overrides=["sweep.axes={}", "model.width=1024"])
+    assert raw["sweep"]["axes"] == {}
+    config, _ = resolve_config(raw, get_plugin_manager())
+    assert config.axes == {} and config.model["width"] == 1024
+    two = build_config(preset="uv_width", overrides=['sweep.axes={"model.width"=[64]}'])
+    assert two["sweep"]["axes"] == {"model.width": [64]}
+    base = build_config(preset="uv_width")
+    kept = build_config(preset="uv_width", axes=["model.a_minus=[0.5]"])
+    assert kept["sweep"]["axes"] == {**base["sweep"]["axes"], "model.a_minus": [0.5]}

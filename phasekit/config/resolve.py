@@ -187,8 +187,9 @@ def merge(base: Mapping, override: Mapping) -> dict:
     return out
 
 
-def parse_set(assignment: str) -> dict:
-    """Turn ``sweep.max_steps=200`` into ``{"sweep": {"max_steps": 200}}``.
+def parse_assignment(assignment: str) -> tuple[list[str], Any]:
+    """Read ``sweep.max_steps=200`` as the key path ``["sweep", "max_steps"]`` and the
+    value ``200``.
 
     The key is a TOML dotted key ``TABLE.KEY``, or ``sweep.axes."model.width"`` for
     an axis; the value is read as a TOML value, and a bare word that is not valid
@@ -204,10 +205,31 @@ def parse_set(assignment: str) -> dict:
         raise ConfigError(f"--set key must be TABLE.KEY with TABLE one of "
                           f"{', '.join(TABLES)} (or sweep.axes.\"model.KEY\" for an axis); "
                           f"got {key.strip()!r}")
-    value = _parse_value(raw)
+    return path, _parse_value(raw)
+
+
+def parse_set(assignment: str) -> dict:
+    """Turn ``sweep.max_steps=200`` into ``{"sweep": {"max_steps": 200}}``
+    (:func:`parse_assignment`)."""
+    path, value = parse_assignment(assignment)
     for part in reversed(path):
         value = {part: value}
     return value
+
+
+def apply_set(base: Mapping, assignment: str) -> dict:
+    """``base`` with one ``--set KEY=VALUE`` applied: the value replaces what is at KEY,
+    a table included (``--set 'sweep.axes={}'`` removes a preset's axes; a deep merge
+    would keep them)."""
+    path, value = parse_assignment(assignment)
+    out = copy.deepcopy(dict(base))
+    table = out
+    for part in path[:-1]:
+        inner = table.get(part)
+        table[part] = dict(inner) if isinstance(inner, Mapping) else {}
+        table = table[part]
+    table[path[-1]] = value
+    return out
 
 
 def parse_axis(assignment: str) -> dict:
