@@ -1,4 +1,5 @@
-"""Synthetic datasets (docs/theory.md §2.1, §4): ``toy``, ``random`` and ``teacher_student``."""
+"""Synthetic datasets (docs/theory.md §2.1, §4): ``toy``, ``point`` (one arbitrary datapoint,
+figure 10), ``random`` and ``teacher_student``."""
 
 from __future__ import annotations
 
@@ -152,8 +153,20 @@ class TeacherStudent(DatasetPlugin):
                            "teacher_zeta": zeta_t})
 
 
+class Point(Toy):
+    """One arbitrary datapoint (x, y), default (4, 2) of figure 10 (Appendix D.2)."""
+
+    name = "point"
+    description = "a single datapoint (x, y), default (4, 2) (figure 10)"
+    options = {
+        "x": Option([4.0], "the input, a list of d numbers", type=list, item=float),
+        "y": Option(2.0, "the label"),
+    }
+
+
 @hookimpl
 def phasekit_register_datasets(register):
     register(Toy)
     register(Random)
     register(TeacherStudent)
+    register(Point)

@@ -1,5 +1,4 @@
-"""Two-class image datasets (docs/theory.md §4, Appendix D.3.1): ``mnist``, ``fmnist``, ``cifar10``;
-and ``point``, one arbitrary datapoint (figure 10).
+"""Two-class image datasets (docs/theory.md §4, Appendix D.3.1): ``mnist``, ``fmnist``, ``cifar10``.
 
 Each image set keeps two classes (defaults: digits 0/1, T-shirt(0)/trouser(1),
 airplane(0)/automobile(1)); the first class gets label -1 and the second +1.  The
@@ -60,8 +59,6 @@ from phasekit import hookimpl
 from phasekit.dataset import Data, DatasetPlugin
 from phasekit.errors import DataError
 from phasekit.options import Option, non_negative, positive
-
-from .datasets import Toy
 
 ENV_DATA = "PHASEKIT_DATA"
 SYSTEM_ROOTS = (Path("/usr/share/datasets"), Path("/usr/local/share/datasets"))
@@ -388,24 +385,12 @@ class CIFAR10(ImageDataset):
         return np.concatenate(xs), np.concatenate(ys)
 
 
-class Point(Toy):
-    """One arbitrary datapoint (x, y), default (4, 2) of figure 10 (Appendix D.2)."""
-
-    name = "point"
-    description = "a single datapoint (x, y), default (4, 2) (figure 10)"
-    options = {
-        "x": Option([4.0], "the input, a list of d numbers", type=list, item=float),
-        "y": Option(2.0, "the label"),
-    }
-
-
 @hookimpl
 def phasekit_register_datasets(register):
     register(MNIST)
     register(FashionMNIST)
     register(CIFAR10)
-    register(Point)
 
 
 __all__ = ["CIFAR10", "MNIST", "DataFilesMissing", "DatasetFallbackWarning", "FashionMNIST",
-           "ImageSource", "Point", "candidate_folders", "locate", "read_cifar_batch", "read_idx"]
+           "ImageSource", "candidate_folders", "locate", "read_cifar_batch", "read_idx"]

@@ -141,3 +141,23 @@ def test_console_script(tmp_path):
     ds = xr.open_dataset(out)
     assert "bound_eq77" in ds and "bias_norm" in ds
     ds.close()
+
+
+def test_plugins_options_lists_what_each_plugin_declares(capsys):
+    """``phasekit plugins --options NAME`` prints every declared option of that model
+    or dataset (and of [sweep]) with its type, default and help; an unknown name is
+    one line with a suggestion."""
+    from phasekit.config.registry import get_plugin_manager
+    from phasekit.config.resolve import SWEEP_OPTIONS
+
+    assert main(["plugins", "--options", "deep_relu", "point", "sweep"]) == 0
+    out = capsys.readouterr().out
+    manager = get_plugin_manager()
+    for name in ("deep_relu", "point"):
+        assert f'name = "{name}"' in out
+        for key, opt in manager.get("model" if name == "deep_relu" else "dataset",
+                                    name).options.items():
+            assert f"  {key}" in out and opt.help in out
+    assert all(f"  {key}" in out for key in SWEEP_OPTIONS)
+    assert main(["plugins", "--options", "deep_rlu"]) == 2
+    assert "did you mean 'deep_relu'?" in capsys.readouterr().err

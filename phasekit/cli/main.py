@@ -56,7 +56,11 @@ def _build_parser() -> argparse.ArgumentParser:
     from phasekit.cli.bench import add_arguments as bench_arguments
 
     bench_arguments(bench)
-    sub.add_parser("plugins", help="list registered models, datasets, observables, presets")
+    plugins = sub.add_parser("plugins",
+                             help="list registered models, datasets, observables, presets")
+    plugins.add_argument("--options", nargs="*", metavar="NAME",
+                         help="list the options of every model and dataset (or of those "
+                              "named; 'sweep' for the [sweep] table) instead")
     sub.add_parser("presets", help="list the presets with their descriptions")
     from phasekit.cli.analysis import add_subcommands
 
@@ -139,6 +143,11 @@ def cmd_bench(args) -> int:
 
 def cmd_plugins(args) -> int:
     manager = get_plugin_manager()
+    if args.options is not None:
+        from phasekit.config.reference import options_text
+
+        print(options_text(manager, args.options))
+        return 0
     rows = [(r.kind, r.name, r.distribution, r.version, r.plugin)
             for r in manager.registrations()]
     header = ("kind", "name", "distribution", "version", "plugin")

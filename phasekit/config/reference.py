@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from phasekit.config.registry import PluginManager, get_plugin_manager
 from phasekit.config.resolve import SWEEP_OPTIONS
+from phasekit.errors import ConfigError, suggest
 from phasekit.options import Option
 
 
@@ -72,6 +73,33 @@ def config_reference(manager: PluginManager | None = None) -> str:
     for name, preset in sorted(manager.presets().items()):
         out.append(f"- `{name}`: {preset.description}")
     out.append("")
+    return "\n".join(out)
+
+
+def options_text(manager: PluginManager, names: list[str] | None = None) -> str:
+    """The options of every registered model and dataset (or of those named, ``sweep``
+    included), as plain text for ``phasekit plugins --options``: the same schema
+    ``docs/config.md`` is generated from."""
+    known = {"sweep": ("sweep", "the sweep", SWEEP_OPTIONS)}
+    for kind in ("model", "dataset"):
+        for reg in manager.registrations(kind):
+            known.setdefault(reg.name, (kind, reg.obj.description, reg.obj.options))
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        close = suggest(unknown[0], known)
+        raise ConfigError(f"no model or dataset named {unknown[0]!r}"
+                          + (f"; did you mean {close!r}?" if close else "")
+                          + f" Known: {', '.join(sorted(known))}")
+    out = []
+    for name in names or [n for n in known if n != "sweep"]:
+        kind, description, options = known[name]
+        out.append(f"[{kind}] name = \"{name}\": {description}" if kind != "sweep"
+                   else "[sweep]")
+        width = max((len(k) for k in options), default=0)
+        for key, opt in options.items():
+            out.append(f"  {key:<{width}}  {_kind(opt)}, default {_default(opt)}: {opt.help}")
+        if not options:
+            out.append("  (no options)")
     return "\n".join(out)
 
 
