@@ -74,6 +74,11 @@ class ResumeError(ConfigError):
     """Stored partial results that cannot be combined with this run."""
 
 
+class PluginError(ConfigError):
+    """A plugin handed phasekit something it cannot use, or raised inside a hook; the
+    message names the plugin, the hook and what was expected."""
+
+
 class PluginWarning(PhasekitWarning):
     """A plugin could not be loaded, failed inside a hook, or clashed with another."""
 

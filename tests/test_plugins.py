@@ -162,9 +162,10 @@ def model_plugin(model: str, before: str = "") -> str:
     """Source of a plugin module registering a (registry-only) model called ``model``."""
     return textwrap.dedent(f"""
         from phasekit import hookimpl
+        from phasekit.model import Model
         {before}
 
-        class M:
+        class M(Model):
             name = {model!r}
             description = "fake"
 

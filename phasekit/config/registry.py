@@ -31,6 +31,7 @@ import importlib.metadata as md
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,6 +327,15 @@ class PluginManager:
             raise ConfigError(f"{key}: unknown {kind} '{name}'. Available: {available}.")
         return table[name].obj
 
+    def describe(self, kind: str, name: str) -> str:
+        """``observable 'x' (plugin 'p', distribution d 1.0)``: who registered a thing,
+        for the border checks' messages."""
+        reg = self._collect()[kind].get(name)
+        if reg is None:
+            return f"{kind} '{name}'"
+        return (f"{kind} '{name}' (plugin '{reg.plugin}', "
+                f"{_origin_text(reg.distribution, reg.version)})")
+
     def models(self) -> dict[str, Any]:
         return {n: r.obj for n, r in self._collect()["model"].items()}
 
@@ -339,19 +349,68 @@ class PluginManager:
         return {n: r.obj for n, r in self._collect()["preset"].items()}
 
 
+#: what ``register(...)`` takes for each kind, for the border checks' messages
+_EXPECTED = {"model": "a Model subclass (phasekit.model.Model)",
+             "dataset": "a DatasetPlugin subclass (phasekit.dataset.DatasetPlugin)",
+             "observable": "an Observable (phasekit.observables.Observable)"}
+
+
 def _make_registration(kind, plugin, dist, version, *args, **kwargs) -> Registration:
+    """One ``register(...)`` call of a plugin's hook, checked at the border: a
+    ``TypeError`` saying what was expected (the caller reports the plugin as broken)."""
     if kind == "preset":
-        preset = Preset(*args, **kwargs)
+        preset = _checked_preset(*args, **kwargs)
         return Registration(kind, preset.name, preset, plugin, dist, version,
                             preset.description)
     if len(args) != 1 or kwargs:
-        raise TypeError(f"register() for a {kind} takes exactly one object")
+        raise TypeError(f"register() for a {kind} takes exactly one object, "
+                        f"{_EXPECTED[kind]}; got {len(args)} positional and "
+                        f"{len(kwargs)} keyword arguments")
     obj = args[0]
+    if not _is_kind(kind, obj):
+        raise TypeError(f"register() for a {kind} takes {_EXPECTED[kind]}, got "
+                        f"{type(obj).__name__} {obj!r:.60}")
     name = getattr(obj, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"a registered {kind} needs a non-empty string 'name'")
     description = getattr(obj, "description", "") or getattr(obj, "long_name", "")
-    return Registration(kind, name, obj, plugin, dist, version, description)
+    return Registration(kind, name, obj, plugin, dist, version, str(description))
+
+
+def _is_kind(kind: str, obj: Any) -> bool:
+    """Whether ``obj`` is what a plugin may register as ``kind`` (imports the base
+    classes only when asked: they import torch)."""
+    if kind == "observable":
+        from phasekit.observables import Observable
+
+        return isinstance(obj, Observable) and callable(obj.compute)
+    if kind == "model":
+        from phasekit.model import Model as base
+    else:
+        from phasekit.dataset import DatasetPlugin as base
+    return isinstance(obj, type) and issubclass(obj, base)
+
+
+def _checked_preset(*args, **kwargs) -> Preset:
+    """``register(name, config, description)`` of a preset hook, checked."""
+    try:
+        preset = Preset(*args, **kwargs)
+    except TypeError:
+        raise TypeError("register() for a preset takes (name, config, description): a "
+                        f"string, a mapping of [model]/[dataset]/[sweep] tables and a "
+                        f"string; got {len(args)} positional arguments and keywords "
+                        f"{sorted(kwargs)}") from None
+    if not isinstance(preset.name, str) or not preset.name.strip():
+        raise TypeError(f"a preset's name must be a non-empty string, got {preset.name!r}")
+    if not isinstance(preset.description, str):
+        raise TypeError(f"preset {preset.name!r}: its description must be a string, got "
+                        f"{type(preset.description).__name__}")
+    config = preset.config
+    if not isinstance(config, Mapping) or not all(
+            isinstance(v, Mapping) for v in config.values()):
+        raise TypeError(f"preset {preset.name!r}: its config must be a mapping of tables "
+                        f"([model], [dataset], [sweep]), got {type(config).__name__}")
+    return preset
 
 
 def _dist_name(ep: md.EntryPoint) -> str:

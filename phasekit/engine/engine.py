@@ -32,9 +32,10 @@ import torch
 from phasekit.config.registry import PluginManager
 from phasekit.config.resolve import ResolvedConfig
 from phasekit.dataset import Data
+from phasekit.engine import border
 from phasekit.engine.chunks import Chunk, ChunkResult
 from phasekit.engine.spectrum import lambda_max
-from phasekit.errors import ConfigError
+from phasekit.errors import ConfigError, PluginError
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
 
@@ -100,26 +101,34 @@ class Engine:
         self.sweep = config.sweep
         self.data = data
         settings = {k: v for k, v in config.model.items() if k != "name"}
-        self.model: Model = manager.get("model", config.model["name"])(settings, data)
+        self.model_who = manager.describe("model", config.model["name"])
+        self.model: Model = border.call(self.model_who, "__init__",
+                                        manager.get("model", config.model["name"]),
+                                        settings, data)
         wanted = set(self.sweep["observables"])
+        self._who = {name: manager.describe("observable", name)
+                     for name in manager.observables()}
         self.observables: list[Observable] = [
             obs for name, obs in sorted(manager.observables().items())
-            if ("all" in wanted or name in wanted) and obs.applies(self.model, data)]
+            if ("all" in wanted or name in wanted)
+            and border.call(self._who[name], "applies", obs.applies, self.model, data)]
+        self._sizes = {obs.name: tuple(len(v) for v in coords.values())
+                       for obs in self.observables
+                       for coords in [self.observable_coords()[obs.name]]}
         self.device = resolve_device(self.sweep["device"])
         self.dtype = dtype_of(self.sweep["dtype"])
         self.schedule = record_schedule(self.sweep["max_steps"], self.sweep["record_dense"],
                                         self.sweep["record_per_decade"])
 
     def observable_coords(self) -> dict[str, dict[str, list]]:
-        return {obs.name: (obs.coords(self.model, self.data) if obs.coords else {})
+        return {obs.name: (border.call(self._who[obs.name], "coords", obs.coords, self.model,
+                                       self.data) if obs.coords else {})
                 for obs in self.observables}
 
     def prepare(self, seed: int) -> Prepared:
         """One seed's features, initialisation, lambda_0 = lambda_max(H_0) and bounds."""
-        model = self.model
         with torch_threads(self.sweep["threads"]):
-            feats, theta0 = model.setup(seed, self.device, self.dtype)
-            H0 = model.ntk(feats, theta0[None], None)[0]
+            feats, theta0, H0 = self._checked_setup(seed)
             lambda0 = float(lambda_max(H0[None], "eigvalsh")[0])        # sets every eta
             if not (math.isfinite(lambda0) and lambda0 > 0):
                 at = f" at {self.where}" if self.where else ""
@@ -128,7 +137,25 @@ class Engine:
                                   f"eta = eta_lambda0 / lambda_0 is undefined (docs/theory.md "
                                   f"§1); change "
                                   f"the dataset or the model")
-            return Prepared(feats, theta0, lambda0, model.bounds(feats, theta0, lambda0))
+            bounds = border.bounds(self.model_who, border.call(
+                self.model_who, "bounds", self.model.bounds, feats, theta0, lambda0))
+            return Prepared(feats, theta0, lambda0, bounds)
+
+    def _checked_setup(self, seed: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """The model's ``setup`` for ``seed`` and its NTK H_0 (D, D), with the outputs at
+        theta_0, checked at the border (:mod:`phasekit.engine.border`) before the engine
+        relies on them."""
+        who, model, D = self.model_who, self.model, self.data.num_train
+        feats, theta0 = border.setup_result(who, border.call(
+            who, "setup", model.setup, seed, self.device, self.dtype))
+        z = border.call(who, "forward", model.forward, feats, theta0[None])
+        if not (isinstance(z, tuple) and len(z) == 2):
+            raise PluginError(f"{who}: forward must return (z, cache); it returned "
+                              f"{type(z).__name__}")
+        border.tensor(who, "forward", z[0], (1, D), "the outputs z")
+        H0 = border.tensor(who, "ntk", border.call(who, "ntk", model.ntk, feats, theta0[None],
+                                                   None), (1, D, D), "the NTK")
+        return feats, theta0, H0[0]
 
     def run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None = None,
                   prepared: Prepared | None = None) -> ChunkResult:
@@ -166,8 +193,12 @@ class Engine:
         values = {"loss": snap.loss,
                   "weight_norm": self.model.weight_norm(snap.features, snap.theta),
                   "sharpness": snap.eta * lambda_max(snap.ntk, self.sweep["sharpness_solver"])}
+        G = snap.theta.shape[0]
         for obs in self.observables:
-            values[obs.name] = obs.compute(snap)
+            who = self._who[obs.name]
+            values[obs.name] = border.tensor(who, "compute",
+                                             border.call(who, "compute", obs.compute, snap),
+                                             (G, *self._sizes[obs.name]), "its value")
         return {name: v.detach().to("cpu", torch.float64).numpy() for name, v in values.items()}
 
     def _run_batch(self, chunks: list[Chunk], progress: Callable[..., None] | None,
