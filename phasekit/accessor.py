@@ -30,7 +30,9 @@ class PhasekitAccessor:
     """Phase analysis of a phasekit sweep (see the module docstring)."""
 
     def __init__(self, ds: xr.Dataset):
-        self._ds = ds
+        from phasekit.io.cf import decode
+
+        self._ds = decode(ds)       # flags as strings, also for a plain xr.open_dataset
 
     def _check(self) -> xr.Dataset:
         from phasekit.analysis.phases import require

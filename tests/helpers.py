@@ -55,3 +55,13 @@ def eq12_series(d) -> tuple[np.ndarray, np.ndarray]:
     last = int(np.flatnonzero(ok).max())
     w, loss, sharp = w[: last + 1], loss[: last + 1], sharp[: last + 1]
     return w, float(d.eta) * 2 * loss[:-1] * (sharp[:-1] - 4)
+
+
+def stored(path):
+    """A written sweep as the dataset that was written: ``open_sweep`` without the
+    ``history`` attribute, the one thing a write adds (when, and by which command)."""
+    from phasekit.io.netcdf import open_sweep
+
+    ds = open_sweep(path)
+    del ds.attrs["history"]
+    return ds

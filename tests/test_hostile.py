@@ -33,6 +33,8 @@ from phasekit.io.netcdf import open_sweep, write_sweep
 from phasekit.io.parts import PartStore, save_result
 from phasekit.runner.execute import check_dataset_size, execute
 
+from .helpers import stored
+
 EXE = os.path.join(os.path.dirname(sys.executable), "phasekit")
 
 CONFIG = """\
@@ -250,7 +252,7 @@ def test_killed_overwrite_run_resumes(manager, tmp_path, cfg, capsys, counted):
 
     assert run(cfg, out, "--overwrite") == 0        # the same command resumes
     assert len(counted) == N_CHUNKS - 2
-    xr.testing.assert_identical(open_sweep(out),
+    xr.testing.assert_identical(stored(out),
                                 execute(config, data, manager, derive=add_critical))
     assert not store.folder.exists()
 
@@ -350,7 +352,7 @@ def test_ctrl_c_mid_sweep_says_what_is_kept_and_resumes(tmp_path, cfg, capsys, m
     monkeypatch.undo()
     assert main(["run", str(cfg), "-o", str(out)]) == 0
     assert f"resuming: {2 * kept} of 12 grid points already done" in capsys.readouterr().err
-    xr.testing.assert_identical(open_sweep(out), reference)
+    xr.testing.assert_identical(stored(out), reference)
     assert leftovers(tmp_path) == [] and not parts.exists()
 
 
@@ -382,7 +384,7 @@ def test_ctrl_c_during_the_final_write_keeps_every_chunk(tmp_path, cfg, capsys, 
     counted.clear()
     assert run(cfg, out) == 0
     assert counted == [] and out.exists()
-    xr.testing.assert_identical(open_sweep(out), reference)
+    xr.testing.assert_identical(stored(out), reference)
 
 
 def test_second_run_refused_then_ctrl_c_with_workers_is_one_line(tmp_path):
@@ -569,7 +571,7 @@ def test_full_disk_during_a_chunk_write_keeps_the_finished_chunks(tmp_path, cfg,
     counted.clear()
     assert run(cfg, out) == 0
     assert len(counted) == N_CHUNKS - 2
-    xr.testing.assert_identical(open_sweep(out), reference)
+    xr.testing.assert_identical(stored(out), reference)
 
 
 def test_full_disk_during_the_final_write_keeps_every_chunk(tmp_path, cfg, capsys, monkeypatch,
@@ -592,7 +594,7 @@ def test_full_disk_during_the_final_write_keeps_every_chunk(tmp_path, cfg, capsy
     counted.clear()
     assert run(cfg, out) == 0
     assert counted == []
-    xr.testing.assert_identical(open_sweep(out), reference)
+    xr.testing.assert_identical(stored(out), reference)
 
 
 def test_crafted_huge_netcdf_is_refused_before_loading(tmp_path, capsys):
@@ -624,7 +626,7 @@ def test_netcdf_groups_are_ignored_and_non_sweeps_refused(manager, tmp_path, cfg
         group.createDimension("x", 10 ** 7)
         group.createDimension("y", 10 ** 7)
         group.createVariable("bomb", "f8", ("x", "y"), chunksizes=(100, 100))
-    xr.testing.assert_identical(open_sweep(path), ds)
+    xr.testing.assert_identical(stored(path), ds)
     bad = tmp_path / "bad.nc"
     xr.Dataset({"a": ("x", [1.0])}, attrs={"phasekit_version": "1",
                                           "config": "not = toml = at all"}).to_netcdf(bad)

@@ -23,7 +23,7 @@ from phasekit.errors import ResumeError
 from phasekit.io.parts import PartStore, chunk_key, save_result
 from phasekit.runner.execute import execute
 
-from .helpers import toy_quadratic
+from .helpers import stored, toy_quadratic
 
 EXE = os.path.join(os.path.dirname(sys.executable), "phasekit")
 
@@ -59,7 +59,7 @@ def test_resume_computes_only_missing_chunks(manager, tmp_path):
         Engine.run_batch = original
     assert sorted(calls) == sorted(chunk_key(c) for c in chunks[2:])
     xr.testing.assert_identical(resumed, reference)
-    xr.testing.assert_identical(xr.open_dataset(out), reference)
+    xr.testing.assert_identical(stored(out), reference)
     assert not store.folder.exists()                              # cleaned up
 
 
@@ -118,7 +118,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert f"resuming: {done_before} of 16 grid points already done" in resumed.stderr
     whole = tmp_path / "whole.nc"
     subprocess.run([EXE, *args, "-q", "-o", str(whole)], check=True, timeout=300)
-    xr.testing.assert_identical(xr.open_dataset(out), xr.open_dataset(whole))
+    xr.testing.assert_identical(stored(out), stored(whole))
     assert not parts.exists()
 
 
@@ -158,7 +158,7 @@ def test_dask_scheduler_matches_single_process(manager, cluster, tmp_path):
     distributed = execute(config, data, manager, out, scheduler=cluster.scheduler_address,
                           derive=add_critical)
     xr.testing.assert_identical(distributed, single)
-    xr.testing.assert_identical(xr.open_dataset(out), single)
+    xr.testing.assert_identical(stored(out), single)
 
 
 def test_cli_workers_matches_single_process(manager, tmp_path):
@@ -168,7 +168,7 @@ def test_cli_workers_matches_single_process(manager, tmp_path):
     assert main([*args, "--workers", "2", "-o", str(tmp_path / "w.nc")]) == 0
     config, data = resolve_config(build_config(None, preset="fig1", overrides=[
         a for a in args[3:] if a not in ("--set", "-q")]), manager)
-    xr.testing.assert_identical(xr.open_dataset(tmp_path / "w.nc"),
+    xr.testing.assert_identical(stored(tmp_path / "w.nc"),
                                 execute(config, data, manager, derive=add_critical))
     assert np.all(xr.open_dataset(tmp_path / "w.nc").steps.values > 0)
 

@@ -15,7 +15,7 @@ from phasekit.cli.main import main
 from phasekit.errors import SweepFileError
 from phasekit.io.netcdf import open_sweep, write_sweep
 
-from .helpers import sweep, toy_quadratic
+from .helpers import stored, sweep, toy_quadratic
 
 SMALL = ["--set", "model.width=40", "--set", "sweep.eta_lambda0=[0.5, 2.5, 6.0]",
          "--set", "sweep.seeds=2", "--set", "sweep.max_steps=3000"]
@@ -53,7 +53,7 @@ def test_schema(small_sweep):
 def test_netcdf_round_trip(tmp_path, small_sweep):
     path = write_sweep(small_sweep, tmp_path / "s.nc")
     xr.testing.assert_identical(xr.open_dataset(path), small_sweep)
-    xr.testing.assert_identical(open_sweep(path), small_sweep)
+    xr.testing.assert_identical(stored(path), small_sweep)
     assert not [p for p in tmp_path.iterdir() if p.name != "s.nc"]  # no temporary left
 
 
@@ -161,3 +161,21 @@ def test_plugins_options_lists_what_each_plugin_declares(capsys):
     assert all(f"  {key}" in out for key in SWEEP_OPTIONS)
     assert main(["plugins", "--options", "deep_rlu"]) == 2
     assert "did you mean 'deep_relu'?" in capsys.readouterr().err
+
+
+def test_flags_are_codes_on_disk_and_words_in_phasekit(tmp_path):
+    """status is stored as CF integer flags; phasekit's readers, and ds.phasekit on a
+    plain xr.open_dataset, see the words again, identical to the dataset written."""
+    ds = sweep(toy_quadratic(width=30, eta_lambda0=[0.5, 3.0, 9.0], seeds=[0, 1],
+                             max_steps=400))
+    path = write_sweep(ds, tmp_path / "s.nc")
+    with xr.open_dataset(path) as plain:
+        assert plain.status.dtype == np.int8
+        assert plain.status.attrs["flag_meanings"].split()[plain.status.values[0, 0]] \
+            == ds.status.values[0, 0]
+        np.testing.assert_array_equal(plain.phasekit.phases().values,
+                                      ds.phasekit.phases().values)
+    back = open_sweep(path)
+    np.testing.assert_array_equal(back.status.values, ds.status.values)
+    assert back.status.attrs["flag_values"] == list(ds.status.attrs["flag_values"])
+    assert back.attrs["history"].count("\n") == 0 and "phasekit" in back.attrs["history"]

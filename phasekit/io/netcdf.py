@@ -11,10 +11,10 @@ e.g. ``layer``).  Variables (see ``docs/schema.md``):
 
 The dataset's attributes carry the resolved config as TOML text, the model and
 dataset names and the phasekit and torch versions.  The file follows the CF
-conventions (``Conventions = "CF-1.10"``): ``units = "1"`` on every dimensionless
-quantity, ``long_name`` on every variable, ``status`` a flag variable of strings
-(``flag_values`` are the strings themselves, which cf_xarray's flag comparisons
-understand), no ``_FillValue`` on coordinates.
+conventions (:mod:`phasekit.io.cf`): ``units = "1"`` on every dimensionless
+quantity, ``long_name`` on every variable, ``status`` a flag variable (strings in
+memory, integer codes with ``flag_meanings`` on disk), no ``_FillValue`` on
+coordinates, a ``history`` line per write.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import xarray as xr
 
 from phasekit import __version__
 from phasekit.errors import OutputError, SweepFileError
+from phasekit.io import cf
 from phasekit.io.files import write_failure
 
 STATUS_DOC = ("why the run stopped: converged (|L_t - L_(t-1)| < tol), diverged (loss "
@@ -198,7 +199,7 @@ def build_dataset(engines, results) -> xr.Dataset:
     data_vars.update(_point_options(engines, config))
 
     attrs = {
-        "Conventions": "CF-1.10",
+        "Conventions": cf.CONVENTIONS,
         "title": "phasekit learning-rate sweep",
         "source": f"phasekit {__version__} (torch {torch.__version__})",
         "config": config.to_toml(),
@@ -237,8 +238,6 @@ def build_dataset(engines, results) -> xr.Dataset:
         if (name in axis_dims or str(name).startswith(("model_", "dataset_"))) \
                 and var.dtype.kind in "iuf":
             var.attrs["units"] = "1"
-    for name in ds.coords:                  # CF: coordinates have no missing values
-        ds[name].encoding["_FillValue"] = None
     return ds
 
 
@@ -278,7 +277,8 @@ def write_sweep(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4"))
+    encoded = cf.encode(ds)
+    return atomic_write(path, lambda tmp: encoded.to_netcdf(tmp, engine="netcdf4"))
 
 
 def open_sweep(path: str | os.PathLike, *, load: bool = True) -> xr.Dataset:
@@ -332,7 +332,7 @@ def open_sweep(path: str | os.PathLike, *, load: bool = True) -> xr.Dataset:
         raise
     if load:
         ds.close()
-    return ds
+    return cf.decode(ds)
 
 
 def stored_config(ds: xr.Dataset) -> dict:
