@@ -33,6 +33,7 @@ from phasekit.config.registry import PluginManager
 from phasekit.config.resolve import ResolvedConfig
 from phasekit.dataset import Data
 from phasekit.engine.chunks import Chunk, ChunkResult
+from phasekit.engine.hessian import c_unit, initial_hessian_max, wants_hessian
 from phasekit.engine.spectrum import lambda_max
 from phasekit.errors import ConfigError
 from phasekit.model import Bound, Model
@@ -73,6 +74,9 @@ class Prepared:
     theta0: torch.Tensor
     lambda0: float
     bounds: list[Bound]
+    #: lambda_max of the loss Hessian at init (NaN unless sweep.normalize = "hessian" or
+    #: sweep.hessian; phasekit.engine.hessian)
+    lambda0_hessian: float = math.nan
 
 
 @contextlib.contextmanager
@@ -104,7 +108,8 @@ class Engine:
         wanted = set(self.sweep["observables"])
         self.observables: list[Observable] = [
             obs for name, obs in sorted(manager.observables().items())
-            if ("all" in wanted or name in wanted) and obs.applies(self.model, data)]
+            if ("all" in wanted and not obs.opt_in or name in wanted)
+            and obs.applies(self.model, data)]
         self.device = resolve_device(self.sweep["device"])
         self.dtype = dtype_of(self.sweep["dtype"])
         self.schedule = record_schedule(self.sweep["max_steps"], self.sweep["record_dense"],
@@ -128,7 +133,17 @@ class Engine:
                                   f"eta = eta_lambda0 / lambda_0 is undefined (docs/theory.md "
                                   f"§1); change "
                                   f"the dataset or the model")
-            return Prepared(feats, theta0, lambda0, model.bounds(feats, theta0, lambda0))
+            hessian = self.sweep.get("normalize", "ntk") == "hessian"   # required then
+            lambda0_h = (initial_hessian_max(model, feats, theta0, hessian, f"seed {seed}"
+                                             + (f" at {self.where}" if self.where else ""))
+                         if wants_hessian(self.sweep) else math.nan)
+            return Prepared(feats, theta0, lambda0, model.bounds(feats, theta0, lambda0),
+                            lambda0_h)
+
+    def c_unit(self, prepared: Prepared) -> float:
+        """The eigenvalue ``c`` is measured in for this seed: ``eta = c / c_unit``."""
+        return c_unit(self.sweep.get("normalize", "ntk"), prepared.lambda0,
+                      prepared.lambda0_hessian)
 
     def run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None = None,
                   prepared: Prepared | None = None) -> ChunkResult:
@@ -174,9 +189,10 @@ class Engine:
                    prepared: list[Prepared]) -> list[ChunkResult]:
         model, sweep = self.model, self.sweep
         y = self.data.y_train.to(self.device, self.dtype)
-        # eta = c / lambda_0 per seed (docs/theory.md §1), computed as for one seed alone
+        # eta = c / lambda_0 per seed (docs/theory.md §1; lambda^H_0 with normalize =
+        # "hessian"), computed as for one seed alone
         eta_all = torch.cat([torch.tensor(c.c_values, dtype=self.dtype, device=self.device)
-                             / p.lambda0 for c, p in zip(chunks, prepared, strict=True)])
+                             / self.c_unit(p) for c, p in zip(chunks, prepared, strict=True)])
         S = len(chunks)
         sizes = [len(c.c_values) for c in chunks]
         starts = np.cumsum([0] + sizes)
@@ -273,7 +289,7 @@ class Engine:
                 chunk, prep.lambda0, prep.bounds, eta_np[rows],
                 {name: v[rows] for name, v in traj.items()},
                 {name: v[rows] for name, v in final.items()},
-                steps[rows], status[rows], extra_dims))
+                steps[rows], status[rows], extra_dims, prep.lambda0_hessian))
         return results
 
 
