@@ -16,14 +16,14 @@ from phasekit.config.resolve import resolve_config
 from phasekit.engine.engine import Engine
 from phasekit.engine.hessian import (
     DENSE_FALLBACK_P,
-    HessianError,
     gauss_newton_operator,
     hessian_max,
     lanczos_top,
     start_vectors,
     top_eigenvalue,
 )
-from phasekit.errors import ConfigError
+from phasekit.errors import ConfigError, HessianError
+from phasekit.io.parts import load_result, save_result
 from phasekit.model import autograd_loss_hvp
 from tests.helpers import sweep
 
@@ -203,3 +203,16 @@ def test_a_non_positive_lambda0_hessian_is_refused_when_it_normalises(manager, m
     monkeypatch.setattr(type(eng.model), "loss_hvp", lambda self, f, th: (lambda v: -v))
     with pytest.raises(ConfigError, match="loss Hessian at initialisation is -1 for seed 0: "):
         eng.prepare(0)
+
+
+def test_lambda0_hessian_survives_the_parts_store(manager, tmp_path):
+    """A resumed chunk (OUT.parts/) keeps its lambda^H_0, which sets its eta."""
+    eng = engine(manager, FAMILIES["relu"], normalize="hessian", eta_lambda0=[1.0, 2.0],
+                 max_steps=2)
+    from phasekit.engine.chunks import make_chunks
+
+    result = eng.run_chunk(make_chunks(eng.sweep)[0])
+    save_result(result, tmp_path / "chunk.npz")
+    back = load_result(tmp_path / "chunk.npz")
+    assert back.lambda0_hessian == result.lambda0_hessian
+    np.testing.assert_allclose(back.eta * back.lambda0_hessian, [1.0, 2.0], rtol=1e-15)

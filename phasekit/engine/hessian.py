@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import torch
 
 from phasekit.engine.batched import matvec, vecmat
-from phasekit.errors import ConfigError
+from phasekit.errors import ConfigError, HessianError
 
 #: relative residual (to the estimated ||A||) at which a Ritz value counts as converged
 HESSIAN_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -46,10 +46,6 @@ HESSIAN_MAX_ITER = 300
 
 #: largest parameter count for which an unconverged row falls back to the dense Hessian
 DENSE_FALLBACK_P = 2048
-
-
-class HessianError(ConfigError):
-    """The Lanczos iteration on a loss Hessian did not converge (message: model, how to fix)."""
 
 
 class LanczosResult(NamedTuple):
@@ -240,7 +236,6 @@ def initial_hessian_max(model, features: Any, theta0: torch.Tensor, required: bo
     return value
 
 
-__all__ = ["DENSE_FALLBACK_P", "HESSIAN_MAX_ITER", "HESSIAN_RTOL",
-           "HessianError", "LanczosResult", "c_unit", "gauss_newton_operator", "hessian_max",
-           "initial_hessian_max", "lanczos_top", "start_vectors", "top_eigenvalue",
-           "wants_hessian"]
+__all__ = ["DENSE_FALLBACK_P", "HESSIAN_MAX_ITER", "HESSIAN_RTOL", "LanczosResult", "c_unit",
+           "gauss_newton_operator", "hessian_max", "initial_hessian_max", "lanczos_top",
+           "start_vectors", "top_eigenvalue", "wants_hessian"]
