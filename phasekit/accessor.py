@@ -7,6 +7,7 @@ Registered on ``import phasekit``::
     ds = ds.phasekit.add_phases()          # ... stored as variables
     print(ds.phasekit.summary())           # phase counts, critical rates, bounds
     ds.phasekit.critical()                 # c_loss, c_sharp, c_max, ... over (*axes, seed)
+    ds.phasekit.critical(average="seeds")  # ... of the seed-averaged trajectories, (*axes)
     ds = ds.phasekit.add_critical()        # ... stored as variables
     fig = ds.phasekit.plot(panels="a,d,e", c_values=[2.5, 3.5])
     fig = ds.phasekit.plot(x="hidden_layers/width")   # 2-D diagram of a sweep with axes
@@ -62,23 +63,36 @@ class PhasekitAccessor:
 
     def critical(self, catapult_factor: float = CATAPULT_FACTOR, *,
                  early_window: int | None = None, sharpness_drop: float | None = None,
-                 loss_rise: float | None = None) -> xr.Dataset:
+                 loss_rise: float | None = None, average: str | None = None) -> xr.Dataset:
         """Critical learning rates over ``(*axes, seed)``: ``c_loss``, ``c_sharp``,
         ``c_max``, ``c_fail``, ``c_trivial`` (with their brackets), ``c_catapult`` and
         ``gap_<bound>`` (:func:`phasekit.analysis.phases.critical_summary`, ``docs/phases.md``);
-        the thresholds default to the stored config's."""
+        the thresholds default to the stored config's.  ``average="seeds"``: ``c_loss``,
+        ``c_sharp``, ``c_max`` (and brackets) of the seed-averaged trajectories over
+        ``(*axes)`` instead (:func:`phasekit.analysis.averaged.seed_averaged_rates`)."""
+        from phasekit.analysis.averaged import check_average, seed_averaged_rates
         from phasekit.analysis.phases import critical_summary
+
+        check_average(average)
+        if average == "seeds":
+            return seed_averaged_rates(self._check(), early_window, sharpness_drop, loss_rise)
 
         return critical_summary(self._check(), catapult_factor, early_window=early_window,
                                 sharpness_drop=sharpness_drop, loss_rise=loss_rise)
 
     def add_critical(self, *, early_window: int | None = None,
-                     sharpness_drop: float | None = None, loss_rise: float | None = None
-                     ) -> xr.Dataset:
-        """A copy with the variables of :func:`phasekit.analysis.phases.critical_rates` added."""
+                     sharpness_drop: float | None = None, loss_rise: float | None = None,
+                     average: str | None = None) -> xr.Dataset:
+        """A copy with the variables of :func:`phasekit.analysis.phases.critical_rates` added;
+        with ``average="seeds"`` also the seed-averaged ones, ``<name>_mean_traj``."""
+        from phasekit.analysis.averaged import add_seed_averaged, check_average
         from phasekit.analysis.phases import add_critical
 
-        return add_critical(self._check(), early_window, sharpness_drop, loss_rise)
+        check_average(average)
+        out = add_critical(self._check(), early_window, sharpness_drop, loss_rise)
+        if average == "seeds":
+            out = add_seed_averaged(out, early_window, sharpness_drop, loss_rise)
+        return out
 
     def summary(self, catapult_factor: float = CATAPULT_FACTOR, *,
                 early_window: int | None = None, sharpness_drop: float | None = None,

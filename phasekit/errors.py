@@ -58,6 +58,11 @@ class SweepFileError(ValueError):
     """A file that is not a phasekit sweep, or lacks what is asked of it."""
 
 
+class HessianError(ConfigError):
+    """The Lanczos iteration on a loss Hessian did not converge; the message names the
+    model and how to avoid it (phasekit.engine.hessian)."""
+
+
 class OutputError(ConfigError):
     """An output that cannot be written, is in use, or is not phasekit's to replace."""
 

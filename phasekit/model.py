@@ -7,13 +7,15 @@ never loops over grid points.
 
 A new model subclasses :class:`Model`, sets ``name`` and ``options`` and
 implements :meth:`Model.setup` and :meth:`Model.forward`.  Gradients and the NTK
-then come from autograd (:func:`autograd_loss_gradient`, :func:`autograd_ntk`);
-a model with closed forms overrides :meth:`Model.loss_gradient` and
-:meth:`Model.ntk`, and the test suite checks them against these references.
+then come from autograd (:func:`autograd_loss_gradient`, :func:`autograd_ntk`), and
+so do the loss Hessian's products (:func:`autograd_loss_hvp`); a model with closed
+forms overrides :meth:`Model.loss_gradient`, :meth:`Model.ntk` or
+:meth:`Model.loss_hvp`, and the test suite checks them against these references.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -92,6 +94,17 @@ class Model:
     def ntk(self, features: Any, theta: torch.Tensor, cache: Any) -> torch.Tensor:
         """The NTK of eq. 4, ``H = (1/D) J J^T``, shape ``(G, D, D)``."""
         return autograd_ntk(self, features, theta)
+
+    def loss_hvp(self, features: Any, theta: torch.Tensor
+                 ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Hessian-vector products of the training loss at ``theta`` (G, P): a function
+        ``v -> nabla^2 L(theta_g) v_g`` on ``(G, P)`` batches, row by row, with
+        ``nabla^2 L = (1/D) J^T J + (1/D) sum_a (z_a - y_a) nabla^2 z_a`` (docs/theory.md
+        §1, "Loss Hessian").  Called once per Lanczos solve and then once per iteration,
+        so work shared by every product belongs before the returned function.  The
+        default differentiates :meth:`forward` twice (:func:`autograd_loss_hvp`); a model
+        with a closed form overrides it."""
+        return autograd_loss_hvp(self, features, theta)
 
     def weight_norm(self, features: Any, theta: torch.Tensor) -> torch.Tensor:
         """``theta^2 = sum_mu theta_mu^2`` (docs/theory.md §1), shape ``(G,)``."""
@@ -184,3 +197,27 @@ def autograd_ntk(model: Model, features: Any, theta: torch.Tensor) -> torch.Tens
     """NTK of eq. 4 from the autograd Jacobian: ``H = J J^T / D``."""
     jac = autograd_jacobian(model, features, theta)
     return jac @ jac.transpose(-1, -2) / jac.shape[1]
+
+
+def autograd_loss_hvp(model: Model, features: Any, theta: torch.Tensor
+                      ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Hessian-vector products of ``L = 1/(2D) sum_a (z_a - y_a)^2`` by reverse-over-reverse
+    autograd: the gradient's graph is built once, each product is one more backward
+    pass through it.  Rows are independent (the summed loss has a block-diagonal
+    Hessian), so one pass serves every row."""
+    y = model.data.y_train.to(theta)
+    with torch.enable_grad():
+        th = theta.detach().requires_grad_(True)
+        z, _ = model.forward(features, th)
+        loss = 0.5 * ((z - y) ** 2).mean(-1).sum()                # docs/theory.md §1, per row
+        (grad,) = torch.autograd.grad(loss, th, create_graph=True)
+
+    def product(v: torch.Tensor) -> torch.Tensor:
+        if not grad.requires_grad:          # the gradient is constant: no curvature
+            return torch.zeros_like(v)
+        with torch.enable_grad():
+            (out,) = torch.autograd.grad(grad, th, grad_outputs=v, retain_graph=True,
+                                         allow_unused=True)
+        return torch.zeros_like(v) if out is None else out
+
+    return product

@@ -70,6 +70,7 @@ class Observable:
     extra axes are named by ``dims`` and labelled by ``coords(model, data)``
     (a mapping ``dim -> list of labels``).  ``applies(model, data)`` says
     whether the observable exists for a sweep.  ``equation`` cites the paper.
+    ``opt_in``: left out of ``sweep.observables = ["all"]``, recorded only by name.
     """
 
     name: str
@@ -79,3 +80,5 @@ class Observable:
     equation: str = ""
     dims: tuple[str, ...] = ()
     coords: Callable[[Model, Data], dict[str, list]] | None = None
+    #: recorded only when ``sweep.observables`` names it, not with ``"all"`` (a costly one)
+    opt_in: bool = False

@@ -1,8 +1,10 @@
-"""Observables that apply to every model: test loss and generalisation gap."""
+"""Observables that apply to every model: test loss, generalisation gap and (opt-in)
+the loss Hessian's sharpness."""
 
 from __future__ import annotations
 
 from phasekit import hookimpl
+from phasekit.engine.hessian import hessian_max
 from phasekit.observables import Observable, Snapshot
 
 
@@ -35,7 +37,25 @@ GENERALISATION_GAP = Observable(
 )
 
 
+def hessian_sharpness(snap: Snapshot):
+    """``eta lambda^H_t``: eta times the top eigenvalue of the loss Hessian at theta_t
+    (docs/theory.md §1, "Loss Hessian"), by Hessian-vector products and Lanczos, every
+    row of the batch at once."""
+    return snap.eta * hessian_max(snap.model, snap.features, snap.theta)
+
+
+HESSIAN_SHARPNESS = Observable(
+    name="hessian_sharpness",
+    long_name="eta * lambda_max of the loss Hessian, (1/D) J^T J + (1/D) sum (z - y) "
+              "grad^2 z, at theta_t",
+    compute=hessian_sharpness,
+    equation="docs/theory.md §1 (loss Hessian)",
+    opt_in=True,
+)
+
+
 @hookimpl
 def phasekit_register_observables(register):
     register(TEST_LOSS)
     register(GENERALISATION_GAP)
+    register(HESSIAN_SHARPNESS)

@@ -76,6 +76,11 @@ def add_subcommands(subparsers) -> None:
     analyze.add_argument("--loss-rise", type=float, metavar="FRACTION",
                          help="c_loss: the loss rose above (1 + FRACTION) L_0 (default: "
                               "sweep.loss_rise, else 0)")
+    analyze.add_argument("--average", metavar="seeds",
+                         help="also apply the thresholds to the seed-averaged trajectories "
+                              "<L_t/L_0> and <lambda_t/lambda_0> (Kalra & Barkeshli's "
+                              "convention), per axis point; written as c_loss_mean_traj, "
+                              "c_sharp_mean_traj, c_max_mean_traj, ... (docs/phases.md)")
     analyze.set_defaults(handler=cmd_analyze)
 
     boundary = subparsers.add_parser(
@@ -139,12 +144,20 @@ def cmd_plot(args) -> int:
 
 
 def cmd_analyze(args) -> int:
+    from phasekit.analysis.averaged import (
+        SUFFIX,
+        add_seed_averaged,
+        averaged_report,
+        check_average,
+        seed_averaged_rates,
+    )
     from phasekit.analysis.phases import BRACKETS, add_critical, add_phases
     from phasekit.analysis.report import summary_text
     from phasekit.io.netcdf import open_sweep, refuse_replacing, write_output
 
     if not args.catapult_factor > 1:
         raise ConfigError(f"--catapult-factor must be above 1, got {args.catapult_factor}")
+    check_average(args.average, "--average")
     early = {"early_window": args.early_window, "sharpness_drop": args.sharpness_drop,
              "loss_rise": args.loss_rise}
     target = Path(args.sweep) if args.in_place else (Path(args.output) if args.output else None)
@@ -159,11 +172,15 @@ def cmd_analyze(args) -> int:
                              lambda old: old.attrs.get("config") == ds.attrs.get("config"))
         ds = add_critical(add_phases(ds, args.catapult_factor), **early)
         print(summary_text(ds, args.catapult_factor, **early))
+        if args.average:
+            print(averaged_report(seed_averaged_rates(ds, **early)))
+            ds = add_seed_averaged(ds, **early)
         if target is None:
             return 0
         write_output(ds, target)
     added = ["phase", "loss_peak_ratio"] + [n for pair in BRACKETS.items() for n in pair
                                             if n in ds.variables]
+    added += [str(n) for n in ds.data_vars if str(n).endswith(SUFFIX)]
     print(f"wrote {target} (variables {', '.join(added)})")
     return 0
 

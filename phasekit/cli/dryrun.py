@@ -255,7 +255,7 @@ def pilot(engine: Engine, chunks: list[Chunk], prepared, costs: StepCosts,
                 continue
             if modes is None:
                 modes = initial_modes(engine, prepared)
-            eta = chunk.c_values[j] / prepared.lambda0
+            eta = chunk.c_values[j] / engine.c_unit(prepared)
             steps[ci] = max(linear_stop(*modes, eta, tol, max_steps), length + 1)
             modelled += 1
     steps = np.minimum(steps, max_steps)

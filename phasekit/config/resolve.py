@@ -32,10 +32,15 @@ from phasekit.options import Option, non_negative, positive, resolve_options, un
 
 TABLES = ("model", "dataset", "sweep")
 
+#: the values of ``sweep.normalize``: the eigenvalue at initialisation that c = eta * lambda
+#: is measured in (phasekit.engine.hessian.c_unit)
+NORMALIZATIONS = ("ntk", "hessian")
+
 SWEEP_OPTIONS: dict[str, Option] = {
     "eta_lambda0": Option(
         [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0],
-        "normalised learning rates c = eta * lambda_max(H_0): a list, or a table "
+        "normalised learning rates c = eta * lambda_max(H_0) (eta * lambda^H_0 with "
+        "normalize = \"hessian\"): a list, or a table "
         "{start, stop, num} for evenly spaced values (both ends included)", type=list),
     "seeds": Option([0], "random seeds: a list of integers, or a count n for 0..n-1",
                     type=list),
@@ -71,7 +76,8 @@ SWEEP_OPTIONS: dict[str, Option] = {
                       "at equal threads (0 = torch's default); use --workers to spread the grid "
                       "over cores", check=non_negative),
     "observables": Option(["all"], "observables to record besides loss, weight norm and "
-                          "sharpness: [\"all\"] (every one that applies), [] (none) or a list "
+                          "sharpness: [\"all\"] (every one that applies, except opt-in ones "
+                          "such as hessian_sharpness, recorded only by name), [] (none) or a list "
                           "of names", type=list, item=str),
     "record_dense": Option(200, "trajectories are recorded at every step t < record_dense",
                            check=non_negative),
@@ -92,6 +98,15 @@ SWEEP_OPTIONS: dict[str, Option] = {
                                "residual of 1e-10 in float64, 1e-5 in float32, O(k D^2)) or auto "
                                f"(lanczos above D = {LANCZOS_ABOVE_D}); lambda_max(H_0) "
                                "always uses eigvalsh", choices=SOLVERS),
+    "normalize": Option("ntk", "what c = eta_lambda0 is measured in: ntk (c = eta lambda_0, "
+                        "lambda_0 the NTK's top eigenvalue at initialisation) or hessian (c = "
+                        "eta lambda^H_0, lambda^H_0 the loss Hessian's, stored as "
+                        "lambda0_hessian; bounds are then stored as eta_bound lambda^H_0); "
+                        "docs/theory.md §1", choices=NORMALIZATIONS),
+    "hessian": Option(False, "store lambda0_hessian, the loss Hessian's top eigenvalue at "
+                      "initialisation, with sweep.normalize = \"ntk\" too (Hessian-vector "
+                      "products and Lanczos, per seed); always stored with normalize = "
+                      "\"hessian\"", type=bool),
 }
 
 

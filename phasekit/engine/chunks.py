@@ -3,6 +3,7 @@ learning rates of the grid, and what training one gives back (:class:`ChunkResul
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,3 +51,5 @@ class ChunkResult:
     steps: np.ndarray                     # (g,)
     status: np.ndarray                    # (g,) of str
     extra_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: lambda_max of the loss Hessian at init (NaN: not computed; phasekit.engine.hessian)
+    lambda0_hessian: float = math.nan

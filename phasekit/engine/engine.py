@@ -34,6 +34,7 @@ from phasekit.config.resolve import ResolvedConfig
 from phasekit.dataset import Data
 from phasekit.engine import border
 from phasekit.engine.chunks import Chunk, ChunkResult
+from phasekit.engine.hessian import c_unit, initial_hessian_max, wants_hessian
 from phasekit.engine.spectrum import lambda_max
 from phasekit.errors import ConfigError, PluginError
 from phasekit.model import Bound, Model
@@ -74,6 +75,9 @@ class Prepared:
     theta0: torch.Tensor
     lambda0: float
     bounds: list[Bound]
+    #: lambda_max of the loss Hessian at init (NaN unless sweep.normalize = "hessian" or
+    #: sweep.hessian; phasekit.engine.hessian)
+    lambda0_hessian: float = math.nan
 
 
 @contextlib.contextmanager
@@ -110,7 +114,7 @@ class Engine:
                      for name in manager.observables()}
         self.observables: list[Observable] = [
             obs for name, obs in sorted(manager.observables().items())
-            if ("all" in wanted or name in wanted)
+            if ("all" in wanted and not obs.opt_in or name in wanted)
             and border.call(self._who[name], "applies", obs.applies, self.model, data)]
         self._sizes = {obs.name: tuple(len(v) for v in coords.values())
                        for obs in self.observables
@@ -139,7 +143,11 @@ class Engine:
                                   f"the dataset or the model")
             bounds = border.bounds(self.model_who, border.call(
                 self.model_who, "bounds", self.model.bounds, feats, theta0, lambda0))
-            return Prepared(feats, theta0, lambda0, bounds)
+            hessian = self.sweep.get("normalize", "ntk") == "hessian"   # required then
+            lambda0_h = (initial_hessian_max(self.model, feats, theta0, hessian, f"seed {seed}"
+                                             + (f" at {self.where}" if self.where else ""))
+                         if wants_hessian(self.sweep) else math.nan)
+            return Prepared(feats, theta0, lambda0, bounds, lambda0_h)
 
     def _checked_setup(self, seed: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """The model's ``setup`` for ``seed`` and its NTK H_0 (D, D), with the outputs at
@@ -156,6 +164,11 @@ class Engine:
         H0 = border.tensor(who, "ntk", border.call(who, "ntk", model.ntk, feats, theta0[None],
                                                    None), (1, D, D), "the NTK")
         return feats, theta0, H0[0]
+
+    def c_unit(self, prepared: Prepared) -> float:
+        """The eigenvalue ``c`` is measured in for this seed: ``eta = c / c_unit``."""
+        return c_unit(self.sweep.get("normalize", "ntk"), prepared.lambda0,
+                      prepared.lambda0_hessian)
 
     def run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None = None,
                   prepared: Prepared | None = None) -> ChunkResult:
@@ -205,9 +218,10 @@ class Engine:
                    prepared: list[Prepared]) -> list[ChunkResult]:
         model, sweep = self.model, self.sweep
         y = self.data.y_train.to(self.device, self.dtype)
-        # eta = c / lambda_0 per seed (docs/theory.md §1), computed as for one seed alone
+        # eta = c / lambda_0 per seed (docs/theory.md §1; lambda^H_0 with normalize =
+        # "hessian"), computed as for one seed alone
         eta_all = torch.cat([torch.tensor(c.c_values, dtype=self.dtype, device=self.device)
-                             / p.lambda0 for c, p in zip(chunks, prepared, strict=True)])
+                             / self.c_unit(p) for c, p in zip(chunks, prepared, strict=True)])
         S = len(chunks)
         sizes = [len(c.c_values) for c in chunks]
         starts = np.cumsum([0] + sizes)
@@ -304,7 +318,7 @@ class Engine:
                 chunk, prep.lambda0, prep.bounds, eta_np[rows],
                 {name: v[rows] for name, v in traj.items()},
                 {name: v[rows] for name, v in final.items()},
-                steps[rows], status[rows], extra_dims))
+                steps[rows], status[rows], extra_dims, prep.lambda0_hessian))
         return results
 
 

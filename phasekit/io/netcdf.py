@@ -3,7 +3,8 @@
 Dimensions ``seed``, ``eta_lambda0``, ``step`` (plus any an observable adds,
 e.g. ``layer``).  Variables (see ``docs/schema.md``):
 
-* ``eta(seed, eta_lambda0)``, ``lambda0(seed)``
+* ``eta(seed, eta_lambda0)``, ``lambda0(seed)``, ``lambda0_hessian(seed)`` (the loss
+  Hessian's, with ``sweep.normalize = "hessian"`` or ``sweep.hessian``)
 * trajectories ``loss``, ``weight_norm``, ``sharpness`` and every applicable
   observable over ``(seed, eta_lambda0, step)``; NaN after the run stopped
 * ``final_<name>(seed, eta_lambda0)`` at the stop, ``steps``, ``status``
@@ -29,6 +30,7 @@ import torch
 import xarray as xr
 
 from phasekit import __version__
+from phasekit.engine.hessian import c_unit, wants_hessian
 from phasekit.errors import OutputError, SweepFileError
 from phasekit.io import cf
 from phasekit.io.files import write_failure
@@ -98,6 +100,7 @@ def build_dataset(engines, results) -> xr.Dataset:
              for name, dims in extra_dims.items() for dim in dims}
 
     lambda0 = np.full((P, S), np.nan)
+    lambda0_h = np.full((P, S), np.nan)
     eta = np.full((P, S, C), np.nan)
     steps = np.full((P, S, C), -1, dtype=np.int64)
     status = np.full((P, S, C), "pending", dtype=object)
@@ -122,6 +125,7 @@ def build_dataset(engines, results) -> xr.Dataset:
     for res in results:
         p, si, ci = res.chunk.point, res.chunk.seed_index, np.asarray(res.chunk.c_index)
         lambda0[p, si] = res.lambda0
+        lambda0_h[p, si] = res.lambda0_hessian
         eta[p, si, ci] = res.eta
         steps[p, si, ci] = res.steps
         status[p, si, ci] = res.status
@@ -136,7 +140,8 @@ def build_dataset(engines, results) -> xr.Dataset:
             traj[name][(p, si) + np.ix_(ci, np.arange(R), *extra)] = arr
             final[name][(p, si) + np.ix_(ci, *extra)] = res.final[name]
         for b in res.bounds:
-            bounds.setdefault(b.name, np.full((P, S), np.nan))[p, si] = b.eta * res.lambda0
+            bounds.setdefault(b.name, np.full((P, S), np.nan))[p, si] = b.eta * c_unit(
+                sweep.get("normalize", "ntk"), res.lambda0, res.lambda0_hessian)
             bound_meta.setdefault(b.name, b)
 
     # Trim the step axis after the last step any run reached.
@@ -159,12 +164,15 @@ def build_dataset(engines, results) -> xr.Dataset:
 
     grid = (*axis_dims, "seed", "eta_lambda0")
     data_vars = {
-        "eta": (grid, shaped(eta), {"long_name": "learning rate eta = eta_lambda0 / lambda0",
-                                    "units": "1", "equation": "docs/theory.md §1"}),
+        "eta": (grid, shaped(eta), {"long_name": "learning rate eta = eta_lambda0 / "
+                                    + _unit_name(sweep), "units": "1",
+                                    "equation": "docs/theory.md §1"}),
         "lambda0": ((*axis_dims, "seed"), shaped(lambda0), {
             "long_name": "lambda_max(H_0), top eigenvalue of the NTK at initialisation",
             "units": "1", "equation": "eq. 4"}),
     }
+    if wants_hessian(sweep):
+        data_vars["lambda0_hessian"] = ((*axis_dims, "seed"), shaped(lambda0_h), HESSIAN_ATTRS)
     for name in traj:
         if name in CORE_DOCS:
             long_name, equation = CORE_DOCS[name]
@@ -192,7 +200,8 @@ def build_dataset(engines, results) -> xr.Dataset:
     for name, values in bounds.items():
         b = bound_meta[name]
         attrs = {"long_name": b.long_name, "equation": b.equation, "kind": b.kind,
-                 "units": "1", "comment": "in eta_lambda0 units: eta_bound * lambda0"}
+                 "units": "1",
+                 "comment": f"in eta_lambda0 units: eta_bound * {_unit_name(sweep)}"}
         if axes:
             attrs["note"] = "NaN at axis points where the bound does not apply"
         data_vars[f"bound_{name}"] = ((*axis_dims, "seed"), shaped(values), attrs)
@@ -208,8 +217,8 @@ def build_dataset(engines, results) -> xr.Dataset:
         "axes": " ".join(axis_dims),
         "phasekit_version": __version__,
         "torch_version": torch.__version__,
-        "comment": "step t describes theta_t before the t-th update; eta_lambda0 = "
-                   "eta * lambda_max(H_0); every quantity is dimensionless",
+        "comment": f"step t describes theta_t before the t-th update; eta_lambda0 = "
+                   f"eta * {_unit_name(sweep)}; every quantity is dimensionless",
     }
     shared = None
     for p in range(P):
@@ -222,8 +231,8 @@ def build_dataset(engines, results) -> xr.Dataset:
     ds = xr.Dataset({k: xr.Variable(*v) for k, v in data_vars.items()}, coords=coords,
                     attrs=attrs)
     ds["seed"].attrs["long_name"] = "random seed of the initialisation and fixed features"
-    ds["eta_lambda0"].attrs.update({"long_name": "normalised learning rate c = eta * "
-                                                 "lambda_max(H_0)", "units": "1"})
+    ds["eta_lambda0"].attrs.update({"long_name": C_LONG_NAMES[_unit_name(sweep)],
+                                    "units": "1", "normalized_by": _unit_name(sweep)})
     ds["step"].attrs.update({"long_name": "gradient-descent step t (0 = initialisation)",
                              "units": "1"})
     for key, dim in zip(axes, axis_dims, strict=True):
@@ -239,6 +248,26 @@ def build_dataset(engines, results) -> xr.Dataset:
                 and var.dtype.kind in "iuf":
             var.attrs["units"] = "1"
     return ds
+
+
+#: the variable ``eta_lambda0`` is measured in (``sweep.normalize``) -> its long name
+C_LONG_NAMES = {
+    "lambda0": "normalised learning rate c = eta * lambda_max(H_0)",
+    "lambda0_hessian": "normalised learning rate c = eta * lambda^H_0, the loss Hessian's top "
+                       "eigenvalue at initialisation",
+}
+
+HESSIAN_ATTRS = {
+    "long_name": "lambda^H_0, top eigenvalue of the loss Hessian (1/D) J^T J + (1/D) "
+                 "sum_a (z_a - y_a) grad^2 z_a at initialisation",
+    "units": "1", "equation": "docs/theory.md §1 (loss Hessian)",
+    "comment": "its Gauss-Newton part (1/D) J^T J has the NTK's top eigenvalue lambda0"}
+
+
+def _unit_name(sweep: dict) -> str:
+    """The stored variable that ``eta_lambda0`` is measured in: ``lambda0`` or, with
+    ``sweep.normalize = "hessian"``, ``lambda0_hessian``."""
+    return c_unit(sweep.get("normalize", "ntk"), "lambda0", "lambda0_hessian")
 
 
 def _point_options(engines, config) -> dict:

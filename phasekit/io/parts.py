@@ -47,7 +47,7 @@ def save_result(result: ChunkResult, path: Path) -> None:
         "point": result.chunk.point,
         "seed_index": result.chunk.seed_index, "seed": result.chunk.seed,
         "c_index": result.chunk.c_index, "c_values": result.chunk.c_values,
-        "lambda0": result.lambda0,
+        "lambda0": result.lambda0, "lambda0_hessian": result.lambda0_hessian,
         "bounds": [b.__dict__ for b in result.bounds],
         "extra_dims": {k: list(v) for k, v in result.extra_dims.items()},
         "names": list(result.traj),
@@ -77,7 +77,8 @@ def load_result(path: Path) -> ChunkResult:
             eta=npz["eta"], traj={n: npz[f"traj__{n}"] for n in meta["names"]},
             final={n: npz[f"final__{n}"] for n in meta["names"]},
             steps=npz["steps"], status=npz["status"].astype(str).astype(object),
-            extra_dims={k: tuple(v) for k, v in meta["extra_dims"].items()})
+            extra_dims={k: tuple(v) for k, v in meta["extra_dims"].items()},
+            lambda0_hessian=meta.get("lambda0_hessian", float("nan")))
 
 
 #: Names phasekit writes into a parts folder: the config, chunk files, and their
