@@ -689,3 +689,26 @@ def test_test_split_observables_in_span_coordinates_on_real_fmnist(manager):
     acc = net_obs.test_accuracy(snap)
     assert snap.data.x_test.shape[0] > 1000 and bool(((acc > 0.5) & (acc <= 1.0)).all())
 
+
+def test_init_scale_example_compares_the_same_function(manager):
+    """docs/examples/init_scale.py (the table of docs/theory.md §2.6), on a small net: both
+    parameterisations give the same outputs and different NTKs, and at large width the
+    He-initialised output keeps its scale with depth while eq. 193's halves per layer."""
+    import runpy
+    from pathlib import Path
+
+    example = runpy.run_path(str(Path(__file__).parents[1] / "docs" / "examples"
+                                 / "init_scale.py"))
+    ds = {"name": "random", "num_train": 3, "input_dim": 4}
+    rows = {(label, k): (z, lam) for label, k, z, lam in
+            example["table"](ds, 6, range(2), seeds=[0, 1])}
+    assert len(rows) == 4 * 2
+    for (label, k), (z, lam) in rows.items():
+        if label.endswith("standard"):
+            z_ntk, lam_ntk = rows[(label.replace("standard", "ntk"), k)]
+            np.testing.assert_allclose(z, z_ntk, rtol=1e-12)
+            assert all(a > b for a, b in zip(lam, lam_ntk, strict=True))
+    he = [example["predicted_rms"](ds, 2.0, k) for k in range(3)]
+    paper = [example["predicted_rms"](ds, 1.0, k) for k in range(3)]
+    assert he == pytest.approx([he[0]] * 3)
+    assert paper == pytest.approx([paper[0], paper[0] / 2 ** 0.5, paper[0] / 2])
