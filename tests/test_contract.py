@@ -105,7 +105,9 @@ def test_build_model_takes_a_raw_or_a_resolved_config(manager):
     resolved, _ = resolve_config(raw, manager)
     a, b = build_model(raw), build_model(resolved)
     assert type(a) is type(b) is ReLU
-    assert a.settings == b.settings == {"width": 12, "input_span": False}
+    assert a.settings == b.settings == {"width": 12, "input_span": False,
+                                        "weight_variance": 1.0, "readout_variance": 1.0,
+                                        "parameterization": "ntk"}
     assert a.data.num_train == 4 and a.data.input_dim == 2
 
 
