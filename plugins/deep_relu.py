@@ -11,7 +11,7 @@ from __future__ import annotations
 from phasekit import hookimpl
 from phasekit.options import Option, non_negative
 
-from .feedforward import INPUT_SPAN, FeedForward, width_option
+from .feedforward import INPUT_SPAN, SCALE_OPTIONS, FeedForward, width_option
 from .homogeneous import two_layer_bound_quantity, two_layer_bounds
 
 
@@ -27,6 +27,7 @@ class DeepReLU(FeedForward):
                                 "the two-layer net, k = 1 the paper's three-layer net)",
                                 check=non_negative),
         "input_span": INPUT_SPAN,
+        **SCALE_OPTIONS,
     }
     homogeneous = False     # z(l theta) = l^(k+2) z(theta): degree 2 only for k = 0
 

@@ -19,7 +19,7 @@ trivial phase and the memory a step needs.  A model family is a subclass that
 fixes the hidden-layer count and the slopes, in its own module with its own
 entry point.
 
-Parameters, weights i.i.d. N(0, 1) at init, are flattened as
+Parameters, weights i.i.d. N(0, 1) at init in eq. 193, are flattened as
 ``theta = (vec U, vec M_1, ..., vec M_k, v)`` with ``M_l = W_(k+1-l)``: the
 weight matrices in the order the input meets them (row-major ``vec``).  For
 k = 0 this is theta = (vec U, v) of eq. 53.
@@ -27,7 +27,16 @@ k = 0 this is theta = (vec U, v) of eq. 53.
 Numerics use the equivalent per-layer normalisation (sigma is positively
 homogeneous, so the n^(-(k+1)/2) can be distributed over the layers)::
 
-    s^1 = U x,  a^l = sigma(s^l),  s^(l+1) = M_l a^l / sqrt(n),  z = v . a^L / sqrt(n).
+    s^1 = U x,  a^l = sigma(s^l),  s^(l+1) = M_l a^l / r,  z = v . a^L / r,
+
+with the layer divisor r = sqrt(n).  Initial scale and parameterisation
+(docs/theory.md §2.6; options ``weight_variance`` sigma_w^2, ``readout_variance``
+sigma_v^2, ``parameterization``): in NTK parameterisation (eq. 193) r = sqrt(n) and
+U, M_l ~ N(0, sigma_w^2), v ~ N(0, sigma_v^2); in standard parameterisation r = 1 and
+the 1/sqrt(n) moves into the draw, M_l ~ N(0, sigma_w^2/n), v ~ N(0, sigma_v^2/n),
+while U ~ N(0, sigma_w^2) in both (its 1/sqrt(d) is the dataset's input scaling).
+theta holds the actual parameters either way, so theta^2 is their norm, and every
+formula below holds with r in place of sqrt(n) (n = r^2 in the NTK's divisions).
 
 Exact NTK, layer by layer (no (D, P) Jacobian is formed): with the per-sample
 output gradients ``g^L = (v / sqrt(n)) o sigma'(s^L)`` and
@@ -193,6 +202,44 @@ INPUT_SPAN = Option(None, "train the first layer in the span of the training inp
                     "default: true when num_train < input dimension", type=bool)
 
 
+WEIGHT_VARIANCE = Option(1.0, "sigma_w^2, initial variance of every weight matrix before the "
+                         "readout (U and W_1..W_k; docs/theory.md §2.6): weights ~ "
+                         "N(0, sigma_w^2), or N(0, sigma_w^2/n) for W_i in standard "
+                         "parameterisation; 1 is eq. 193, 2 is He initialisation",
+                         check=positive)
+READOUT_VARIANCE = Option(1.0, "sigma_v^2, initial variance of the readout weights v "
+                          "(docs/theory.md §2.6): v ~ N(0, sigma_v^2), or N(0, sigma_v^2/n) "
+                          "in standard parameterisation; 1 is eq. 193", check=positive)
+PARAMETERIZATION = Option("ntk", "where the 1/sqrt(n) of every layer after the first sits "
+                          "(docs/theory.md §2.6): 'ntk' in the forward pass (eq. 193), "
+                          "'standard' in the initial variance of W_i and v", type=str,
+                          choices=("ntk", "standard"))
+
+#: the options of the initial scale and the parameterisation, shared by the network models
+SCALE_OPTIONS = {"weight_variance": WEIGHT_VARIANCE, "readout_variance": READOUT_VARIANCE,
+                 "parameterization": PARAMETERIZATION}
+
+
+def layer_divisor(settings) -> float:
+    """What every layer after the first divides its output by (docs/theory.md §2.6):
+    sqrt(n) in NTK parameterisation (eq. 193 with the n^(-(k+1)/2) spread over the
+    layers), 1 in standard parameterisation, where it sits in the initial variance."""
+    if settings.get("parameterization", "ntk") == "standard":
+        return 1.0
+    return math.sqrt(int(settings["width"]))
+
+
+def initial_stds(settings, hidden_layers: int) -> list[float]:
+    """Standard deviations of the initial draws, one per weight matrix in the order of
+    theta: ``[U, M_1 .. M_k, v]`` (docs/theory.md §2.6).  U ~ N(0, sigma_w^2) in both
+    parameterisations (its 1/sqrt(d) is the dataset's input scaling); M_l ~
+    N(0, sigma_w^2 r) and v ~ N(0, sigma_v^2 r), r = 1 (NTK) or 1/n (standard)."""
+    sw = math.sqrt(float(settings.get("weight_variance", 1.0)))
+    sv = math.sqrt(float(settings.get("readout_variance", 1.0)))
+    shrink = layer_divisor(settings) / math.sqrt(int(settings["width"]))   # 1 or 1/sqrt n
+    return [sw] + [sw * shrink] * hidden_layers + [sv * shrink]
+
+
 def span_basis(x_train: torch.Tensor) -> torch.Tensor:
     """Q (k x d, orthonormal rows, k = min(D, d)) whose row space contains every
     training input: the reduced QR factorisation X^T = Q^T R, in float64."""
@@ -224,6 +271,11 @@ class FeedForward(Model):
     @property
     def input_span(self) -> bool:
         return bool(self.settings.get("input_span", False))
+
+    @property
+    def layer_divisor(self) -> float:
+        """sqrt(n) (NTK parameterisation) or 1 (standard): :func:`layer_divisor`."""
+        return layer_divisor(self.settings)
 
     @property
     def first_layer_inputs(self) -> int:
@@ -292,6 +344,10 @@ class FeedForward(Model):
         shapes = [(n, d)] + self.parameter_shapes()[1:]          # U_0 is drawn in full
         pieces = [torch.randn(math.prod(shape), generator=gen, dtype=torch.float64)
                   for shape in shapes]             # i.i.d. N(0, 1), docs/theory.md §2
+        for piece, std in zip(pieces, initial_stds(self.settings, self.hidden_layers),
+                              strict=True):         # the initial scale, docs/theory.md §2.6
+            if std != 1.0:
+                piece.mul_(std)
         x, gram = net_inputs(self.data, device, dtype)
         feats = NetFeatures(x, gram)
         if self.input_span:                                      # module docstring
@@ -323,7 +379,7 @@ class FeedForward(Model):
         derivative of sign is 0, autograd differentiates it to sigma'(s) with eq. 9 at 0."""
         a_plus, a_minus = self.slopes
         U, Ms, v = self.unpack(theta)
-        rn = math.sqrt(self.width)
+        rn = self.layer_divisor
         s = [torch.matmul(feats.x[split], U.transpose(-1, -2))]     # s^1 = U x, (G, D, n)
         if split in feats.offset:                                   # + U_0perp x (span coords)
             s[0] = s[0].add_(feats.offset[split])
@@ -372,7 +428,7 @@ class FeedForward(Model):
         not depend on how many runs share its batch."""
         a_plus, a_minus = self.slopes
         U, Ms, v = self.unpack(theta)
-        rn = math.sqrt(self.width)
+        rn = self.layer_divisor
         deferred = self._deferred_state(theta)
         if deferred is not None:                    # s^1 tracked by descend (deferred U)
             s = [deferred[2]]
@@ -417,7 +473,7 @@ class FeedForward(Model):
         self.sync(feats, theta)                     # U current (deferred updates)
         a_plus, a_minus = self.slopes
         U, Ms, v = self.unpack(theta)
-        rn = math.sqrt(self.width)
+        rn = self.layer_divisor
         x = feats.x[split]
         offset = feats.offset.get(split)            # U_0perp x in span coordinates
         G, T = theta.shape[0], x.shape[0]
@@ -457,7 +513,7 @@ class FeedForward(Model):
         a_plus, a_minus = self.slopes
         q = 0.5 * (a_plus - a_minus)
         _, Ms, v = self.unpack(theta)
-        rn = math.sqrt(self.width)
+        rn = self.layer_divisor
         slope, s = cache["slope"], cache["s"]                       # sigma'(s^l) or None
         vr = (v / rn).unsqueeze(1)
         if slope[-1] is None:                                       # ReLU: q v (1 + sign s^L)
@@ -487,7 +543,7 @@ class FeedForward(Model):
         cache = self._cache(feats, theta, cache)
         g = self._output_gradients(theta, cache)
         a = cache["a"]
-        rn = math.sqrt(self.width)
+        rn = self.layer_divisor
         w = (eps / eps.shape[-1]).unsqueeze(-1)                    # eps_a / D, (G, D, 1)
         grads = [torch.matmul((w * g[0]).transpose(-1, -2), feats.x["train"])]   # dL/dU
         for layer in range(1, self.num_layers):                    # dL/dM_l
@@ -508,7 +564,7 @@ class FeedForward(Model):
         g = self._output_gradients(theta, cache)        # all from the pre-update weights
         a = cache["a"]
         U, Ms, v = self.unpack(theta)
-        rn = math.sqrt(self.width)
+        rn = self.layer_divisor
         w = eps * (eta / eps.shape[-1])[:, None]                    # eta eps_a / D, (G, D)
         x = feats.x["train"]
         # defer where it saves a product: D < 2k, and not at a step whose theta was read
@@ -571,7 +627,7 @@ class FeedForward(Model):
         cache = self._cache(feats, theta, cache)
         g = self._output_gradients(theta, cache)
         a = cache["a"]
-        n = self.width
+        n = self.layer_divisor ** 2               # n (NTK parameterisation) or 1 (standard)
         D = a[0].shape[1]
 
         def gram(t: torch.Tensor) -> torch.Tensor:
@@ -660,5 +716,6 @@ class FeedForward(Model):
         return dead | vanished
 
 
-__all__ = ["FeedForward", "INPUT_SPAN", "NetFeatures", "net_inputs", "sigma", "sigma_prime",
-           "span_basis", "width_option"]
+__all__ = ["FeedForward", "INPUT_SPAN", "NetFeatures", "PARAMETERIZATION", "READOUT_VARIANCE",
+           "SCALE_OPTIONS", "WEIGHT_VARIANCE", "initial_stds", "layer_divisor", "net_inputs",
+           "sigma", "sigma_prime", "span_basis", "width_option"]

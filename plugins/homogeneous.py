@@ -18,7 +18,7 @@ from phasekit.errors import ConfigError
 from phasekit.model import Bound
 from phasekit.options import Option, non_negative, positive
 
-from .feedforward import INPUT_SPAN, FeedForward, NetFeatures, width_option
+from .feedforward import INPUT_SPAN, SCALE_OPTIONS, FeedForward, NetFeatures, width_option
 
 
 def two_layer_bounds(model: FeedForward, feats: NetFeatures, theta0: torch.Tensor,
@@ -27,7 +27,11 @@ def two_layer_bounds(model: FeedForward, feats: NetFeatures, theta0: torch.Tenso
 
     The paper states eq. 95/102 for the toy point x = 1.  For one point x in R^d
     the same proof runs with ``H <= a_+^2 |x|^2 theta^2 / n`` (Cauchy-Schwarz,
-    |U_i . x| <= |U_i| |x|), which is eq. 177 with D = 1, so we implement
+    |U_i . x| <= |U_i| |x|), which is eq. 177 with D = 1, so we implement the
+    formulas below.  They are statements about theta_0 itself, whatever distribution
+    drew it (``weight_variance``, ``readout_variance``), and in standard
+    parameterisation (z = v . sigma(U x), no 1/sqrt(n)) every proof runs unchanged with
+    n replaced by the squared layer divisor r^2 = 1 (docs/theory.md §2.6, §3):
 
     * eq. 95:  eta < 4n / (a_+^2 |x|^2 theta_0^2)         (one point, a_- > 0);
     * eq. 102: eta > 4n / (a_-^2 x^2 theta_0^2)           (one point, d = 1, a_- > 0:
@@ -45,7 +49,7 @@ def two_layer_bounds(model: FeedForward, feats: NetFeatures, theta0: torch.Tenso
     if model.hidden_layers:
         return []
     a_plus, a_minus = model.slopes
-    n = model.width
+    n = model.layer_divisor ** 2            # the n of eq. 95/102/180; 1 in standard param.
     D, d = model.data.num_train, model.data.input_dim
     theta2 = float(model.weight_norm(feats, theta0[None])[0])
     if a_minus == 0.0:
@@ -126,6 +130,7 @@ class Homogeneous(TwoLayerNet):
         "a_minus": Option(0.5, "a_-, slope of sigma for s < 0; 0 <= a_- <= a_+ (eq. 8)",
                           check=non_negative),
         "input_span": INPUT_SPAN,
+        **SCALE_OPTIONS,
     }
     homogeneous = True
 
@@ -145,7 +150,7 @@ class ReLU(TwoLayerNet):
 
     name = "relu"
     description = "two-layer ReLU net z = v.relu(Ux)/sqrt(n) (eq. 7 with a_- = 0)"
-    options = {"width": width_option(), "input_span": INPUT_SPAN}
+    options = {"width": width_option(), "input_span": INPUT_SPAN, **SCALE_OPTIONS}
     homogeneous = True
 
 

@@ -1,6 +1,8 @@
 """Two-layer linear net with output bias (eq. 86, docs/theory.md §2.3): ``linear_bias``.
 
-``z = v . (U x) / sqrt(n) + b``, theta = (vec U, v, b).  It is a quadratic model
+``z = v . (U x) / sqrt(n) + b``, theta = (vec U, v, b); in standard parameterisation
+(docs/theory.md §2.6) ``z = v . (U x) + b`` with v drawn with variance sigma_v^2 / n, and
+every formula below holds with the layer divisor r = 1 in place of sqrt(n).  It is a quadratic model
 with bias (eq. 90-91: phi_b = 1, psi couples U and v through x, zeta^2 = 1/n), so
 it carries the quantity of eq. 79, here ``theta^2 + b^2``, which decreases at every
 step below eq. 92 (one point); this module registers the model and that quantity
@@ -9,27 +11,35 @@ as the observable ``linear_bias_norm``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from phasekit import hookimpl
 from phasekit.engine.batched import matvec, rows_mm, shared_mm, vecmat
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
-from phasekit.options import Option
+from phasekit.options import Option, positive
 
-from .feedforward import NetFeatures, net_inputs, width_option
+from .feedforward import (
+    PARAMETERIZATION,
+    NetFeatures,
+    initial_stds,
+    layer_divisor,
+    net_inputs,
+    width_option,
+)
 
 
 class LinearBias(Model):
-    """``z = v . (U x) / sqrt(n) + b`` (eq. 86 for x = 1), theta = (vec U, v, b).
+    """``z = v . (U x) / r + b`` (eq. 86 for x = 1, r = sqrt(n); r = 1 in standard
+    parameterisation, :func:`phasekit_plugins.feedforward.layer_divisor`),
+    theta = (vec U, v, b), U ~ N(0, sigma_w^2), v ~ N(0, sigma_v^2 r^2 / n).
 
     NTK (eq. 87 for one point x = 1):
-    ``H_ab = (1/(nD)) [(U x_a).(U x_b) + (x_a . x_b) v^2] + 1/D``.
+    ``H_ab = (1/(r^2 D)) [(U x_a).(U x_b) + (x_a . x_b) v^2] + 1/D``.
     It is a quadratic model with bias (eq. 90-91: phi_b = 1, psi couples U and v
     through x, zeta^2 = 1/n), so for one point the eq. 77 bound reads
-    ``eta < 4 / (2 + |x|^2 (U^2 + v^2 + 2 b^2) / n)`` (eq. 92; lambda_max(psi^2) = |x|^2)
+    ``eta < 4 / (2 + |x|^2 (U^2 + v^2 + 2 b^2) / r^2)`` (eq. 92; lambda_max(psi^2) = |x|^2,
+    zeta^2 = 1/r^2; the proof holds for any theta_0, whatever variances drew it)
     and ``theta^2 + b^2`` (eq. 79) decreases below it.
     """
 
@@ -38,6 +48,13 @@ class LinearBias(Model):
     options = {
         "width": width_option(),
         "bias_init": Option(0.0, "initial output bias b_0 (eq. 93 takes b_0 = 0)"),
+        "weight_variance": Option(1.0, "sigma_w^2, initial variance of the first layer U "
+                                  "(docs/theory.md §2.6); 1 is eq. 86", check=positive),
+        "readout_variance": Option(1.0, "sigma_v^2, initial variance of v: v ~ "
+                                   "N(0, sigma_v^2), or N(0, sigma_v^2/n) in standard "
+                                   "parameterisation (docs/theory.md §2.6); 1 is eq. 86",
+                                   check=positive),
+        "parameterization": PARAMETERIZATION,
     }
     homogeneous = False
 
@@ -51,6 +68,8 @@ class LinearBias(Model):
         gen = torch.Generator().manual_seed(seed)
         U = torch.randn(n * d, generator=gen, dtype=torch.float64)
         v = torch.randn(n, generator=gen, dtype=torch.float64)
+        sw, sv = initial_stds(self.settings, 0)                     # docs/theory.md §2.6
+        U, v = U * sw, v * sv
         b = torch.tensor([self.settings["bias_init"]], dtype=torch.float64)
         x, gram = net_inputs(self.data, device, dtype)
         return NetFeatures(x, gram), torch.cat([U, v, b]).to(device, dtype)
@@ -69,7 +88,7 @@ class LinearBias(Model):
     def forward(self, feats, theta, split="train"):
         U, v, b = self.split(theta)
         h = shared_mm(feats.x[split], U.transpose(-1, -2))         # (G, D, n), U x
-        rn = math.sqrt(int(self.settings["width"]))
+        rn = layer_divisor(self.settings)
         z = matvec(h, v) / rn + b.unsqueeze(-1)                     # eq. 86
         return z, {"split": split, "h": h}
 
@@ -77,7 +96,7 @@ class LinearBias(Model):
         if cache is None or cache.get("split") != "train":
             _, cache = self.forward(feats, theta)
         U, v, b = self.split(theta)
-        rn = math.sqrt(int(self.settings["width"]))
+        rn = layer_divisor(self.settings)
         w = eps / eps.shape[-1]                                     # (G, D)
         grad_v = vecmat(w, cache["h"]) / rn
         grad_U = v.unsqueeze(-1) * rows_mm(w, feats.x["train"]).unsqueeze(1) / rn
@@ -89,7 +108,7 @@ class LinearBias(Model):
             _, cache = self.forward(feats, theta)
         _, v, _ = self.split(theta)
         h = cache["h"]
-        n, D = int(self.settings["width"]), h.shape[1]
+        n, D = layer_divisor(self.settings) ** 2, h.shape[1]       # r^2 = n or 1
         H = (torch.matmul(h, h.transpose(-1, -2))
              + feats.gram * (v * v).sum(-1)[:, None, None]) / n + 1.0   # eq. 87
         return H / D
@@ -98,7 +117,7 @@ class LinearBias(Model):
         x = feats.x["train"]
         if x.shape[0] != 1:
             return []
-        n = int(self.settings["width"])
+        n = layer_divisor(self.settings) ** 2                       # r^2 = n or 1
         b0 = float(theta0[-1])
         w2 = float((theta0[:-1] ** 2).sum())
         x2 = float((x * x).sum())

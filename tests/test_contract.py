@@ -52,6 +52,28 @@ BUILTIN = {
                   "dataset": random_data(3, 4)},
     "linear_bias": {"model": {"name": "linear_bias", "width": 8, "bias_init": 0.3},
                     "dataset": random_data(3, 2)},
+    # the initial scale and the standard parameterisation (docs/theory.md §2.6): He variance
+    # sigma_w^2 = 2, a readout variance, and the bounds with r^2 = 1 in place of n
+    "homogeneous_d1_standard": {"model": {"name": "homogeneous", "width": 10, "a_minus": 0.5,
+                                          "parameterization": "standard",
+                                          "weight_variance": 2.0, "readout_variance": 0.5},
+                                "dataset": random_data(3, 1)},
+    "homogeneous_he": {"model": {"name": "homogeneous", "width": 12, "a_minus": 0.3,
+                                 "weight_variance": 2.0, "readout_variance": 3.0},
+                       "dataset": random_data(3, 5)},
+    "relu_standard": {"model": {"name": "relu", "width": 12, "parameterization": "standard",
+                                "weight_variance": 2.0},
+                      "dataset": random_data(4, 2)},
+    "deep_relu_he": {"model": {"name": "deep_relu", "width": 8, "hidden_layers": 2,
+                               "weight_variance": 2.0}, "dataset": random_data(3, 4)},
+    "deep_relu_standard": {"model": {"name": "deep_relu", "width": 8, "hidden_layers": 2,
+                                     "parameterization": "standard", "weight_variance": 2.0,
+                                     "readout_variance": 0.5},
+                           "dataset": random_data(3, 4)},
+    "linear_bias_standard": {"model": {"name": "linear_bias", "width": 8, "bias_init": 0.3,
+                                       "parameterization": "standard",
+                                       "weight_variance": 2.0, "readout_variance": 0.5},
+                             "dataset": random_data(3, 2)},
 }
 
 
@@ -83,7 +105,9 @@ def test_build_model_takes_a_raw_or_a_resolved_config(manager):
     resolved, _ = resolve_config(raw, manager)
     a, b = build_model(raw), build_model(resolved)
     assert type(a) is type(b) is ReLU
-    assert a.settings == b.settings == {"width": 12, "input_span": False}
+    assert a.settings == b.settings == {"width": 12, "input_span": False,
+                                        "weight_variance": 1.0, "readout_variance": 1.0,
+                                        "parameterization": "ntk"}
     assert a.data.num_train == 4 and a.data.input_dim == 2
 
 

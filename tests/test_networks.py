@@ -64,18 +64,23 @@ def dense(raw, c, seed, max_steps=300):
 # -- closed forms against autograd ----------------------------------------------------
 
 spans = st.sampled_from([None, True, False])     # input_span: default, span or full coords
+#: the initial scale and the parameterisation (docs/theory.md §2.6); None: the default
+scales = st.fixed_dictionaries({
+    "weight_variance": st.none() | st.floats(0.1, 4.0),
+    "readout_variance": st.none() | st.floats(0.1, 4.0),
+    "parameterization": st.sampled_from([None, "ntk", "standard"])})
 
 MODELS = st.one_of(
-    st.builds(lambda w, ap, r, sp: {"name": "homogeneous", "width": w, "a_plus": ap,
-                                    "a_minus": ap * r, "input_span": sp},
-              st.integers(1, 12), a_pluses, st.floats(0.0, 1.0), spans),
-    st.builds(lambda w, sp: {"name": "relu", "width": w, "input_span": sp},
-              st.integers(1, 12), spans),
-    st.builds(lambda w, k, sp: {"name": "deep_relu", "width": w, "hidden_layers": k,
-                                "input_span": sp},
-              st.integers(1, 8), st.integers(0, 3), spans),
-    st.builds(lambda w, b: {"name": "linear_bias", "width": w, "bias_init": b},
-              st.integers(1, 12), st.floats(-1.0, 1.0)),
+    st.builds(lambda w, ap, r, sp, sc: {"name": "homogeneous", "width": w, "a_plus": ap,
+                                        "a_minus": ap * r, "input_span": sp, **sc},
+              st.integers(1, 12), a_pluses, st.floats(0.0, 1.0), spans, scales),
+    st.builds(lambda w, sp, sc: {"name": "relu", "width": w, "input_span": sp, **sc},
+              st.integers(1, 12), spans, scales),
+    st.builds(lambda w, k, sp, sc: {"name": "deep_relu", "width": w, "hidden_layers": k,
+                                    "input_span": sp, **sc},
+              st.integers(1, 8), st.integers(0, 3), spans, scales),
+    st.builds(lambda w, b, sc: {"name": "linear_bias", "width": w, "bias_init": b, **sc},
+              st.integers(1, 12), st.floats(-1.0, 1.0), scales),
 )
 
 
@@ -100,9 +105,11 @@ def test_ntk_and_gradient_match_autograd(manager, model, D, d, seed):
     grad = m.loss_gradient(feats, theta, cache, eps)
     ref = autograd_loss_gradient(m, feats, theta, eps)
     torch.testing.assert_close(grad, ref, rtol=1e-11, atol=1e-13 * float(ref.abs().max()))
-    # the test split goes through the same forward
+    # the test split: the model's own pass equals the differentiable forward autograd uses
     zt, _ = m.forward(feats, theta, "test")
     assert zt.shape == (3, 3)
+    torch.testing.assert_close(zt, m.forward(feats, theta.clone().requires_grad_(), "test")[0],
+                               rtol=1e-12, atol=1e-14 * float(zt.abs().max()))
 
 
 def test_two_layer_ntk_is_eq54_written_out(manager):
@@ -155,6 +162,82 @@ def test_forward_is_eq193_in_the_papers_order(manager):
     torch.testing.assert_close(z[0], expect)
 
 
+# -- initial scale and parameterisation (docs/theory.md §2.6) -------------------------------
+
+def test_initial_variances_scale_the_draws(manager):
+    """sigma_w scales U and every W_i, sigma_v scales v, in both parameterisations; standard
+    parameterisation divides the draws of W_i and v (not U) by sqrt(n)."""
+    n, d, k = 5, 3, 2
+    ds = {"name": "random", "num_train": 4, "input_dim": d}
+    base = {"name": "deep_relu", "width": n, "hidden_layers": k, "input_span": False}
+    _, _, _, t0, _ = setup(manager, base, ds, 3)
+    first, hidden = n * d, n * d + k * n * n
+    for param, shrink in (("ntk", 1.0), ("standard", 1 / math.sqrt(n))):
+        _, _, _, t, _ = setup(manager, {**base, "weight_variance": 2.0, "readout_variance": 0.5,
+                                        "parameterization": param}, ds, 3)
+        torch.testing.assert_close(t[:first], math.sqrt(2.0) * t0[:first], rtol=1e-15, atol=0)
+        torch.testing.assert_close(t[first:hidden], math.sqrt(2.0) * shrink * t0[first:hidden],
+                                   rtol=1e-15, atol=0)
+        torch.testing.assert_close(t[hidden:], math.sqrt(0.5) * shrink * t0[hidden:],
+                                   rtol=1e-15, atol=0)
+
+
+def test_standard_parameterisation_is_the_same_function_with_another_gradient(manager):
+    """z = v.relu(W_1 relu(W_2 relu(U x))) without any 1/sqrt(n): the same outputs as eq. 193
+    from the same draws, and one gradient step equals an NTK-parameterisation step with the
+    learning rate multiplied by n on W_i and v (by 1 on U)."""
+    n, d, k = 6, 3, 2
+    ds = {"name": "random", "num_train": 5, "input_dim": d}
+    common = {"name": "deep_relu", "width": n, "hidden_layers": k, "input_span": False,
+              "weight_variance": 2.0}
+    ntk, data, fn, tn, ln = setup(manager, {**common, "parameterization": "ntk"}, ds, 1)
+    std, _, fs, ts, ls = setup(manager, {**common, "parameterization": "standard"}, ds, 1)
+    U = ts[:n * d].reshape(n, d)
+    W2 = ts[n * d:n * d + n * n].reshape(n, n)
+    W1 = ts[n * d + n * n:n * d + 2 * n * n].reshape(n, n)
+    relu = torch.relu
+    expect = relu(W1 @ relu(W2 @ relu(U @ data.x_train.T))).T @ ts[-n:]
+    zs, cs = std.forward(fs, ts[None])
+    zn, cn = ntk.forward(fn, tn[None])
+    torch.testing.assert_close(zs[0], expect)
+    torch.testing.assert_close(zs, zn, rtol=1e-13, atol=1e-15)
+    assert ls != pytest.approx(ln, rel=1e-3)                  # another NTK
+    to_ntk = torch.ones_like(ts)
+    to_ntk[n * d:] = math.sqrt(n)                             # theta_ntk = to_ntk * theta_std
+    torch.testing.assert_close(to_ntk * ts, tn, rtol=1e-15, atol=0)
+    eta = 0.3
+    eps = zs - data.y_train
+    step_std = ts - eta * std.loss_gradient(fs, ts[None], cs, eps)[0]
+    rates = eta * to_ntk ** 2                                 # eta on U, n eta on W_i and v
+    step_ntk = tn - rates * ntk.loss_gradient(fn, tn[None], cn, eps)[0]
+    torch.testing.assert_close(to_ntk * step_std, step_ntk, rtol=1e-12, atol=1e-14)
+
+
+def test_bounds_in_standard_parameterisation_replace_n_by_1(manager):
+    """eq. 95/102/180/92 with the squared layer divisor r^2 = 1 in place of n (docs/theory.md
+    §2.6); eq. 124 stays c = 4."""
+    hom = {"name": "homogeneous", "width": 16, "a_plus": 1.0, "a_minus": 0.5,
+           "parameterization": "standard", "weight_variance": 2.0, "readout_variance": 3.0}
+    m, _, f, t0, lam0 = setup(manager, hom, {"name": "toy", "x": [1.5]}, 0)
+    th2 = float((t0 ** 2).sum())
+    b = bounds_of(m, f, t0, lam0)
+    assert b == {"eq95": pytest.approx(4 / (2.25 * th2) * lam0),
+                 "eq102": pytest.approx(4 / (0.25 * 2.25 * th2) * lam0)}
+    m, data, f, t0, lam0 = setup(manager, hom, {"name": "random", "num_train": 8}, 0)
+    lmax = float(torch.linalg.eigvalsh(data.x_train @ data.x_train.T)[-1])
+    assert bounds_of(m, f, t0, lam0) == {
+        "eq180": pytest.approx(4 * 8 / (lmax * float((t0 ** 2).sum())) * lam0)}
+    m, _, f, t0, lam0 = setup(manager, {**hom, "name": "relu", "a_plus": None,
+                                        "a_minus": None}, {"name": "point"}, 0)
+    assert bounds_of(m, f, t0, lam0) == {"eq124": pytest.approx(4.0, rel=1e-14)}
+    lb = {"name": "linear_bias", "width": 7, "bias_init": 0.5, "parameterization": "standard"}
+    m, _, f, t0, lam0 = setup(manager, lb, {"name": "toy"}, 2)
+    u, v, b0 = t0[:7], t0[7:14], t0[14]
+    assert lam0 == pytest.approx(float(u @ u + v @ v + 1))              # eq. 87, r = 1
+    assert bounds_of(m, f, t0, lam0)["eq92"] / lam0 == pytest.approx(
+        4 / (2 + float(u @ u + v @ v + 2 * b0 * b0)))
+
+
 # -- layers: sparsity and NTK on the right layer ------------------------------------------
 
 def hand_built_deep_net(manager):
@@ -205,14 +288,16 @@ def test_sparsity_in_a_sweep_has_a_layer_dimension(manager):
 # -- the theorems of Appendix B -------------------------------------------------------------
 
 def one_point(model, x, y=0.0):
+    model = {k: v for k, v in model.items() if v is not None}     # None: the default
     return {"model": model, "dataset": {"name": "toy", "x": x, "y": y}, "sweep": {}}
 
 
 homogeneous_models = st.builds(
-    lambda w, ap, r: {"name": "homogeneous", "width": w, "a_plus": ap, "a_minus": ap * r},
-    st.integers(2, 40), a_pluses, ratios)
-two_layer_models = homogeneous_models | st.builds(lambda w: {"name": "relu", "width": w},
-                                                  st.integers(6, 40))
+    lambda w, ap, r, sc: {"name": "homogeneous", "width": w, "a_plus": ap, "a_minus": ap * r,
+                          **sc},
+    st.integers(2, 40), a_pluses, ratios, scales)
+two_layer_models = homogeneous_models | st.builds(
+    lambda w, sc: {"name": "relu", "width": w, **sc}, st.integers(6, 40), scales)
 
 
 @given(model=two_layer_models, x=points, seed=seeds, c=st.floats(0.1, 6.0))
@@ -259,10 +344,11 @@ def test_theta2_increases_above_eq102(manager, model, x, seed, frac):
     assert d.status.item() in ("diverged", "max_steps")
 
 
-@given(width=st.integers(6, 40), x=points, seed=seeds, c=st.floats(0.1, 3.99))
-def test_reduced_weight_norm_decreases_below_c4(manager, width, x, seed, c):
-    """ReLU, one point, y = 0: theta_+^2 obeys eq. 122 and decreases while c < 4 (eq. 124)."""
-    model = {"name": "relu", "width": width}
+@given(width=st.integers(6, 40), x=points, seed=seeds, c=st.floats(0.1, 3.99), scale=scales)
+def test_reduced_weight_norm_decreases_below_c4(manager, width, x, seed, c, scale):
+    """ReLU, one point, y = 0: theta_+^2 obeys eq. 122 and decreases while c < 4 (eq. 124),
+    whatever the initial variances and in both parameterisations (docs/theory.md §2.6)."""
+    model = {"name": "relu", "width": width, **scale}
     raw = one_point(model, x)
     m, _, feats, theta0, lam0 = setup(manager, model, raw["dataset"], seed)
     assume(lam0 > 0)
@@ -413,10 +499,11 @@ def test_linear_bias_is_eq86_and_eq87(manager):
 
 
 @given(width=st.integers(2, 30), b0=st.floats(-1, 1), x=st.floats(0.3, 2.0), seed=seeds,
-       frac=st.floats(0.05, 0.99))
-def test_linear_bias_quantity_decreases_below_eq92(manager, width, b0, x, seed, frac):
-    """theta^2 + b^2 decreases at every step below eq. 92 (eq. 79, 81 with phi^2 = 1)."""
-    model = {"name": "linear_bias", "width": width, "bias_init": b0}
+       frac=st.floats(0.05, 0.99), scale=scales)
+def test_linear_bias_quantity_decreases_below_eq92(manager, width, b0, x, seed, frac, scale):
+    """theta^2 + b^2 decreases at every step below eq. 92 (eq. 79, 81 with phi^2 = 1), for
+    any initial variances, in both parameterisations (docs/theory.md §2.6)."""
+    model = {"name": "linear_bias", "width": width, "bias_init": b0, **scale}
     raw = one_point(model, [x])
     m, _, feats, theta0, lam0 = setup(manager, model, raw["dataset"], seed)
     d = dense(raw, frac * bounds_of(m, feats, theta0, lam0)["eq92"], seed)
@@ -459,7 +546,9 @@ def test_fused_descent_equals_gradient_step(manager, name, extra):
 # -- input-span coordinates (exact: module docstring of phasekit_plugins.feedforward) --------
 
 SPAN_MODELS = [("homogeneous", {"a_minus": 0.3}), ("relu", {}),
-               ("deep_relu", {"hidden_layers": 2})]
+               ("deep_relu", {"hidden_layers": 2}),
+               ("deep_relu", {"hidden_layers": 2, "parameterization": "standard",
+                              "weight_variance": 2.0, "readout_variance": 0.5})]
 
 
 def test_input_span_defaults_to_on_only_below_the_input_dimension(manager):
@@ -599,3 +688,27 @@ def test_test_split_observables_in_span_coordinates_on_real_fmnist(manager):
         0, [1.0, 3.0], 8)
     acc = net_obs.test_accuracy(snap)
     assert snap.data.x_test.shape[0] > 1000 and bool(((acc > 0.5) & (acc <= 1.0)).all())
+
+
+def test_init_scale_example_compares_the_same_function(manager):
+    """docs/examples/init_scale.py (the table of docs/theory.md §2.6), on a small net: both
+    parameterisations give the same outputs and different NTKs, and at large width the
+    He-initialised output keeps its scale with depth while eq. 193's halves per layer."""
+    import runpy
+    from pathlib import Path
+
+    example = runpy.run_path(str(Path(__file__).parents[1] / "docs" / "examples"
+                                 / "init_scale.py"))
+    ds = {"name": "random", "num_train": 3, "input_dim": 4}
+    rows = {(label, k): (z, lam) for label, k, z, lam in
+            example["table"](ds, 6, range(2), seeds=[0, 1])}
+    assert len(rows) == 4 * 2
+    for (label, k), (z, lam) in rows.items():
+        if label.endswith("standard"):
+            z_ntk, lam_ntk = rows[(label.replace("standard", "ntk"), k)]
+            np.testing.assert_allclose(z, z_ntk, rtol=1e-12)
+            assert all(a > b for a, b in zip(lam, lam_ntk, strict=True))
+    he = [example["predicted_rms"](ds, 2.0, k) for k in range(3)]
+    paper = [example["predicted_rms"](ds, 1.0, k) for k in range(3)]
+    assert he == pytest.approx([he[0]] * 3)
+    assert paper == pytest.approx([paper[0], paper[0] / 2 ** 0.5, paper[0] / 2])
