@@ -107,6 +107,12 @@ SWEEP_OPTIONS: dict[str, Option] = {
                       "initialisation, with sweep.normalize = \"ntk\" too (Hessian-vector "
                       "products and Lanczos, per seed); always stored with normalize = "
                       "\"hessian\"", type=bool),
+    "batch_size": Option(0, "training points per update: 0 = full-batch gradient descent; "
+                         "B > 0 = mini-batch SGD, each epoch visiting the training set in "
+                         "batches of B drawn without replacement, in an order set by the "
+                         "run's seed alone (every c of a seed sees the same batches); "
+                         "stopping, the loss and the sharpness stay full-batch "
+                         "(docs/phases.md)", check=non_negative),
 }
 
 

@@ -35,6 +35,7 @@ from phasekit.dataset import Data
 from phasekit.engine import border
 from phasekit.engine.chunks import Chunk, ChunkResult
 from phasekit.engine.hessian import c_unit, initial_hessian_max, wants_hessian
+from phasekit.engine.sgd import MiniBatches
 from phasekit.engine.spectrum import lambda_max
 from phasekit.errors import ConfigError, PluginError
 from phasekit.model import Bound, Model
@@ -119,6 +120,10 @@ class Engine:
         self._sizes = {obs.name: tuple(len(v) for v in coords.values())
                        for obs in self.observables
                        for coords in [self.observable_coords()[obs.name]]}
+        if self.sweep["batch_size"] > data.num_train:
+            raise ConfigError(f"sweep.batch_size = {self.sweep['batch_size']} is more than the "
+                              f"{data.num_train} training points{' at ' + where if where else ''}"
+                              f"; use at most {data.num_train}, or 0 for full batch")
         self.device = resolve_device(self.sweep["device"])
         self.dtype = dtype_of(self.sweep["dtype"])
         self.schedule = record_schedule(self.sweep["max_steps"], self.sweep["record_dense"],
@@ -169,6 +174,15 @@ class Engine:
         """The eigenvalue ``c`` is measured in for this seed: ``eta = c / c_unit``."""
         return c_unit(self.sweep.get("normalize", "ntk"), prepared.lambda0,
                       prepared.lambda0_hessian)
+
+    def _minibatches(self, chunks: list[Chunk], sizes: list[int]) -> MiniBatches | None:
+        """The mini-batches of ``sweep.batch_size`` for a batch's rows (chunk by chunk,
+        each row its chunk's seed), or ``None`` for full-batch gradient descent."""
+        size = self.sweep["batch_size"]
+        if not size:
+            return None
+        return MiniBatches(size, self.data.num_train, np.repeat([c.seed for c in chunks], sizes),
+                           self.device, self.dtype)
 
     def run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None = None,
                   prepared: Prepared | None = None) -> ChunkResult:
@@ -248,6 +262,7 @@ class Engine:
 
         active = torch.arange(g)
         eta = eta_all.clone()
+        minibatches = self._minibatches(chunks, sizes)          # None: full batch
         prev_loss = None
         max_steps, tol, limit = sweep["max_steps"], sweep["tol"], sweep["divergence_loss"]
 
@@ -303,6 +318,8 @@ class Engine:
                 # The model's cache belongs to the old batch: recompute for the kept rows.
                 z, cache = model.forward(feats, theta)
                 eps = z - y
+            if minibatches is not None:                       # SGD: the batch's errors only
+                eps = eps * minibatches.weights(t, active)
             model.descend(feats, theta, cache, eps, eta)                # gradient descent, in place
             prev_loss = loss
             if progress:
