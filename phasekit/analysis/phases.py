@@ -167,6 +167,15 @@ def majority(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return names, (counts > 0).sum(axis=0) > 1
 
 
+def tied(counts: np.ndarray) -> np.ndarray:
+    """Where no phase has a majority: the largest count of ``counts`` (first axis
+    following :data:`VOTING`) is shared by two or more phases, e.g. 4 lazy and 4
+    catapult seeds (:func:`majority` then names the phase listed first)."""
+    counts = np.asarray(counts)
+    top = counts.max(axis=0)
+    return (top > 0) & ((counts == top).sum(axis=0) > 1)
+
+
 # -- critical learning rates from a stored grid --------------------------------------
 
 #: thresholds of the early-training criteria for files whose stored config has none
@@ -379,6 +388,20 @@ def add_critical(ds: xr.Dataset, early_window: int | None = None,
         if name not in keep:
             out[name] = da.variable          # keep the coordinates (and their attrs) of ds
     return out
+
+
+def stored_critical(ds: xr.Dataset) -> xr.Dataset:
+    """The critical learning rates as the file holds them, over ``(*axes, seed)``: every
+    variable of :func:`critical_rates` that ``ds`` stores (a ``phasekit boundary``
+    file's refined values, or what ``phasekit run``/``analyze`` wrote with their
+    thresholds) is read as stored; only the missing ones are computed from the grid.
+    Figures draw these, so that they show what the file holds."""
+    rates = critical_rates(ds)
+    axes = sweep_axes(ds)
+    for name in rates.data_vars:
+        if name in ds.data_vars:
+            rates[name] = ds[name].astype(float).transpose(*axes, "seed")
+    return rates
 
 
 def bound_names(ds: xr.Dataset) -> list[str]:
