@@ -7,19 +7,22 @@ import argparse
 import numpy as np
 import pytest
 import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cbook import is_math_text
 from matplotlib.collections import QuadMesh
+from matplotlib.colors import to_hex, to_rgb
 
 from phasekit import api
-from phasekit.analysis.phases import VOTING, classify, critical_rates
+from phasekit.analysis.phases import VOTING, classify, critical_rates, phase_counts, tied
 from phasekit.cli.analysis import add_subcommands, cmd_analyze, cmd_boundary, cmd_plot
 from phasekit.cli.analysis import main as analysis_main
 from phasekit.errors import ConfigError, SweepFileError
 from phasekit.io.netcdf import write_sweep
+from phasekit.plot.diagram import POINTS_DISAGREE, SEEDS_DISAGREE
 from phasekit.plot.figure import plot_sweep
 from phasekit.plot.panels import choose_c, parse_panels
 from phasekit.plot.select import geometric
-from phasekit.plot.style import BOUND_COLORS
+from phasekit.plot.style import BOUND_COLORS, TIE_LABEL, rate_colors
 
 from .helpers import sweep, toy_quadratic
 from .test_critical import make_sweep
@@ -450,3 +453,189 @@ def test_a_layer_missing_at_the_selected_point_is_left_out():
     assert "mean over converged seeds" in shallow
     deep = legend_texts(plot_sweep(ds, select=["hidden_layers=2", "width=64"], panels="f"))
     assert "layer 1" in deep and "layer 2" in deep
+
+
+# -- issue 20: figures a new researcher can read ----------------------------------------
+
+def reference_lines(ax) -> list:
+    """The labelled reference lines of a panel (horizontal and vertical, drawn with the
+    label of their legend entry)."""
+    return [line for line in ax.lines if not line.get_label().startswith("_")
+            and len(line.get_xdata()) == 2 and (line.get_xdata()[0] == line.get_xdata()[1]
+                                                or line.get_ydata()[0] == line.get_ydata()[1])]
+
+
+def test_the_diagram_draws_the_critical_rates_the_file_holds():
+    """A boundary file's refined c_loss and c_max (not the grid's) are the curves."""
+    ds = axis_sweep(depths=(2,), seeds=3).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    grid = critical_rates(ds)
+    refined = {q: grid[q] - 0.0123 * (1 + grid["seed"]) for q in ("c_loss", "c_max")}
+    for q, v in refined.items():
+        ds[q] = v.transpose("width", "seed")
+    ds.attrs["boundary_tol"] = 0.01
+    (ax,), _ = panels_of(plot_sweep(ds))
+    for q, (color, marker) in {"c_loss": ("#08306b", "o"), "c_max": ("#000000", "s")}.items():
+        line = errorbar_line(ax, color, marker)
+        np.testing.assert_array_equal(line.get_ydata(),
+                                      np.median(ds[q].transpose("width", "seed").values, -1))
+        assert not np.allclose(line.get_ydata(), np.median(grid[q].values, -1))
+
+
+def test_a_c_a_column_did_not_evaluate_takes_its_nearest_evaluated_phase():
+    ds = axis_sweep(depths=(2,), seeds=1).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    status = ds["status"].values.copy()
+    status[1, :, 10] = "pending"                  # width 128 never ran c = 2.75
+    ds["status"] = (ds["status"].dims, status)
+    (ax,), _ = panels_of(plot_sweep(ds))
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    cells = np.ma.getdata(mesh.get_array()).reshape(ds.sizes["eta_lambda0"], 4)
+    assert np.isfinite(cells).all()               # no white strip
+    assert cells[10, 1] == cells[9, 1] or cells[10, 1] == cells[11, 1]
+
+
+def test_trajectory_colours_are_distinct_and_the_step_axis_has_every_decade():
+    kinds = ["converged_lazy"] * 3 + ["converged_catapult"] * 4 + ["diverged"] * 2
+    ds = synthetic_sweep([kinds], [0.5, 1.0, 1.5, 2.4, 2.8, 3.1, 3.8, 4.1, 4.5])
+    ds = ds.assign_coords(step=ds["step"] * 50)             # runs of up to 1000 steps
+    fig = plot_sweep(ds, panels="a,c")
+    loss_ax, sharp_ax = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    rates = [line for line in loss_ax.lines if line.get_linestyle() in ("-", "--")]
+    assert len(rates) == 5                        # lazy, three catapult, divergent
+    rgb = np.array([to_rgb(line.get_color()) for line in rates])
+    dist = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(len(rgb), 1)]
+    assert dist.min() > 0.25, dist.min()
+    right = loss_ax.get_xlim()[1]
+    assert right > 100                            # the fixture's runs last hundreds of steps
+    ticks = set(loss_ax.xaxis.get_majorticklocs())
+    assert {0.0} | {10.0 ** k for k in range(1, int(np.log10(right)) + 1)} <= ticks
+    labels = [t.get_text() for t in loss_ax.get_xticklabels()]
+    assert {"0", "10", "100", "1000"} <= set(labels)
+    # the edge-of-stability line of (c) is in the legend, in its own style
+    (level,) = reference_lines(sharp_ax)
+    assert level.get_label() in legend_texts(fig) and level.get_linestyle() == ":"
+
+
+@pytest.mark.parametrize("n", range(2, 8))
+def test_rate_colours_stay_apart(n):
+    rgb = np.array([to_rgb(c) for c in rate_colors(n)])
+    dist = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(n, 1)]
+    assert dist.min() > 0.25
+
+
+def test_every_reference_line_has_its_own_style_and_a_label(tmp_path):
+    ds = synthetic_sweep([["converged_lazy", "converged_catapult", "converged_catapult",
+                           "diverged", "diverged"]], [0.5, 2.5, 3.0, 4.2, 5.0])
+    ds["bound_div"] = ds["bound_toy"] * 0 + 3.6
+    ds["bound_div"].attrs.update(equation="eq. 1", kind="divergence")
+    ds["c_max"] = ds["bound_toy"] * 0 + 3.3
+    ds.attrs["boundary_tol"] = 0.01
+    fig = plot_sweep(ds, panels="d,e")
+    texts = legend_texts(fig)
+    for ax in (ax for ax in fig.axes if ax.get_title(loc="left")):
+        lines = reference_lines(ax)
+        labels = [line.get_label() for line in lines]
+        assert len(lines) == 6, labels            # level, c = 2, c = 4, two bounds, c_max
+        assert all(label in texts for label in labels)
+        styles = {(to_hex(line.get_color()), str(line.get_linestyle())) for line in lines}
+        assert len(styles) == len(lines)
+        rgb = np.array([to_rgb(line.get_color()) for line in lines])
+        dist = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(len(rgb), 1)]
+        assert dist.min() > 0.1
+        by_label = {line.get_label().split(" =")[0].split(" (")[0]: line for line in lines}
+        c2, cmax = by_label["$c"], by_label[r"$c_{\max}$"]
+        assert c2.get_linestyle() != cmax.get_linestyle()
+
+
+def test_coincident_bounds_are_drawn_once_and_named_together():
+    ds = axis_sweep(depths=(2,)).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    ds["bound_102"] = ds["bound_95"].copy()
+    ds["bound_102"].attrs.update(equation="eq. 102", kind="catapult")
+    (ax,), _ = panels_of(fig := plot_sweep(ds))
+    text = legend_texts(fig)
+    assert "eq. 102 = eq. 95 bounds (catapult), equal" in text     # bound names sorted
+    assert not any(t.startswith(("eq. 95 bound", "eq. 102 bound")) for t in text)
+    want = ds["bound_95"].mean("seed").values
+    drawn = [line for line in ax.lines if line.get_marker() == "_" and len(line.get_xdata()) == 4
+             and np.allclose(line.get_ydata(), want)]
+    assert len(drawn) == 1
+    one = plot_sweep(ds, select=["width=64"], panels="d")        # the panels too
+    assert "eq. 102 = eq. 95 bounds (catapult), equal, seed mean = 3.12" in legend_texts(one)
+
+
+def test_the_diagram_legend_is_compact_and_outside_the_panels():
+    fig = plot_sweep(axis_sweep(depths=(2,), seeds=3).squeeze("hidden_layers", drop=True)
+                     .assign_attrs(axes="width"))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (ax,), (legend,) = panels_of(fig)
+    whole = fig.get_tightbbox(renderer)
+    area = whole.width * whole.height * fig.dpi ** 2
+    panel, box = ax.get_window_extent(renderer), legend.get_window_extent(renderer)
+    assert panel.width * panel.height > 0.5 * area
+    assert box.width * box.height < 0.25 * area
+    assert not panel.overlaps(box)
+
+
+def test_architectures_at_one_x_are_spread_and_one_seed_never_disagrees():
+    ds = axis_sweep(depths=(0, 1, 2), widths=(64, 128, 256), seeds=1, trivial=False)
+    status = ds["status"].values.copy()
+    status[0, 0, 0, 6] = "diverged"               # depth 0, width 64 differs at c = 1.75
+    ds["status"] = (ds["status"].dims, status)
+    fig = plot_sweep(ds, x="hidden_layers/width")
+    (ax,), _ = panels_of(fig)
+    text = legend_texts(fig)
+    assert SEEDS_DISAGREE not in text             # one seed: nothing to disagree
+    assert POINTS_DISAGREE in text
+    marks = next(line for line in ax.lines if line.get_marker() == "D")
+    np.testing.assert_array_equal(marks.get_xdata(), [0.0])
+    np.testing.assert_array_equal(marks.get_ydata(), [1.75])
+    depth0 = errorbar_line(ax, "#08306b", "o", ls="-")          # c_loss of depth 0
+    x = np.asarray(depth0.get_xdata())
+    assert len(np.unique(x)) == 3                 # three widths, three positions
+    cell = 1 / 256 / 2                            # the cell of x = 0 ends halfway to 1/256
+    assert (np.abs(x) < cell).all()
+
+
+def tie_sweep():
+    """Two seeds that split lazy/catapult at every c in 2.7-3.9 (a scalar model's
+    seed ties), lazy below, divergent above."""
+    cs = [0.5, 1.0, 1.5, 2.7, 3.0, 3.3, 3.6, 3.9, 4.5]
+    one = ["converged_lazy"] * 3 + ["converged_catapult"] * 5 + ["diverged"]
+    two = ["converged_lazy"] * 8 + ["diverged"]
+    return synthetic_sweep([one, two], cs), cs
+
+
+def test_a_tie_shows_as_a_tie_and_the_panels_pick_every_phase():
+    ds, cs = tie_sweep()
+    picks = choose_c(ds)
+    assert sum(2.7 <= c <= 3.9 for c in picks) == 3           # catapult from the ties
+    assert any(c < 2 for c in picks) and 4.5 in picks and len(picks) == 5
+    fig = plot_sweep(ds, panels="a,d")
+    assert TIE_LABEL in legend_texts(fig)
+    (final_ax,) = [ax for ax in fig.axes if ax.get_title(loc="left").startswith("(d)")]
+    hatched = [p for p in final_ax.patches if p.get_hatch()]
+    inside = sorted(c for p in hatched for c in cs if p.get_x() < c < p.get_x() + p.get_width())
+    assert inside == [2.7, 3.0, 3.3, 3.6, 3.9]    # one hatched span per tied c
+
+
+def test_a_tie_in_the_diagram_is_hatched():
+    ds = axis_sweep(depths=(2,), seeds=2).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    status = ds["status"].values.copy()
+    status[2, 0, 3] = "diverged"                  # width 256, c = 1: one seed of two diverges
+    ds["status"] = (ds["status"].dims, status)
+    fig = plot_sweep(ds)
+    (ax,), _ = panels_of(fig)
+    assert TIE_LABEL in legend_texts(fig)
+    want = tied(phase_counts(classify(ds), "seed").transpose("phase", "width", "eta_lambda0")
+                .values).T                        # (c, width)
+    assert want[3, 2] and want.sum() > 1
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    masked = np.ma.getmaskarray(mesh.get_array()).reshape(ds.sizes["eta_lambda0"], 4)
+    np.testing.assert_array_equal(masked, want)   # a tie is not coloured as a phase ...
+    (ties,) = [c for c in ax.collections if c.get_hatch()]
+    assert len(ties.get_paths()) == want.sum()    # ... but hatched

@@ -47,7 +47,7 @@ from phasekit.plot.style import (
 LEGEND_GROUPS = ("phase", "disagree", "critical", "family", "bound")
 FAMILY_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 SEEDS_DISAGREE = "seeds disagree (majority shown)"
-POINTS_DISAGREE = "architectures at this x disagree (pooled majority)"
+POINTS_DISAGREE = "points at this x disagree (pooled)"
 #: points that share an x value are spread over this middle part of their cell
 SPREAD = 0.6
 
@@ -156,7 +156,7 @@ def diagram(ds: xr.Dataset, x_axes: tuple[str, ...], axes: list[str]) -> Figure:
     ncols = n if n <= 3 else 2 if n == 4 else 4 if n % 4 == 0 and n % 3 else 3
     nrows = math.ceil(n / ncols)
     free = nrows * ncols - n
-    fig = Figure(figsize=(max(3.6 * ncols, 6.0 if not free else 0.0), 3.4 * nrows + 0.4),
+    fig = Figure(figsize=(max(3.6 * ncols, 0.0 if free else 6.6), 3.4 * nrows + 0.4),
                  layout="constrained")
     grid = fig.add_gridspec(nrows, ncols)
     handles: dict[str, dict[str, object]] = {g: {} for g in LEGEND_GROUPS}
@@ -172,9 +172,8 @@ def diagram(ds: xr.Dataset, x_axes: tuple[str, ...], axes: list[str]) -> Figure:
         panels.append(ax)
     for ax in panels[1:]:
         ax.sharey(panels[0])
-    head = "cells: majority phase over seeds"
-    if shown:
-        head += "\ncurves: median, bars: range over seeds"
+    head = "cells: majority phase over seeds" + (
+        ("\n" if free else "; ") + "curves: median, bars: range over seeds" if shown else "")
     handles["phase"] = {p: handles["phase"][p] for p in (*VOTING, TIE_LABEL)
                         if p in handles["phase"]}
     entries = [(label, h) for g in LEGEND_GROUPS for label, h in handles[g].items()]
@@ -183,8 +182,9 @@ def diagram(ds: xr.Dataset, x_axes: tuple[str, ...], axes: list[str]) -> Figure:
                   [label for label, _ in entries], head)
     else:
         fig.legend([h for _, h in entries], [label for label, _ in entries], title=head,
-                   loc="outside lower center", ncols=max(2, int(fig.get_figwidth() // 3.0)),
-                   frameon=False, alignment="left", fontsize=7.5)
+                   loc="outside lower center", ncols=max(3, int(fig.get_figwidth() // 2.2)),
+                   frameon=False, alignment="left", fontsize=7.5, title_fontsize=8,
+                   handlelength=1.6, columnspacing=1.2, labelspacing=0.3)
     fixed = fixed_text(ds)
     seeds = ds.sizes["seed"]
     fig.suptitle(f"{title(ds)}: phase diagram, {seeds} seed{'s' if seeds != 1 else ''}"

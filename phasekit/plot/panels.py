@@ -331,17 +331,29 @@ def _trajectory_panel(ax, ds: xr.Dataset, panel: str, cs: list[float], status) -
 
 def _step_axis(ax, last_step: float) -> None:
     """Linear up to step 10, logarithmic beyond (symlog), with a labelled tick on every
-    decade (``0, 10^1, 10^2, ...``) and minor ticks between."""
+    decade (``0, 10, 100, ...``; also at 2 and 5 times a decade when the axis spans
+    less than two) and minor ticks between."""
     right = max(last_step * 1.5, 10.0)
     ax.set_xscale("symlog", linthresh=10, linscale=0.8)
     ax.set_xlim(0, right)
     decades = range(1, int(math.floor(math.log10(right))) + 1)
-    ax.xaxis.set_major_locator(FixedLocator([0.0] + [10.0 ** k for k in decades]))
-    ax.xaxis.set_major_formatter(FuncFormatter(
-        lambda v, _: "0" if v == 0 else f"$10^{{{round(math.log10(v))}}}$"))
+    steps = (1, 2, 5) if len(decades) < 2 else (1,)
+    major = [m * 10.0 ** k for k in decades for m in steps if m * 10.0 ** k <= right]
+    ax.xaxis.set_major_locator(FixedLocator([0.0] + major))
+    ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
     ax.xaxis.set_minor_locator(FixedLocator(
-        [m * 10.0 ** k for k in decades for m in range(2, 10) if m * 10.0 ** k <= right]))
+        [m * 10.0 ** k for k in decades for m in range(2, 10)
+         if m not in steps and m * 10.0 ** k <= right]))
     ax.set_xlabel(r"step $t$")
+
+
+def _step_label(value: float, _pos=None) -> str:
+    """``0``, ``10``, ``200``, ``5000``, then ``10^4``, ``10^5`` ... on the step axis."""
+    if value < 1e4:
+        return f"{value:.0f}"
+    k = math.floor(math.log10(value) + 1e-9)
+    m = round(value / 10.0 ** k)
+    return f"${m} \\times 10^{{{k}}}$" if m != 1 else f"$10^{{{k}}}$"
 
 
 def _trajectory_ylim(ax, panel: str, ok: np.ndarray) -> None:

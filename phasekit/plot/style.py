@@ -52,7 +52,7 @@ RATE_CMAP = "turbo"
 REFERENCE_STYLE = {
     "level": {"color": "0.55", "ls": ":", "lw": 1.0},
     "c2": {"color": "#3b3b3b", "ls": "-.", "lw": 1.1},
-    "c4": {"color": "#9a9a9a", "ls": (0, (6, 1.5, 1, 1.5, 1, 1.5)), "lw": 1.1},
+    "c4": {"color": "#5e81ac", "ls": (0, (6, 1.5, 1, 1.5, 1, 1.5)), "lw": 1.1},
     "c_max": {"color": "#000000", "ls": "-", "lw": 1.5},
 }
 BOUND_DASHES = ("--", (0, (6, 2)), (0, (2, 1.5)), (0, (8, 2, 2, 2)), (0, (4, 4)))
@@ -71,13 +71,13 @@ TIE_LABEL = "tie: seeds split evenly"
 #: the critical learning rates, in every figure
 CRITICAL_STYLE = {
     "c_loss": {"color": "#08306b", "marker": "o",
-               "label": r"$c_{\rm loss}$: loss rises above $L_0$ in steps 1-{W}"},
+               "label": r"$c_{\rm loss}$: $L_t > L_0$ in steps 1-{W}"},
     "c_sharp": {"color": "#d94801", "marker": "^",
                 "label": r"$c_{\rm sharp}$: sharpness falls {drop} in steps 1-{W}"},
     "c_max": {"color": "#000000", "marker": "s",
-              "label": r"$c_{\max}$: largest c that converged"},
+              "label": r"$c_{\max}$: largest converged c"},
     "c_trivial": {"color": "#54278f", "marker": "v",
-                  "label": r"$c_{\rm trivial}$: first c that ended trivial"},
+                  "label": r"$c_{\rm trivial}$: first trivial c"},
 }
 
 
@@ -120,15 +120,15 @@ def coincident(values: dict[str, np.ndarray], rtol: float = 1e-6) -> list[list[s
 
 def bound_label(ds: xr.Dataset, names: list[str]) -> str:
     """``eq. 60 bound (catapult)``; for bounds that coincide, one label naming each:
-    ``eq. 95 = eq. 102 bounds (catapult, equal here)``."""
+    ``eq. 95 = eq. 102 bounds (catapult), equal`` or ``eq. 102 (divergence) = eq. 95
+    (catapult), equal``."""
     eqs = [str(ds[f"bound_{n}"].attrs.get("equation", n)) for n in names]
     kinds = [str(ds[f"bound_{n}"].attrs.get("kind", "bound")) for n in names]
     if len(names) == 1:
         return plain(f"{eqs[0]} bound ({kinds[0]})")
     if len(set(kinds)) == 1:
-        return plain(f"{' = '.join(eqs)} bounds ({kinds[0]}, equal here)")
-    return plain(" = ".join(f"{e} ({k})" for e, k in zip(eqs, kinds, strict=True))
-                 + " bounds, equal here")
+        return plain(f"{' = '.join(eqs)} bounds ({kinds[0]}), equal")
+    return plain(" = ".join(f"{e} ({k})" for e, k in zip(eqs, kinds, strict=True)) + ", equal")
 
 
 def rate_colors(n: int) -> list:
