@@ -14,6 +14,7 @@ from matplotlib.colors import to_hex, to_rgb
 
 from phasekit import api
 from phasekit.analysis.phases import VOTING, classify, critical_rates, phase_counts, tied
+from phasekit.analysis.report import span, summary_text
 from phasekit.cli.analysis import add_subcommands, cmd_analyze, cmd_boundary, cmd_plot
 from phasekit.cli.analysis import main as analysis_main
 from phasekit.errors import ConfigError, SweepFileError
@@ -639,3 +640,62 @@ def test_a_tie_in_the_diagram_is_hatched():
     np.testing.assert_array_equal(masked, want)   # a tie is not coloured as a phase ...
     (ties,) = [c for c in ax.collections if c.get_hatch()]
     assert len(ties.get_paths()) == want.sum()    # ... but hatched
+
+
+# -- phasekit analyze's text, and hostile files (issue 20 item 9, hardening item 12) -----
+
+def test_negative_ranges_read_as_ranges():
+    assert span(-5.664, -5.151) == "-5.664 to -5.151"
+    assert span(-0.5, 2.0) == "-0.5 to 2"
+    assert span(0.5, 1.9) == "0.5-1.9"
+    kinds = [["converged_lazy", "converged_catapult", "diverged"]] * 2
+    ds = synthetic_sweep(kinds, [0.5, 2.5, 3.5])
+    ds["bound_toy"] = ("seed", [8.1, 8.6], ds["bound_toy"].attrs)     # far above c_max
+    text = summary_text(ds)
+    (line,) = [t for t in text.splitlines() if t.startswith("bound_toy")]
+    assert "c_max - bound = -5.85 +/- 0.35 (range -6.1 to -5.6)" in line, line
+    assert "--" not in text
+
+
+def hostile(stored, tmp_path, name, change):
+    ds = api.load(stored)
+    ds = change(ds)
+    path = tmp_path / f"{name}.nc"
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize("name, change, plot_error, analyze_ok", [
+    ("nan", lambda ds: ds.assign(loss=ds["loss"] * np.nan, sharpness=ds["sharpness"] * np.nan,
+                                 final_loss=ds["final_loss"] * np.nan), "panel (a)", True),
+    ("inf", lambda ds: ds.assign(loss=ds["loss"] * 0 + np.inf), "panel (a)", True),
+    ("nan_c", lambda ds: ds.assign_coords(eta_lambda0=[0.5, 1.5, np.nan, 3.3, 4.5]),
+     "eta_lambda0 holds values that are not finite numbers at position(s) 2", False),
+    ("config", lambda ds: ds.assign_attrs(config=np.array([1.0, 2.0])),
+     "config attribute is not a TOML document", False),
+])
+def test_hostile_sweep_files_give_one_line(stored, tmp_path, capsys, name, change, plot_error,
+                                           analyze_ok):
+    path = hostile(stored, tmp_path, name, change)
+    assert analysis_main(["plot", str(path), "-o", str(tmp_path / "h.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("phasekit: error:") and "\n" not in err and plot_error in err, err
+    if analyze_ok:
+        assert analysis_main(["analyze", str(path)]) == 0
+    else:
+        assert analysis_main(["analyze", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("phasekit: error:") and "\n" not in err and plot_error in err, err
+
+
+def test_hostile_datasets_in_python_are_sweep_file_errors(stored):
+    ds = api.load(stored)
+    with pytest.raises(SweepFileError, match="config attribute of this dataset is not text"):
+        plot_sweep(ds.assign_attrs(config=np.array([1, 2])))
+    with pytest.raises(SweepFileError, match="config attribute of this dataset is not text"):
+        summary_text(ds.assign_attrs(config=np.array([1, 2])))
+    with pytest.raises(SweepFileError, match="eta_lambda0 holds values that are not finite"):
+        plot_sweep(ds.assign_coords(eta_lambda0=[0.5, np.inf, 2.5, 3.3, 4.5]))
+    with pytest.raises(SweepFileError, match=r"panel \(c\) sharpness: 'sharpness' holds no"):
+        plot_sweep(ds.assign(sharpness=ds["sharpness"] * np.nan), panels="c")
+    plot_sweep(ds.assign(sharpness=ds["sharpness"] * np.nan), panels="a,d")   # the rest draws

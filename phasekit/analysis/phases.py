@@ -78,10 +78,23 @@ def require(ds: xr.Dataset, *names: str, purpose: str) -> None:
     if "phasekit_version" not in ds.attrs or "config" not in ds.attrs:
         raise SweepFileError(f"{purpose}: this dataset is not a phasekit sweep (no "
                              f"phasekit_version/config attributes)")
+    config = ds.attrs["config"]
+    if not isinstance(config, str):
+        raise SweepFileError(f"{purpose}: the config attribute of this dataset is not text "
+                             f"(it holds a {type(config).__name__}); a phasekit sweep stores its "
+                             f"resolved config there as TOML text")
     missing = [n for n in names if n not in ds.variables]
     if missing:
         raise SweepFileError(f"{purpose} needs the variable(s) {', '.join(missing)}, which this "
                              f"sweep lacks")
+    if "eta_lambda0" in ds.variables:
+        cs = ds["eta_lambda0"].values
+        bad = np.flatnonzero(~np.isfinite(cs)) if cs.dtype.kind in "iuf" else [None]
+        if len(bad):
+            where = "" if bad[0] is None else f" at position(s) {', '.join(map(str, bad[:5]))}"
+            raise SweepFileError(f"{purpose}: the learning-rate coordinate eta_lambda0 holds "
+                                 f"values that are not finite numbers{where}; every c = eta "
+                                 f"lambda_0 of a sweep must be a finite number")
 
 
 def _status(ds: xr.Dataset, purpose: str) -> xr.DataArray:

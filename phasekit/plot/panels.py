@@ -144,6 +144,12 @@ def check_panels(ds: xr.Dataset, panels: list[str]) -> None:
         raise SweepFileError("panel (g) generalisation gap needs the variable "
                              "'final_generalisation_gap' or 'final_test_loss' (a dataset with a "
                              "test split), which this sweep lacks")
+    for p in panels:
+        values, _ = _trajectory_data(ds, p) if p in TRAJECTORY_PANELS else _final_values(ds, p)
+        if not np.isfinite(values.values).any():
+            raise SweepFileError(f"panel ({p}) {TITLES[p][4:]}: '{values.name or p}' holds no "
+                                 f"finite value (every run is NaN or inf), so there is nothing "
+                                 f"to draw; leave the panel out with --panels")
 
 
 def choose_c(ds: xr.Dataset, c_values: Sequence[float] | None = None, count: int = 5
