@@ -116,7 +116,7 @@ class PhasekitAccessor:
         """The paper's panels, or for a sweep with axes the 2-D phase diagram
         (``docs/plotting.md``); ``select={"width": 512}`` fixes axes, ``x="width"`` or
         ``x="hidden_layers/width"`` chooses the diagram's x axis.  Returns a Figure."""
-        from phasekit.plot.figures import plot_sweep
+        from phasekit.plot.figure import plot_sweep
 
         return plot_sweep(self._check(), panels=panels, c_values=c_values, path=path, x=x,
                           select=select)

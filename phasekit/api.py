@@ -139,7 +139,7 @@ def plot(sweep: xr.Dataset | str | os.PathLike, path: str | os.PathLike | None =
     axis values to fix (``{"width": 512}`` or ``["width=512"]``: the 1-D panels of
     that slice).  See ``docs/plotting.md``.
     """
-    from phasekit.plot.figures import plot_sweep
+    from phasekit.plot.figure import plot_sweep
 
     return plot_sweep(_as_sweep(sweep), panels=panels, c_values=c_values, path=path, x=x,
                       select=select)

@@ -1,4 +1,4 @@
-"""Figures from stored sweeps (phasekit.plot.figures) and `phasekit plot`."""
+"""Figures from stored sweeps (phasekit.plot) and `phasekit plot`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,23 @@ import argparse
 import numpy as np
 import pytest
 import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cbook import is_math_text
 from matplotlib.collections import QuadMesh
+from matplotlib.colors import to_hex, to_rgb
 
 from phasekit import api
-from phasekit.analysis.phases import VOTING, classify, critical_rates
+from phasekit.analysis.phases import VOTING, classify, critical_rates, phase_counts, tied
+from phasekit.analysis.report import span, summary_text
 from phasekit.cli.analysis import add_subcommands, cmd_analyze, cmd_boundary, cmd_plot
 from phasekit.cli.analysis import main as analysis_main
 from phasekit.errors import ConfigError, SweepFileError
 from phasekit.io.netcdf import write_sweep
-from phasekit.plot.figures import BOUND_COLORS, choose_c, geometric, parse_panels, plot_sweep
+from phasekit.plot.diagram import POINTS_DISAGREE, SEEDS_DISAGREE
+from phasekit.plot.figure import plot_sweep
+from phasekit.plot.panels import choose_c, parse_panels
+from phasekit.plot.select import geometric
+from phasekit.plot.style import BOUND_COLORS, TIE_LABEL, rate_colors
 
 from .helpers import sweep, toy_quadratic
 from .test_critical import make_sweep
@@ -188,15 +195,15 @@ def axis_sweep(depths=(1, 2, 4), widths=(64, 128, 256, 512), seeds=3, trivial=Tr
 
 
 def panels_of(fig):
-    """The diagram panels (axes holding cells) and the legend axes."""
+    """The diagram panels (axes holding cells) and the legends (in an axes of their own,
+    or the figure's legend below the panels)."""
     panels = [ax for ax in fig.axes if any(isinstance(c, QuadMesh) for c in ax.collections)]
-    legends = [ax for ax in fig.axes if ax.get_legend() is not None]
-    return panels, legends
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return panels, legends + list(fig.legends)
 
 
 def legend_texts(fig) -> list[str]:
-    return [t.get_text() for ax in fig.axes if ax.get_legend()
-            for t in ax.get_legend().get_texts()]
+    return [t.get_text() for legend in panels_of(fig)[1] for t in legend.get_texts()]
 
 
 def errorbar_line(ax, color, marker, ls="-"):
@@ -258,7 +265,7 @@ def test_two_axes_give_a_panel_per_value_of_the_other():
     ds = axis_sweep()
     fig = plot_sweep(ds)                                  # x: width, the longest axis
     panels, legends = panels_of(fig)
-    assert len(panels) == 3 and len(legends) == 1 and len(fig.axes) == 4   # no empty slot
+    assert len(panels) == 3 and len(legends) == 1 and len(fig.axes) == 3   # no empty slot
     assert [ax.get_title(loc="left") for ax in panels] == [
         "hidden_layers = 1", "hidden_layers = 2", "hidden_layers = 4"]
     assert all(ax.get_xscale() == "log" for ax in panels)
@@ -281,9 +288,9 @@ def test_five_panels_put_the_legend_in_the_free_slot():
     panels, (legend,) = panels_of(fig)
     assert len(panels) == 5 and len(fig.axes) == 6
     fig.canvas.draw()
-    box = legend.get_legend().get_window_extent()
+    box = legend.get_window_extent()
     assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
-    slot = legend.get_position()                         # the sixth slot: row 2, column 3
+    slot = legend.axes.get_position()                    # the sixth slot: row 2, column 3
     assert slot.x0 > max(ax.get_position().x0 for ax in panels[3:])
     assert abs(slot.y0 - panels[3].get_position().y0) < 0.05
 
@@ -296,9 +303,15 @@ def test_a_ratio_of_axes_puts_every_point_on_one_panel(tmp_path):
     mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
     ratios = np.unique([d / w for d in (1, 2, 4) for w in (64, 128, 256, 512)])
     assert np.ma.getdata(mesh.get_array()).size == ratios.size * ds.sizes["eta_lambda0"]
-    # one line style per depth: c_loss of depth 2 at x = 2 / width
+    # one line style per depth: c_loss of depth 2 at x = 2 / width; where other depths
+    # share the x (2/512 = 1/256, 2/64 = 4/128) the points spread across that x's cell,
+    # where three share it (2/256 = 1/128 = 4/512) depth 2 is the middle one, at x
     line = errorbar_line(ax, "#08306b", "o", ls="--")
-    np.testing.assert_allclose(line.get_xdata(), 2 / np.array([512, 256, 128, 64]))
+    want = 2 / np.array([512, 256, 128, 64])
+    got = np.asarray(line.get_xdata())
+    np.testing.assert_allclose(got[[1, 2]], want[[1, 2]])
+    assert (np.abs(got[[0, 3]] - want[[0, 3]]) > 0.05 * want[[0, 3]]).all()
+    assert (np.abs(np.log(got / want)) < np.log(2) / 2).all()       # inside the x's cell
     text = legend_texts(fig)
     assert {"hidden_layers = 1", "hidden_layers = 2", "hidden_layers = 4"} <= set(text)
     # the option name works too
@@ -441,3 +454,248 @@ def test_a_layer_missing_at_the_selected_point_is_left_out():
     assert "mean over converged seeds" in shallow
     deep = legend_texts(plot_sweep(ds, select=["hidden_layers=2", "width=64"], panels="f"))
     assert "layer 1" in deep and "layer 2" in deep
+
+
+# -- issue 20: figures a new researcher can read ----------------------------------------
+
+def reference_lines(ax) -> list:
+    """The labelled reference lines of a panel (horizontal and vertical, drawn with the
+    label of their legend entry)."""
+    return [line for line in ax.lines if not line.get_label().startswith("_")
+            and len(line.get_xdata()) == 2 and (line.get_xdata()[0] == line.get_xdata()[1]
+                                                or line.get_ydata()[0] == line.get_ydata()[1])]
+
+
+def test_the_diagram_draws_the_critical_rates_the_file_holds():
+    """A boundary file's refined c_loss and c_max (not the grid's) are the curves."""
+    ds = axis_sweep(depths=(2,), seeds=3).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    grid = critical_rates(ds)
+    refined = {q: grid[q] - 0.0123 * (1 + grid["seed"]) for q in ("c_loss", "c_max")}
+    for q, v in refined.items():
+        ds[q] = v.transpose("width", "seed")
+    ds.attrs["boundary_tol"] = 0.01
+    (ax,), _ = panels_of(plot_sweep(ds))
+    for q, (color, marker) in {"c_loss": ("#08306b", "o"), "c_max": ("#000000", "s")}.items():
+        line = errorbar_line(ax, color, marker)
+        np.testing.assert_array_equal(line.get_ydata(),
+                                      np.median(ds[q].transpose("width", "seed").values, -1))
+        assert not np.allclose(line.get_ydata(), np.median(grid[q].values, -1))
+
+
+def test_a_c_a_column_did_not_evaluate_takes_its_nearest_evaluated_phase():
+    ds = axis_sweep(depths=(2,), seeds=1).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    status = ds["status"].values.copy()
+    status[1, :, 10] = "pending"                  # width 128 never ran c = 2.75
+    ds["status"] = (ds["status"].dims, status)
+    (ax,), _ = panels_of(plot_sweep(ds))
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    cells = np.ma.getdata(mesh.get_array()).reshape(ds.sizes["eta_lambda0"], 4)
+    assert np.isfinite(cells).all()               # no white strip
+    assert cells[10, 1] == cells[9, 1] or cells[10, 1] == cells[11, 1]
+
+
+def test_trajectory_colours_are_distinct_and_the_step_axis_has_every_decade():
+    kinds = ["converged_lazy"] * 3 + ["converged_catapult"] * 4 + ["diverged"] * 2
+    ds = synthetic_sweep([kinds], [0.5, 1.0, 1.5, 2.4, 2.8, 3.1, 3.8, 4.1, 4.5])
+    ds = ds.assign_coords(step=ds["step"] * 50)             # runs of up to 1000 steps
+    fig = plot_sweep(ds, panels="a,c")
+    loss_ax, sharp_ax = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    rates = [line for line in loss_ax.lines if line.get_linestyle() in ("-", "--")]
+    assert len(rates) == 5                        # lazy, three catapult, divergent
+    rgb = np.array([to_rgb(line.get_color()) for line in rates])
+    dist = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(len(rgb), 1)]
+    assert dist.min() > 0.25, dist.min()
+    right = loss_ax.get_xlim()[1]
+    assert right > 100                            # the fixture's runs last hundreds of steps
+    ticks = set(loss_ax.xaxis.get_majorticklocs())
+    assert {0.0} | {10.0 ** k for k in range(1, int(np.log10(right)) + 1)} <= ticks
+    labels = [t.get_text() for t in loss_ax.get_xticklabels()]
+    assert {"0", "10", "100", "1000"} <= set(labels)
+    # the edge-of-stability line of (c) is in the legend, in its own style
+    (level,) = reference_lines(sharp_ax)
+    assert level.get_label() in legend_texts(fig) and level.get_linestyle() == ":"
+
+
+@pytest.mark.parametrize("n", range(2, 8))
+def test_rate_colours_stay_apart(n):
+    rgb = np.array([to_rgb(c) for c in rate_colors(n)])
+    dist = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(n, 1)]
+    assert dist.min() > 0.25
+
+
+def test_every_reference_line_has_its_own_style_and_a_label(tmp_path):
+    ds = synthetic_sweep([["converged_lazy", "converged_catapult", "converged_catapult",
+                           "diverged", "diverged"]], [0.5, 2.5, 3.0, 4.2, 5.0])
+    ds["bound_div"] = ds["bound_toy"] * 0 + 3.6
+    ds["bound_div"].attrs.update(equation="eq. 1", kind="divergence")
+    ds["c_max"] = ds["bound_toy"] * 0 + 3.3
+    ds.attrs["boundary_tol"] = 0.01
+    fig = plot_sweep(ds, panels="d,e")
+    texts = legend_texts(fig)
+    for ax in (ax for ax in fig.axes if ax.get_title(loc="left")):
+        lines = reference_lines(ax)
+        labels = [line.get_label() for line in lines]
+        assert len(lines) == 6, labels            # level, c = 2, c = 4, two bounds, c_max
+        assert all(label in texts for label in labels)
+        styles = {(to_hex(line.get_color()), str(line.get_linestyle())) for line in lines}
+        assert len(styles) == len(lines)
+        rgb = np.array([to_rgb(line.get_color()) for line in lines])
+        dist = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(len(rgb), 1)]
+        assert dist.min() > 0.1
+        by_label = {line.get_label().split(" =")[0].split(" (")[0]: line for line in lines}
+        c2, cmax = by_label["$c"], by_label[r"$c_{\max}$"]
+        assert c2.get_linestyle() != cmax.get_linestyle()
+
+
+def test_coincident_bounds_are_drawn_once_and_named_together():
+    ds = axis_sweep(depths=(2,)).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    ds["bound_102"] = ds["bound_95"].copy()
+    ds["bound_102"].attrs.update(equation="eq. 102", kind="catapult")
+    (ax,), _ = panels_of(fig := plot_sweep(ds))
+    text = legend_texts(fig)
+    assert "eq. 102 = eq. 95 bounds (catapult), equal" in text     # bound names sorted
+    assert not any(t.startswith(("eq. 95 bound", "eq. 102 bound")) for t in text)
+    want = ds["bound_95"].mean("seed").values
+    drawn = [line for line in ax.lines if line.get_marker() == "_" and len(line.get_xdata()) == 4
+             and np.allclose(line.get_ydata(), want)]
+    assert len(drawn) == 1
+    one = plot_sweep(ds, select=["width=64"], panels="d")        # the panels too
+    assert "eq. 102 = eq. 95 bounds (catapult), equal, seed mean = 3.12" in legend_texts(one)
+
+
+def test_the_diagram_legend_is_compact_and_outside_the_panels():
+    fig = plot_sweep(axis_sweep(depths=(2,), seeds=3).squeeze("hidden_layers", drop=True)
+                     .assign_attrs(axes="width"))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (ax,), (legend,) = panels_of(fig)
+    whole = fig.get_tightbbox(renderer)
+    area = whole.width * whole.height * fig.dpi ** 2
+    panel, box = ax.get_window_extent(renderer), legend.get_window_extent(renderer)
+    assert panel.width * panel.height > 0.5 * area
+    assert box.width * box.height < 0.25 * area
+    assert not panel.overlaps(box)
+
+
+def test_architectures_at_one_x_are_spread_and_one_seed_never_disagrees():
+    ds = axis_sweep(depths=(0, 1, 2), widths=(64, 128, 256), seeds=1, trivial=False)
+    status = ds["status"].values.copy()
+    status[0, 0, 0, 6] = "diverged"               # depth 0, width 64 differs at c = 1.75
+    ds["status"] = (ds["status"].dims, status)
+    fig = plot_sweep(ds, x="hidden_layers/width")
+    (ax,), _ = panels_of(fig)
+    text = legend_texts(fig)
+    assert SEEDS_DISAGREE not in text             # one seed: nothing to disagree
+    assert POINTS_DISAGREE in text
+    marks = next(line for line in ax.lines if line.get_marker() == "D")
+    np.testing.assert_array_equal(marks.get_xdata(), [0.0])
+    np.testing.assert_array_equal(marks.get_ydata(), [1.75])
+    depth0 = errorbar_line(ax, "#08306b", "o", ls="-")          # c_loss of depth 0
+    x = np.asarray(depth0.get_xdata())
+    assert len(np.unique(x)) == 3                 # three widths, three positions
+    cell = 1 / 256 / 2                            # the cell of x = 0 ends halfway to 1/256
+    assert (np.abs(x) < cell).all()
+
+
+def tie_sweep():
+    """Two seeds that split lazy/catapult at every c in 2.7-3.9 (a scalar model's
+    seed ties), lazy below, divergent above."""
+    cs = [0.5, 1.0, 1.5, 2.7, 3.0, 3.3, 3.6, 3.9, 4.5]
+    one = ["converged_lazy"] * 3 + ["converged_catapult"] * 5 + ["diverged"]
+    two = ["converged_lazy"] * 8 + ["diverged"]
+    return synthetic_sweep([one, two], cs), cs
+
+
+def test_a_tie_shows_as_a_tie_and_the_panels_pick_every_phase():
+    ds, cs = tie_sweep()
+    picks = choose_c(ds)
+    assert sum(2.7 <= c <= 3.9 for c in picks) == 3           # catapult from the ties
+    assert any(c < 2 for c in picks) and 4.5 in picks and len(picks) == 5
+    fig = plot_sweep(ds, panels="a,d")
+    assert TIE_LABEL in legend_texts(fig)
+    (final_ax,) = [ax for ax in fig.axes if ax.get_title(loc="left").startswith("(d)")]
+    hatched = [p for p in final_ax.patches if p.get_hatch()]
+    inside = sorted(c for p in hatched for c in cs if p.get_x() < c < p.get_x() + p.get_width())
+    assert inside == [2.7, 3.0, 3.3, 3.6, 3.9]    # one hatched span per tied c
+
+
+def test_a_tie_in_the_diagram_is_hatched():
+    ds = axis_sweep(depths=(2,), seeds=2).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    status = ds["status"].values.copy()
+    status[2, 0, 3] = "diverged"                  # width 256, c = 1: one seed of two diverges
+    ds["status"] = (ds["status"].dims, status)
+    fig = plot_sweep(ds)
+    (ax,), _ = panels_of(fig)
+    assert TIE_LABEL in legend_texts(fig)
+    want = tied(phase_counts(classify(ds), "seed").transpose("phase", "width", "eta_lambda0")
+                .values).T                        # (c, width)
+    assert want[3, 2] and want.sum() > 1
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    masked = np.ma.getmaskarray(mesh.get_array()).reshape(ds.sizes["eta_lambda0"], 4)
+    np.testing.assert_array_equal(masked, want)   # a tie is not coloured as a phase ...
+    (ties,) = [c for c in ax.collections if c.get_hatch()]
+    assert len(ties.get_paths()) == want.sum()    # ... but hatched
+
+
+# -- phasekit analyze's text, and hostile files (issue 20 item 9, hardening item 12) -----
+
+def test_negative_ranges_read_as_ranges():
+    assert span(-5.664, -5.151) == "-5.664 to -5.151"
+    assert span(-0.5, 2.0) == "-0.5 to 2"
+    assert span(0.5, 1.9) == "0.5-1.9"
+    kinds = [["converged_lazy", "converged_catapult", "diverged"]] * 2
+    ds = synthetic_sweep(kinds, [0.5, 2.5, 3.5])
+    ds["bound_toy"] = ("seed", [8.1, 8.6], ds["bound_toy"].attrs)     # far above c_max
+    text = summary_text(ds)
+    (line,) = [t for t in text.splitlines() if t.startswith("bound_toy")]
+    assert "c_max - bound = -5.85 +/- 0.35 (range -6.1 to -5.6)" in line, line
+    assert "--" not in text
+
+
+def hostile(stored, tmp_path, name, change):
+    ds = api.load(stored)
+    ds = change(ds)
+    path = tmp_path / f"{name}.nc"
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize("name, change, plot_error, analyze_ok", [
+    ("nan", lambda ds: ds.assign(loss=ds["loss"] * np.nan, sharpness=ds["sharpness"] * np.nan,
+                                 final_loss=ds["final_loss"] * np.nan), "panel (a)", True),
+    ("inf", lambda ds: ds.assign(loss=ds["loss"] * 0 + np.inf), "panel (a)", True),
+    ("nan_c", lambda ds: ds.assign_coords(eta_lambda0=[0.5, 1.5, np.nan, 3.3, 4.5]),
+     "eta_lambda0 holds values that are not finite numbers at position(s) 2", False),
+    ("config", lambda ds: ds.assign_attrs(config=np.array([1.0, 2.0])),
+     "config attribute is not a TOML document", False),
+])
+def test_hostile_sweep_files_give_one_line(stored, tmp_path, capsys, name, change, plot_error,
+                                           analyze_ok):
+    path = hostile(stored, tmp_path, name, change)
+    assert analysis_main(["plot", str(path), "-o", str(tmp_path / "h.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("phasekit: error:") and "\n" not in err and plot_error in err, err
+    if analyze_ok:
+        assert analysis_main(["analyze", str(path)]) == 0
+    else:
+        assert analysis_main(["analyze", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("phasekit: error:") and "\n" not in err and plot_error in err, err
+
+
+def test_hostile_datasets_in_python_are_sweep_file_errors(stored):
+    ds = api.load(stored)
+    with pytest.raises(SweepFileError, match="config attribute of this dataset is not text"):
+        plot_sweep(ds.assign_attrs(config=np.array([1, 2])))
+    with pytest.raises(SweepFileError, match="config attribute of this dataset is not text"):
+        summary_text(ds.assign_attrs(config=np.array([1, 2])))
+    with pytest.raises(SweepFileError, match="eta_lambda0 holds values that are not finite"):
+        plot_sweep(ds.assign_coords(eta_lambda0=[0.5, np.inf, 2.5, 3.3, 4.5]))
+    with pytest.raises(SweepFileError, match=r"panel \(c\) sharpness: 'sharpness' holds no"):
+        plot_sweep(ds.assign(sharpness=ds["sharpness"] * np.nan), panels="c")
+    plot_sweep(ds.assign(sharpness=ds["sharpness"] * np.nan), panels="a,d")   # the rest draws

@@ -78,10 +78,23 @@ def require(ds: xr.Dataset, *names: str, purpose: str) -> None:
     if "phasekit_version" not in ds.attrs or "config" not in ds.attrs:
         raise SweepFileError(f"{purpose}: this dataset is not a phasekit sweep (no "
                              f"phasekit_version/config attributes)")
+    config = ds.attrs["config"]
+    if not isinstance(config, str):
+        raise SweepFileError(f"{purpose}: the config attribute of this dataset is not text "
+                             f"(it holds a {type(config).__name__}); a phasekit sweep stores its "
+                             f"resolved config there as TOML text")
     missing = [n for n in names if n not in ds.variables]
     if missing:
         raise SweepFileError(f"{purpose} needs the variable(s) {', '.join(missing)}, which this "
                              f"sweep lacks")
+    if "eta_lambda0" in ds.variables:
+        cs = ds["eta_lambda0"].values
+        bad = np.flatnonzero(~np.isfinite(cs)) if cs.dtype.kind in "iuf" else [None]
+        if len(bad):
+            where = "" if bad[0] is None else f" at position(s) {', '.join(map(str, bad[:5]))}"
+            raise SweepFileError(f"{purpose}: the learning-rate coordinate eta_lambda0 holds "
+                                 f"values that are not finite numbers{where}; every c = eta "
+                                 f"lambda_0 of a sweep must be a finite number")
 
 
 def _status(ds: xr.Dataset, purpose: str) -> xr.DataArray:
@@ -165,6 +178,15 @@ def majority(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     names = np.asarray(VOTING)[np.argmax(counts, axis=0)]
     names = np.where(counts.sum(axis=0) > 0, names, "pending")
     return names, (counts > 0).sum(axis=0) > 1
+
+
+def tied(counts: np.ndarray) -> np.ndarray:
+    """Where no phase has a majority: the largest count of ``counts`` (first axis
+    following :data:`VOTING`) is shared by two or more phases, e.g. 4 lazy and 4
+    catapult seeds (:func:`majority` then names the phase listed first)."""
+    counts = np.asarray(counts)
+    top = counts.max(axis=0)
+    return (top > 0) & ((counts == top).sum(axis=0) > 1)
 
 
 # -- critical learning rates from a stored grid --------------------------------------
@@ -381,6 +403,20 @@ def add_critical(ds: xr.Dataset, early_window: int | None = None,
         if name not in keep:
             out[name] = da.variable          # keep the coordinates (and their attrs) of ds
     return out
+
+
+def stored_critical(ds: xr.Dataset) -> xr.Dataset:
+    """The critical learning rates as the file holds them, over ``(*axes, seed)``: every
+    variable of :func:`critical_rates` that ``ds`` stores (a ``phasekit boundary``
+    file's refined values, or what ``phasekit run``/``analyze`` wrote with their
+    thresholds) is read as stored; only the missing ones are computed from the grid.
+    Figures draw these, so that they show what the file holds."""
+    rates = critical_rates(ds)
+    axes = sweep_axes(ds)
+    for name in rates.data_vars:
+        if name in ds.data_vars:
+            rates[name] = ds[name].astype(float).transpose(*axes, "seed")
+    return rates
 
 
 def bound_names(ds: xr.Dataset) -> list[str]:

@@ -25,6 +25,14 @@ def _fmt(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{x:.4g}"
 
 
+def span(lo: str | float, hi: str | float, fmt: str = ".4g") -> str:
+    """``lo-hi`` (``0.5-1.9``), or ``lo to hi`` when an end is negative, so that a minus
+    sign never reads as the dash (``-5.664 to -5.151``, never ``-5.664--5.151``)."""
+    if float(lo) < 0 or float(hi) < 0:
+        return f"{lo:{fmt}} to {hi:{fmt}}"
+    return f"{lo:{fmt}}-{hi:{fmt}}"
+
+
 def _finite(values) -> np.ndarray:
     v = np.asarray(values, dtype=float).ravel()
     return v[np.isfinite(v)]
@@ -36,7 +44,7 @@ def _mean_spread(values: np.ndarray) -> str:
         return "-"
     if v.size == 1:
         return f"{v[0]:.4g}"
-    return f"{v.mean():.4g} +/- {v.std(ddof=1):.2g} (range {v.min():.4g}-{v.max():.4g})"
+    return f"{v.mean():.4g} +/- {v.std(ddof=1):.2g} (range {span(v.min(), v.max())})"
 
 
 def _mean_std(values: np.ndarray) -> str:
@@ -78,8 +86,8 @@ def _phase_ranges(major: np.ndarray, disagree: np.ndarray, cs: np.ndarray) -> st
         if start is None:
             start = j
         if k + 1 == len(keep) or major[keep[k + 1]] != major[j]:
-            span = f"{cs[start]:.4g}" if start == j else f"{cs[start]:.4g}-{cs[j]:.4g}"
-            parts.append(f"{major[j]} {span}")
+            where = f"{cs[start]:.4g}" if start == j else span(cs[start], cs[j])
+            parts.append(f"{major[j]} {where}")
             start = None
     text = ", ".join(parts) if parts else "no run"
     n = int(disagree.sum())
@@ -265,7 +273,8 @@ def boundary_report(ds: xr.Dataset) -> str:
             finite = finite[np.isfinite(finite)]
             if finite.size:
                 extra = (f" +/- {finite.std(ddof=1):.4f} (std over {finite.size} seeds; range "
-                         f"{finite.min():.4f} - {finite.max():.4f})" if finite.size > 1 else "")
+                         f"{span(finite.min(), finite.max(), '.4f')})" if finite.size > 1
+                         else "")
                 lines.append(f"{name} = {finite.mean():.4f}{extra}")
         c_max = ds["c_max"].values.astype(float)
         if np.isfinite(c_max).any():

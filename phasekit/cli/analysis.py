@@ -127,7 +127,8 @@ def _floats(text: str | None) -> list[float] | None:
 
 def cmd_plot(args) -> int:
     try:
-        from phasekit.plot.figures import FORMATS, plot_sweep
+        from phasekit.plot.figure import plot_sweep
+        from phasekit.plot.style import FORMATS
     except ImportError as exc:  # pragma: no cover - matplotlib is not a core dependency
         raise ConfigError(f"phasekit plot needs matplotlib ({exc}); install it with "
                           f"'pip install matplotlib'") from None

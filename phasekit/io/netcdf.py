@@ -340,6 +340,8 @@ def open_sweep(path: str | os.PathLike, *, load: bool = True) -> xr.Dataset:
             raise SweepFileError(f"{path} is not a phasekit sweep (no phasekit_version/config "
                                  f"attributes)")
         try:
+            if not isinstance(config, str):
+                raise TypeError(f"it holds a {type(config).__name__}, not text")
             tomllib.loads(config)
         except (TypeError, tomllib.TOMLDecodeError) as exc:
             raise SweepFileError(f"{path} is not a phasekit sweep: its config attribute is "
