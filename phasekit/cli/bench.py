@@ -282,7 +282,8 @@ def run_step_flops(engine: Engine, prepared) -> tuple[float, float]:
     model = engine.model
     feats, theta0 = prepared.features, prepared.theta0
     y = engine.data.y_train.to(engine.device, engine.dtype)
-    eta = theta0.new_full((1,), 1.0 / prepared.lambda0)              # c = 1
+    lambda0 = theta0.new_full((1,), prepared.lambda0)
+    eta = 1.0 / lambda0                                               # c = 1
 
     def step(recorded: bool) -> float:
         theta = theta0[None].clone()
@@ -292,8 +293,8 @@ def run_step_flops(engine: Engine, prepared) -> tuple[float, float]:
             if recorded:
                 loss = 0.5 * (eps * eps).mean(-1)
                 ntk = model.ntk(feats, theta, cache)
-                engine._observe(Snapshot(model, engine.data, feats, theta, theta0, z, eps,
-                                         loss, ntk, eta, prepared.lambda0, 0))
+                engine._observe(Snapshot(model, engine.data, feats, theta, theta0[None], z,
+                                         eps, loss, ntk, eta, lambda0, 0, cache))
             model.descend(feats, theta, cache, eps, eta)
         return float(counter.get_total_flops())
 

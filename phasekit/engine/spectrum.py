@@ -148,3 +148,10 @@ def lambda_max(H: torch.Tensor, solver: str = "eigvalsh") -> torch.Tensor:
     else:
         out[ok] = eigvalsh_max(H[ok])
     return out
+
+
+def initial_lambda_max(model, features, theta0: torch.Tensor, cache=None) -> float:
+    """lambda_0 = lambda_max(H_0) of one seed, from its initialisation ``theta0`` (P,):
+    the NTK (without a cache unless ``cache``, ``forward``'s for ``theta0[None]``, is
+    given) and ``eigvalsh`` (module docstring); NaN where H_0 is not finite."""
+    return float(lambda_max(model.ntk(features, theta0[None], cache), "eigvalsh")[0])
