@@ -389,7 +389,40 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
         if not isinstance(raw[table], Mapping):
             raise ConfigError(f"[{table}] must be a table")
     sweep = resolve_sweep(raw.get("sweep", {}))
+    classes, tables = _plugin_tables(raw, manager)
+    known = set(manager.observables())
+    for name in sweep["observables"]:
+        if name != "all" and name not in known:
+            raise ConfigError(f"sweep.observables: unknown observable '{name}'. Available: "
+                              f"all, {', '.join(sorted(known))}.")
+    axes = sweep["axes"]
+    _check_axis_names(axes, classes)
+    points = _axis_points(classes, tables, sweep)
+    for key, given in list(axes.items()):  # coordinates hold the resolved values
+        axes[key] = list(dict.fromkeys(p.values[key] for p in points))
+        if len(axes[key]) != len(given):
+            raise ConfigError(f'sweep.axes."{key}" = {given} repeats a value (as the option '
+                              f"reads them: {axes[key]}); give each value once")
 
+    if axes:
+        # Stored: the tables as given, defaults filled but derived values left to each
+        # axis point (a width axis re-derives zeta = sqrt(2/width), say).
+        model = {"name": classes["model"].name,
+                 **resolve_options("model", classes["model"].options, tables["model"])}
+        dataset = {"name": classes["dataset"].name,
+                   **resolve_options("dataset", classes["dataset"].options, tables["dataset"])}
+        resolved = ResolvedConfig(model, dataset, sweep, points)
+    else:
+        only = points[0].config
+        resolved = ResolvedConfig(only.model, only.dataset, sweep, points)
+        points[0].config = resolved
+    return resolved, points[0].data
+
+
+def _plugin_tables(raw: Mapping[str, Any], manager: PluginManager
+                   ) -> tuple[dict[str, type], dict[str, dict]]:
+    """The dataset and model plugin classes the config names, and their tables without
+    ``name``."""
     classes, tables = {}, {}
     for kind in ("dataset", "model"):
         table = dict(raw.get(kind, {}))
@@ -401,16 +434,16 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
             raise ConfigError(f"{kind}.name must be a string, got {name!r}")
         classes[kind] = manager.get(kind, name)
         tables[kind] = table
+    return classes, tables
 
-    known = set(manager.observables())
-    for name in sweep["observables"]:
-        if name != "all" and name not in known:
-            raise ConfigError(f"sweep.observables: unknown observable '{name}'. Available: "
-                              f"all, {', '.join(sorted(known))}.")
+
+def _axis_points(classes: Mapping[str, type], tables: Mapping[str, dict],
+                 sweep: Mapping[str, Any]) -> list[AxisPoint]:
+    """Every axis point (one without axes): the tables with the point's values written
+    in, resolved by the plugins, and its data (one dataset per distinct dataset table).
+    An error at a point names the axes and values."""
+    loaded: dict[str, Data] = {}
     axes = sweep["axes"]
-    _check_axis_names(axes, classes)
-
-    loaded: dict[str, Data] = {}          # one dataset per distinct dataset table
 
     def point(values: Mapping[str, Any]) -> tuple[dict, dict, Data]:
         given = {kind: dict(tables[kind]) for kind in tables}
@@ -442,25 +475,7 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
                            for k in values}
         points.append(AxisPoint(index, resolved_values,
                                 ResolvedConfig(model, dataset, one_point), data))
-    for key, given in list(axes.items()):  # coordinates hold the resolved values
-        axes[key] = list(dict.fromkeys(p.values[key] for p in points))
-        if len(axes[key]) != len(given):
-            raise ConfigError(f'sweep.axes."{key}" = {given} repeats a value (as the option '
-                              f"reads them: {axes[key]}); give each value once")
-
-    if axes:
-        # Stored: the tables as given, defaults filled but derived values left to each
-        # axis point (a width axis re-derives zeta = sqrt(2/width), say).
-        model = {"name": classes["model"].name,
-                 **resolve_options("model", classes["model"].options, tables["model"])}
-        dataset = {"name": classes["dataset"].name,
-                   **resolve_options("dataset", classes["dataset"].options, tables["dataset"])}
-        resolved = ResolvedConfig(model, dataset, sweep, points)
-    else:
-        only = points[0].config
-        resolved = ResolvedConfig(only.model, only.dataset, sweep, points)
-        points[0].config = resolved
-    return resolved, points[0].data
+    return points
 
 
 def _check_axis_names(axes: Mapping[str, list], classes: Mapping[str, type]) -> None:
