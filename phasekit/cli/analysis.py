@@ -17,6 +17,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from phasekit.cli.common import add_config_arguments
 from phasekit.errors import ConfigError
 from phasekit.io.files import OutputLock, check_writable
 
@@ -86,13 +87,7 @@ def add_subcommands(subparsers) -> None:
                     "runs, c_loss and c_sharp from runs of sweep.early_window steps; all "
                     "cells batched in each round of bracketing and bisection. Writes every "
                     "evaluated whole run. See docs/boundary.md.")
-    boundary.add_argument("config", nargs="?", help="config TOML file")
-    boundary.add_argument("--preset", help="start from a named preset (see 'phasekit presets')")
-    boundary.add_argument("--set", dest="overrides", action="append", default=[],
-                          metavar="KEY=VALUE", help="override one key with a TOML value")
-    boundary.add_argument("--axis", dest="axes", action="append", default=[],
-                          metavar="KEY=[VALUES]",
-                          help="a phase-diagram axis, as for 'phasekit run --axis'")
+    add_config_arguments(boundary)
     boundary.add_argument("--no-early", dest="early", action="store_false",
                           help="skip c_loss and c_sharp (only c_max and the trivial onset)")
     boundary.add_argument("--tol", type=float, default=0.01,

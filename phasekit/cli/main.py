@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from phasekit import __version__, errors
+from phasekit.cli.common import add_config_arguments
 from phasekit.config.registry import get_plugin_manager
 from phasekit.errors import ConfigError
 
@@ -29,16 +30,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a sweep over (axes, seed, eta_lambda0) and store it",
                          description="Run a sweep. With no CONFIG and no --preset, runs the "
                                      "built-in 'default' preset (fig1's setting, coarse grid).")
-    run.add_argument("config", nargs="?", help="config TOML file ([model], [dataset], [sweep])")
-    run.add_argument("--preset", help="start from a named preset (see 'phasekit presets')")
-    run.add_argument("--set", dest="overrides", action="append", default=[],
-                     metavar="KEY=VALUE",
-                     help="override one key with a TOML value, e.g. --set sweep.max_steps=200")
-    run.add_argument("--axis", dest="axes", action="append", default=[],
-                     metavar="KEY=[VALUES]",
-                     help="add a phase-diagram axis over a model or dataset option, e.g. "
-                          "--axis model.width=[64,256,1024] (the same as --set "
-                          "'sweep.axes.\"model.width\"=[64,256,1024]'); repeat for a product")
+    add_config_arguments(run)
     run.add_argument("-o", "--output", default="sweep.nc", help="output netCDF file "
                      "(default: sweep.nc)")
     run.add_argument("--overwrite", action="store_true",
