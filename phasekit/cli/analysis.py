@@ -27,6 +27,12 @@ from phasekit.io.files import OutputLock, check_writable
 
 def add_subcommands(subparsers) -> None:
     """Register ``plot``, ``analyze`` and ``boundary`` on ``subparsers``."""
+    _add_plot(subparsers)
+    _add_analyze(subparsers)
+    _add_boundary(subparsers)
+
+
+def _add_plot(subparsers) -> None:
     plot = subparsers.add_parser(
         "plot", help="draw the paper's panels, or the phase diagram of a sweep with axes",
         description="Draw the paper's panels from a stored sweep: (a) loss, (b) theta^2_t/"
@@ -53,6 +59,8 @@ def add_subcommands(subparsers) -> None:
                            "with every axis fixed, the panels a-g of that axis point are drawn")
     plot.set_defaults(handler=cmd_plot)
 
+
+def _add_analyze(subparsers) -> None:
     analyze = subparsers.add_parser(
         "analyze", help="classify every run (lazy, catapult, divergent, trivial) and report",
         description="Add a 'phase' variable and the critical learning rates (c_loss, "
@@ -79,6 +87,8 @@ def add_subcommands(subparsers) -> None:
                               "sweep.loss_rise, else 0)")
     analyze.set_defaults(handler=cmd_analyze)
 
+
+def _add_boundary(subparsers) -> None:
     boundary = subparsers.add_parser(
         "boundary", help="find c_loss, c_sharp, c_max and the trivial onset by bisection, "
                          "for every axis point and seed at once",
