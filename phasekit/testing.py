@@ -860,7 +860,6 @@ def _train_against(name, subject, model, feats, theta0, bound, fracs, where) -> 
     """Gradient descent at ``eta = frac * bound.eta`` for each frac, checking the
     bound's quantity step by step (module docstring, ``bounds_hold``)."""
     sign = -1 if bound.kind == "catapult" else +1
-    verb = "decrease" if sign < 0 else "increase"
     custom = _quantity(subject, model, bound, feats, theta0)
 
     def q(th):
@@ -898,26 +897,33 @@ def _train_against(name, subject, model, feats, theta0, bound, fracs, where) -> 
         predicted = _predicted_change(custom, theta, delta)
         model.descend(feats, theta, cache, eps, eta)
         q_now = q(theta).detach()
-        change = q_now - q_old
-        floor = ULP * q_old.abs()
-        at = f"step {t}, frac {[fracs[i] for i in active]}; {where}"
-        mismatch = (change - predicted).abs() > 1e-9 * predicted.abs() + 2 * floor
-        _require(not bool(mismatch.any()), name,
-                 f"{label}: the measured change of the bound's quantity must equal its "
-                 f"exact change along the step (the quantity must be quadratic in theta "
-                 f"and descend must be theta - eta grad L)",
-                 f"measured {change.tolist()}, predicted {predicted.tolist()}; {at}")
-        resolvable = predicted.abs() > floor
-        _require(bool((sign * predicted[resolvable] > 0).all()), name,
-                 f"{label}: the bound's quantity must {verb} at every step (exact-arithmetic "
-                 f"change of the pre-step parameters)",
-                 f"predicted change {predicted.tolist()}; {at}")
-        _require(bool((sign * change[resolvable] > 0).all()), name,
-                 f"{label}: the bound's quantity must {verb} at every step where the change "
-                 f"is resolvable in float64", f"measured change {change.tolist()}; {at}")
-        _require(bool((sign * change >= -floor).all()), name,
-                 f"{label}: the bound's quantity may not move the wrong way beyond rounding",
-                 f"measured change {change.tolist()}, rounding {floor.tolist()}; {at}")
+        _check_change(name, label, sign, q_now - q_old, predicted, ULP * q_old.abs(),
+                      f"step {t}, frac {[fracs[i] for i in active]}; {where}")
+
+
+def _check_change(name: str, label: str, sign: int, change: torch.Tensor,
+                  predicted: torch.Tensor, floor: torch.Tensor, at: str) -> None:
+    """One step's measured ``change`` of a bound's quantity against its exact
+    ``predicted`` change and the theorem's ``sign``, to rounding ``floor`` (module
+    docstring, ``bounds_hold``)."""
+    verb = "decrease" if sign < 0 else "increase"
+    mismatch = (change - predicted).abs() > 1e-9 * predicted.abs() + 2 * floor
+    _require(not bool(mismatch.any()), name,
+             f"{label}: the measured change of the bound's quantity must equal its "
+             f"exact change along the step (the quantity must be quadratic in theta "
+             f"and descend must be theta - eta grad L)",
+             f"measured {change.tolist()}, predicted {predicted.tolist()}; {at}")
+    resolvable = predicted.abs() > floor
+    _require(bool((sign * predicted[resolvable] > 0).all()), name,
+             f"{label}: the bound's quantity must {verb} at every step (exact-arithmetic "
+             f"change of the pre-step parameters)",
+             f"predicted change {predicted.tolist()}; {at}")
+    _require(bool((sign * change[resolvable] > 0).all()), name,
+             f"{label}: the bound's quantity must {verb} at every step where the change "
+             f"is resolvable in float64", f"measured change {change.tolist()}; {at}")
+    _require(bool((sign * change >= -floor).all()), name,
+             f"{label}: the bound's quantity may not move the wrong way beyond rounding",
+             f"measured change {change.tolist()}, rounding {floor.tolist()}; {at}")
 
 
 _FUNCTIONS: dict[str, Callable[[_Subject], None]] = {
