@@ -379,7 +379,9 @@ def test_bounds_are_coloured_by_kind_in_every_figure():
 
 
 def test_file_strings_with_dollars_are_drawn_literally(tmp_path):
-    """Issue 10 item 10: '$'-delimited text in a file's attributes is not mathtext."""
+    """Text from a sweep file (model and dataset names, bound equations and kinds, long
+    names, dimension names, axis keys) is drawn literally: a '$' in it is never parsed
+    as mathtext, where an unbalanced one would make matplotlib raise."""
     ds = synthetic_sweep([["converged_lazy", "converged_catapult", "diverged"]],
                          [0.5, 2.5, 5.0], layers=2, gap=True)
     ds.attrs.update(model=r"$\badcommand{x$", dataset="cost $5 and $6")
