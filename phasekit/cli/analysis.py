@@ -190,9 +190,8 @@ def _same_search(old, config_toml: str, tol: float) -> bool:
 def cmd_boundary(args) -> int:
     from phasekit.analysis.boundary import find_boundary, stderr_log
     from phasekit.analysis.report import boundary_report
-    from phasekit.api import build_config
     from phasekit.config.registry import get_plugin_manager
-    from phasekit.config.resolve import resolve_config
+    from phasekit.config.resolve import build_config, resolve_config
     from phasekit.io.netcdf import refuse_replacing, write_output
 
     manager = get_plugin_manager()

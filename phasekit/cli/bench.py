@@ -344,8 +344,7 @@ def preset_times(name: str, quick: bool, dtype: str, manager: PluginManager,
     """A whole preset as a user runs it (to convergence, default observables and
     record schedule) in this process: wall seconds of resolving, training and
     assembling, and run-steps per second (updates made, summed over the grid)."""
-    from phasekit.api import build_config
-    from phasekit.config.resolve import resolve_config
+    from phasekit.config.resolve import build_config, resolve_config
     from phasekit.runner.execute import execute
 
     overrides = [f"sweep.dtype={dtype}", f"sweep.device={device}"]

@@ -8,7 +8,7 @@ import argparse
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``CONFIG``, ``--preset``, ``--set`` and ``--axis``: the config is the preset (or
-    the file) with the overrides and axes applied (:func:`phasekit.api.build_config`
+    the file) with the overrides and axes applied (:func:`phasekit.config.resolve.build_config`
     reads ``args.config``, ``args.preset``, ``args.overrides`` and ``args.axes``)."""
     parser.add_argument("config", nargs="?",
                         help="config TOML file ([model], [dataset], [sweep])")

@@ -90,9 +90,8 @@ def _existing_output(path: Path, config_toml: str, overwrite: bool) -> bool:
 def cmd_run(args) -> int:
     from phasekit.analysis.phases import add_critical
     from phasekit.analysis.report import summary_table
-    from phasekit.api import build_config
     from phasekit.cli.dryrun import dry_run_report
-    from phasekit.config.resolve import resolve_config
+    from phasekit.config.resolve import build_config, resolve_config
     from phasekit.io.files import OutputLock, check_writable
     from phasekit.runner.execute import check_dataset_size, execute
     from phasekit.runner.progress import Progress

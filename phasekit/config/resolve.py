@@ -16,21 +16,27 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from phasekit.config.registry import PluginManager
+from phasekit.config.registry import PluginManager, get_plugin_manager
 from phasekit.dataset import Data
-from phasekit.engine.spectrum import LANCZOS_ABOVE_D, SOLVERS
 from phasekit.errors import ConfigError, toml_value
 from phasekit.options import Option, non_negative, positive, resolve_options, unknown_key_message
 
 TABLES = ("model", "dataset", "sweep")
+
+#: how the recorded sharpness's lambda_max is computed (:mod:`phasekit.engine.spectrum`)
+SOLVERS = ("auto", "eigvalsh", "lanczos")
+
+#: above this D, ``auto`` uses Lanczos (measured crossover on a 2-core CPU; docs/performance.md)
+LANCZOS_ABOVE_D = 100
 
 SWEEP_OPTIONS: dict[str, Option] = {
     "eta_lambda0": Option(
@@ -218,6 +224,33 @@ def parse_axis(assignment: str) -> dict:
                           f"model.width=[256,512]), got {assignment!r}")
     key, raw = assignment.split("=", 1)
     return {"sweep": {"axes": {key.strip(): _parse_value(raw)}}}
+
+
+def build_config(config: Mapping | str | os.PathLike | None = None, *,
+                 preset: str | None = None, overrides: Iterable[str] | Mapping = (),
+                 axes: Iterable[str] = (), manager: PluginManager | None = None) -> dict:
+    """The raw config ``phasekit run`` would use: preset, then file or mapping, then
+    overrides (``"sweep.max_steps=200"`` strings or a nested mapping), then axes
+    (``"model.width=[256,512]"`` strings, as ``--axis``)."""
+    manager = manager or get_plugin_manager()
+    raw: dict = {}
+    if preset or config is None:
+        raw = manager.get("preset", preset or "default").config
+    if isinstance(config, str | os.PathLike):
+        if not os.path.lexists(config) and str(config) in manager.presets():
+            raise ConfigError(f"no config file {config}; {config!s} is a preset: use "
+                              f"--preset {config}")
+        raw = merge(raw, load_toml(config))
+    elif config is not None:
+        raw = merge(raw, config)
+    if isinstance(overrides, Mapping):
+        raw = merge(raw, overrides)
+    else:
+        for assignment in overrides:
+            raw = merge(raw, parse_set(assignment))
+    for assignment in axes:
+        raw = merge(raw, parse_axis(assignment))
+    return raw
 
 
 def _key_path(key: str) -> list[str]:

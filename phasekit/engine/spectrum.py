@@ -25,12 +25,8 @@ import math
 
 import torch
 
+from phasekit.config.resolve import LANCZOS_ABOVE_D
 from phasekit.engine.batched import matvec, vecmat
-
-SOLVERS = ("auto", "eigvalsh", "lanczos")
-
-#: above this D, ``auto`` uses Lanczos (measured crossover on a 2-core CPU; docs/performance.md)
-LANCZOS_ABOVE_D = 100
 
 #: relative residual at which a Lanczos Ritz value counts as converged, per dtype
 LANCZOS_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -135,7 +131,8 @@ def lanczos_max(H: torch.Tensor, rtol: float | None = None,
 
 def lambda_max(H: torch.Tensor, solver: str = "eigvalsh") -> torch.Tensor:
     """lambda_max of each symmetric D x D matrix of ``H`` (G, D, D); NaN where H is
-    not finite.  ``solver`` is one of :data:`SOLVERS` (module docstring)."""
+    not finite.  ``solver`` is one of :data:`phasekit.config.resolve.SOLVERS` (module
+    docstring)."""
     out = torch.full(H.shape[:1], math.nan, dtype=H.dtype, device=H.device)
     ok = torch.isfinite(H).all(-1).all(-1)
     if not bool(ok.any()):
