@@ -156,6 +156,7 @@ def test_unknown_plugin_lists_available():
         PluginManager().get("model", "x")
 
 
+@pytest.mark.slow
 def test_cli_lists_third_party_and_failures(third_party):
     env = {**os.environ, "PYTHONPATH": third_party}
     exe = os.path.join(os.path.dirname(sys.executable), "phasekit")
