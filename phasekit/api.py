@@ -9,37 +9,9 @@ from pathlib import Path
 import xarray as xr
 
 from phasekit.config.registry import PluginManager, get_plugin_manager
-from phasekit.config.resolve import apply_set, load_toml, merge, parse_axis, resolve_config
-from phasekit.errors import ConfigError
+from phasekit.config.resolve import build_config, resolve_config
 from phasekit.io.netcdf import open_sweep, write_sweep
 from phasekit.runner.progress import Progress
-
-
-def build_config(config: Mapping | str | os.PathLike | None = None, *,
-                 preset: str | None = None, overrides: Iterable[str] | Mapping = (),
-                 axes: Iterable[str] = (), manager: PluginManager | None = None) -> dict:
-    """The raw config ``phasekit run`` would use: preset, then file or mapping, then
-    overrides (``"sweep.max_steps=200"`` strings or a nested mapping), then axes
-    (``"model.width=[256,512]"`` strings, as ``--axis``)."""
-    manager = manager or get_plugin_manager()
-    raw: dict = {}
-    if preset or config is None:
-        raw = manager.get("preset", preset or "default").config
-    if isinstance(config, str | os.PathLike):
-        if not os.path.lexists(config) and str(config) in manager.presets():
-            raise ConfigError(f"no config file {config}; {config!s} is a preset: use "
-                              f"--preset {config}")
-        raw = merge(raw, load_toml(config))
-    elif config is not None:
-        raw = merge(raw, config)
-    if isinstance(overrides, Mapping):
-        raw = merge(raw, overrides)
-    else:
-        for assignment in overrides:
-            raw = apply_set(raw, assignment)
-    for assignment in axes:
-        raw = merge(raw, parse_axis(assignment))
-    return raw
 
 
 def run(config: Mapping | str | os.PathLike | None = None, *, preset: str | None = None,

@@ -121,11 +121,13 @@ class Model:
         grad = self.loss_gradient(features, theta, cache, eps)
         theta.addcmul_(eta[:, None], grad, value=-1.0)
 
-    def is_trivial(self, features: Any, theta: torch.Tensor, ntk: torch.Tensor
-                   ) -> torch.Tensor | None:
+    def is_trivial(self, features: Any, theta: torch.Tensor, cache: Any, ntk: torch.Tensor,
+                   lambda0: torch.Tensor) -> torch.Tensor | None:
         """For converged runs: which ones ended as a *trivial* model (docs/theory.md §1:
-        every unit dead, NTK ~ 0, constant output).  ``(G,)`` booleans, or ``None`` when
-        the model has no trivial phase."""
+        every unit dead, NTK ~ 0, constant output).  ``cache`` is :meth:`forward`'s for
+        ``theta``, ``ntk`` its NTK and ``lambda0`` the ``(G,)`` lambda_max(H_0) of each
+        row's seed (the engine's, the scale of a vanishing NTK).  ``(G,)`` booleans, or
+        ``None`` when the model has no trivial phase."""
         return None
 
     def memory_per_point(self, features: Any, theta0: torch.Tensor) -> int | None:
@@ -159,9 +161,10 @@ class Model:
         these features with a ``theta`` of the same ``G`` rows."""
         raise NotImplementedError(f"model {self.name!r} does not stack seeds")
 
-    def take_rows(self, features: Any, index: torch.Tensor) -> Any:
-        """Stacked features restricted to the batch rows ``index`` (runs that stopped
-        leave the batch).  Called only on :meth:`stack_seeds`' results."""
+    def take_rows(self, features: Any, keep: torch.Tensor) -> Any:
+        """Stacked features restricted to the batch rows where the ``(G,)`` boolean mask
+        ``keep`` is true (runs that stopped leave the batch).  Called only on
+        :meth:`stack_seeds`' results."""
         raise NotImplementedError(f"model {self.name!r} does not stack seeds")
 
 

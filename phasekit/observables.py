@@ -22,21 +22,26 @@ from phasekit.model import Model
 class Snapshot:
     """Everything known about the active grid points at one step ``t``.
 
-    Tensors have the leading grid dimension ``G`` of the active runs.
+    Tensors have the leading grid dimension ``G`` of the active runs, whether or not
+    seeds share the batch: ``theta0`` and ``lambda0`` are per row (with one seed, views
+    of that seed's ``(P,)`` and scalar, expanded without a copy).  ``cache`` is what
+    ``model.forward`` returned with ``z`` (the training split), for methods that take a
+    cache; outputs on other splits come from :meth:`outputs`, computed once per step.
     """
 
     model: Model
     data: Data
     features: Any
     theta: torch.Tensor        # (G, P), theta_t
-    theta0: torch.Tensor       # (P,) the seed's initialisation; (G, P) when seeds share the batch
+    theta0: torch.Tensor       # (G, P) each row's initialisation theta_0
     z: torch.Tensor            # (G, D) outputs on the training set
     eps: torch.Tensor          # (G, D) errors z - y
     loss: torch.Tensor         # (G,)
     ntk: torch.Tensor          # (G, D, D), eq. 4
     eta: torch.Tensor          # (G,)
-    lambda0: float | torch.Tensor   # lambda_max(H_0); (G,) when seeds share the batch
+    lambda0: torch.Tensor      # (G,) each row's lambda_max(H_0)
     step: int
+    cache: Any = None          # model.forward's cache of the training split, for theta
     _outputs: dict = field(default_factory=dict, repr=False)
 
     def outputs(self, split: str) -> torch.Tensor:

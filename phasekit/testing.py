@@ -90,10 +90,12 @@ model is reported the same way.  The checks (:data:`CHECKS`, in order):
     several ``eta`` on the bound's side: fractions 0.5, 0.9, 0.999 and a drawn one
     of ``bound.eta`` for ``"catapult"``, 1.001, 1.1, 1.5 and a drawn one for
     ``"divergence"``.  The bound's quantity q must decrease (catapult) or
-    increase (divergence) at every step while the loss is finite and below 1e10,
+    increase (divergence) at every step while the loss is finite and below the
+    sweep's default ``divergence_loss`` (1e10),
     and a run below a catapult bound must keep a finite loss.  The quantity is a
     callable given in ``quantities`` for that bound's name, else
-    ``model.bound_quantity(bound, features, theta, theta0)`` when the model has
+    ``model.bound_quantity(bound, features, theta, theta0)`` (``theta0`` per row,
+    ``(G, P)`` like ``theta``) when the model has
     that method and it returns a tensor (theta_+^2 for eq. 124, theta^2 + b^2
     for eq. 92), else ``weight_norm``.  Float64 rounding: the change q_(t+1) - q_t is predicted in
     exact arithmetic from the pre-step parameters and the step ``delta = -eta grad
@@ -119,19 +121,16 @@ from typing import Any
 
 import torch
 
+from phasekit.config.resolve import SWEEP_OPTIONS
 from phasekit.engine.memory import tensor_bytes
+from phasekit.engine.spectrum import initial_lambda_max
 from phasekit.model import Bound, Model, autograd_loss_gradient, autograd_ntk
 
 #: a few units in the last place of float64: the resolution of a change of a norm
 ULP = 8 * torch.finfo(torch.float64).eps
 
-CHECKS = ("setup_deterministic", "setup_draws_in_float64", "shapes", "gradient_autograd",
-          "ntk_autograd", "ntk_without_cache", "descend", "batching", "stack_seeds",
-          "weight_norm",
-          "is_trivial", "memory_per_point", "homogeneous", "bounds_declared", "bounds_hold")
-
-#: a run whose loss is non-finite or above this has diverged (the engine's default)
-DIVERGED_LOSS = 1e10
+#: a run whose loss is non-finite or above this has diverged (the sweep's default)
+DIVERGED_LOSS = SWEEP_OPTIONS["divergence_loss"].default
 
 Quantity = Callable[[Model, Any, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -332,6 +331,13 @@ def _first_point(subject: _Subject, seed: int, spread: float, G: int):
     return feats, theta0, theta
 
 
+def _lambda0(model: Model, feats, theta0: torch.Tensor) -> float:
+    """lambda_max(H_0) as the engine computes it (``initial_lambda_max``), but with
+    ``forward``'s cache, so that only ``ntk_without_cache`` needs ``ntk`` without one."""
+    cache = model.forward(feats, theta0[None])[1]
+    return initial_lambda_max(model.ntk(feats, theta0[None], cache)[0])
+
+
 def _check_shapes(subject: _Subject) -> None:
     name = "shapes"
     st = _st()
@@ -465,9 +471,10 @@ def _check_descend(subject: _Subject) -> None:
 
 
 def _step_values(subject: _Subject, feats, theta: torch.Tensor, eta: torch.Tensor,
-                 trivial: bool = False) -> dict[str, torch.Tensor]:
+                 lambda0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Everything one step computes for the rows ``theta``: outputs on every split, NTK,
-    gradient, weight norm, the updated parameters (and ``is_trivial`` if asked)."""
+    gradient, weight norm, the updated parameters (and ``is_trivial`` given the rows'
+    ``lambda0``)."""
     model, y = subject.model, subject.labels()
     z, cache = model.forward(feats, theta)
     eps = z - y
@@ -480,8 +487,8 @@ def _step_values(subject: _Subject, feats, theta: torch.Tensor, eta: torch.Tenso
     stepped = theta.clone()
     model.descend(feats, stepped, model.forward(feats, stepped)[1], eps, eta)
     out["descend"] = stepped
-    if trivial:
-        dead = model.is_trivial(feats, theta, out["ntk"])
+    if lambda0 is not None:
+        dead = model.is_trivial(feats, theta, cache, out["ntk"], lambda0)
         if dead is not None:
             out["is_trivial"] = dead.to(torch.float64)
     return out
@@ -524,6 +531,8 @@ def _check_stack_seeds(subject: _Subject) -> None:
         per_seed = [subject.setup(seed) for seed in seeds]
         rows = [_rows(theta0, 3, seed + 1, spread) for seed, (_, theta0) in
                 zip(seeds, per_seed, strict=True)]
+        lambdas = torch.tensor([_lambda0(model, f, t0) for f, t0 in per_seed],
+                               dtype=torch.float64, device=subject.device)
         used = [0, 0]
         picked = []
         for s in owner.tolist():                              # each seed's rows in turn
@@ -532,8 +541,8 @@ def _check_stack_seeds(subject: _Subject) -> None:
         theta = torch.stack(picked)
         eta = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.4], dtype=theta.dtype, device=theta.device)
 
-        def evaluate(feats, th, et):
-            return _step_values(subject, feats, th, et, trivial=True)
+        def evaluate(feats, th, et, rows):
+            return _step_values(subject, feats, th, et, lambdas[rows])
 
         def compare(what, batch, expected):
             for key, value in batch.items():
@@ -546,15 +555,16 @@ def _check_stack_seeds(subject: _Subject) -> None:
                            1e-12 * _scale(expected[key]))
 
         stacked = model.stack_seeds([f for f, _ in per_seed], owner)
-        batch = evaluate(stacked, theta.clone(), eta)
-        alone = [evaluate(per_seed[int(s)][0], theta[i:i + 1].clone(), eta[i:i + 1])
-                 for i, s in enumerate(owner.tolist())]
+        batch = evaluate(stacked, theta.clone(), eta, owner)
+        alone = [evaluate(per_seed[int(s)][0], theta[i:i + 1].clone(), eta[i:i + 1],
+                          owner[i:i + 1]) for i, s in enumerate(owner.tolist())]
         compare("whole batch", batch,
                 {k: torch.cat([a[k] for a in alone]) for k in batch})
         keep = torch.tensor([True, False, True, True, False], device=subject.device)
-        taken = evaluate(model.take_rows(stacked, keep), theta[keep].clone(), eta[keep])
+        taken = evaluate(model.take_rows(stacked, keep), theta[keep].clone(), eta[keep],
+                         owner[keep])
         afresh = evaluate(model.stack_seeds([f for f, _ in per_seed], owner[keep]),
-                          theta[keep].clone(), eta[keep])
+                          theta[keep].clone(), eta[keep], owner[keep])
         compare("take_rows", taken, afresh)
 
     run()
@@ -606,8 +616,9 @@ def _check_is_trivial(subject: _Subject) -> None:
         H = model.ntk(feats, theta, cache)
         from hypothesis import assume
 
-        assume(bool(torch.isfinite(H).all()) and float(torch.linalg.eigvalsh(H[0])[-1]) > 0)
-        out = model.is_trivial(feats, theta, H)
+        lambda0 = _lambda0(model, feats, theta0)
+        assume(bool(torch.isfinite(H).all()) and lambda0 > 0)
+        out = model.is_trivial(feats, theta, cache, H, theta.new_full((2,), lambda0))
         if out is None:
             return
         _require(isinstance(out, torch.Tensor) and tuple(out.shape) == (2,)
@@ -755,9 +766,7 @@ def _check_bounds_declared(subject: _Subject) -> None:
     @_given(subject, seed=st.integers(0, SEEDS_MAX))
     def run(seed):
         feats, theta0 = subject.setup(seed)
-        _, cache = model.forward(feats, theta0[None])
-        lambda0 = float(torch.linalg.eigvalsh(model.ntk(feats, theta0[None], cache)[0])[-1])
-        bounds = model.bounds(feats, theta0, lambda0)
+        bounds = model.bounds(feats, theta0, _lambda0(model, feats, theta0))
         _validate_bounds(name, bounds)
 
     run()
@@ -783,18 +792,19 @@ def _validate_bounds(name: str, bounds: Any) -> None:
 
 
 def _quantity(subject: _Subject, model: Model, bound: Bound, feats, theta0):
-    """``q(features, theta, theta0)`` for ``bound`` (module docstring, ``bounds_hold``),
-    or ``None`` for the weight norm."""
+    """``q(theta)`` for ``bound`` (module docstring, ``bounds_hold``) on ``feats``, every
+    row started from ``theta0`` (P,), or ``None`` for the weight norm.  The model's
+    ``bound_quantity`` and the given quantities see ``theta0`` per row, ``(G, P)``."""
     given = subject.quantities.get(bound.name)
     if given is not None:
-        return lambda f, th, th0: given(model, f, th, th0)
+        return lambda th: given(model, feats, th, theta0.expand(th.shape[0], -1))
     own = getattr(model, "bound_quantity", None)
-    if own is not None and own(bound, feats, theta0[None], theta0) is not None:
-        return lambda f, th, th0: own(bound, f, th, th0)
+    if own is not None and own(bound, feats, theta0[None], theta0[None]) is not None:
+        return lambda th: own(bound, feats, th, theta0.expand(th.shape[0], -1))
     return None
 
 
-def _predicted_change(q, feats, theta, theta0, delta):
+def _predicted_change(q, theta, delta):
     """``q(theta + delta) - q(theta)`` in exact arithmetic for a quadratic q, ``(G,)``, by
     the midpoint rule ``grad q(theta + delta/2) . delta`` (exact for a quadratic): for the
     weight norm (``q is None``; sum theta^2 plus a constant, as the ``weight_norm`` check
@@ -803,7 +813,7 @@ def _predicted_change(q, feats, theta, theta0, delta):
         return 2.0 * (theta * delta).sum(-1) + (delta * delta).sum(-1)
     with torch.enable_grad():
         mid = (theta + 0.5 * delta).detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(q(feats, mid, theta0).sum(), mid, allow_unused=True)
+        (grad,) = torch.autograd.grad(q(mid).sum(), mid, allow_unused=True)
     if grad is None:                                  # q does not depend on theta
         return torch.zeros(theta.shape[0], dtype=theta.dtype, device=theta.device)
     return (grad * delta).sum(-1)
@@ -834,10 +844,7 @@ def _check_bounds_hold(subject: _Subject) -> None:
                         "y = 0; the model must build on the toy dataset (or skip "
                         "'bounds_hold')", repr(exc)) from exc
         feats, theta0 = model.setup(seed, subject.device, torch.float64)
-        _, cache = model.forward(feats, theta0[None])
-        H0 = model.ntk(feats, theta0[None], cache)[0]
-        assume(bool(torch.isfinite(H0).all()))
-        lambda0 = float(torch.linalg.eigvalsh(H0)[-1])
+        lambda0 = _lambda0(model, feats, theta0)           # NaN: H_0 not finite
         assume(lambda0 > 0)
         bounds = model.bounds(feats, theta0, lambda0)
         _validate_bounds(name, bounds)
@@ -854,11 +861,10 @@ def _train_against(name, subject, model, feats, theta0, bound, fracs, where) -> 
     """Gradient descent at ``eta = frac * bound.eta`` for each frac, checking the
     bound's quantity step by step (module docstring, ``bounds_hold``)."""
     sign = -1 if bound.kind == "catapult" else +1
-    verb = "decrease" if sign < 0 else "increase"
     custom = _quantity(subject, model, bound, feats, theta0)
 
-    def q(f, th, th0):
-        return model.weight_norm(f, th) if custom is None else custom(f, th, th0)
+    def q(th):
+        return model.weight_norm(feats, th) if custom is None else custom(th)
 
     y = model.data.y_train.to(theta0)
     eta = torch.tensor(fracs, dtype=theta0.dtype, device=theta0.device) * bound.eta
@@ -886,32 +892,39 @@ def _train_against(name, subject, model, feats, theta0, bound, fracs, where) -> 
             z, cache = model.forward(feats, theta)
             eps = z - y
         if q_now is None or q_now.shape[0] != theta.shape[0]:
-            q_now = q(feats, theta, theta0).detach()
+            q_now = q(theta).detach()
         q_old = q_now
         delta = -eta[:, None] * model.loss_gradient(feats, theta, cache, eps)
-        predicted = _predicted_change(custom, feats, theta, theta0, delta)
+        predicted = _predicted_change(custom, theta, delta)
         model.descend(feats, theta, cache, eps, eta)
-        q_now = q(feats, theta, theta0).detach()
-        change = q_now - q_old
-        floor = ULP * q_old.abs()
-        at = f"step {t}, frac {[fracs[i] for i in active]}; {where}"
-        mismatch = (change - predicted).abs() > 1e-9 * predicted.abs() + 2 * floor
-        _require(not bool(mismatch.any()), name,
-                 f"{label}: the measured change of the bound's quantity must equal its "
-                 f"exact change along the step (the quantity must be quadratic in theta "
-                 f"and descend must be theta - eta grad L)",
-                 f"measured {change.tolist()}, predicted {predicted.tolist()}; {at}")
-        resolvable = predicted.abs() > floor
-        _require(bool((sign * predicted[resolvable] > 0).all()), name,
-                 f"{label}: the bound's quantity must {verb} at every step (exact-arithmetic "
-                 f"change of the pre-step parameters)",
-                 f"predicted change {predicted.tolist()}; {at}")
-        _require(bool((sign * change[resolvable] > 0).all()), name,
-                 f"{label}: the bound's quantity must {verb} at every step where the change "
-                 f"is resolvable in float64", f"measured change {change.tolist()}; {at}")
-        _require(bool((sign * change >= -floor).all()), name,
-                 f"{label}: the bound's quantity may not move the wrong way beyond rounding",
-                 f"measured change {change.tolist()}, rounding {floor.tolist()}; {at}")
+        q_now = q(theta).detach()
+        _check_change(name, label, sign, q_now - q_old, predicted, ULP * q_old.abs(),
+                      f"step {t}, frac {[fracs[i] for i in active]}; {where}")
+
+
+def _check_change(name: str, label: str, sign: int, change: torch.Tensor,
+                  predicted: torch.Tensor, floor: torch.Tensor, at: str) -> None:
+    """One step's measured ``change`` of a bound's quantity against its exact
+    ``predicted`` change and the theorem's ``sign``, to rounding ``floor`` (module
+    docstring, ``bounds_hold``)."""
+    verb = "decrease" if sign < 0 else "increase"
+    mismatch = (change - predicted).abs() > 1e-9 * predicted.abs() + 2 * floor
+    _require(not bool(mismatch.any()), name,
+             f"{label}: the measured change of the bound's quantity must equal its "
+             f"exact change along the step (the quantity must be quadratic in theta "
+             f"and descend must be theta - eta grad L)",
+             f"measured {change.tolist()}, predicted {predicted.tolist()}; {at}")
+    resolvable = predicted.abs() > floor
+    _require(bool((sign * predicted[resolvable] > 0).all()), name,
+             f"{label}: the bound's quantity must {verb} at every step (exact-arithmetic "
+             f"change of the pre-step parameters)",
+             f"predicted change {predicted.tolist()}; {at}")
+    _require(bool((sign * change[resolvable] > 0).all()), name,
+             f"{label}: the bound's quantity must {verb} at every step where the change "
+             f"is resolvable in float64", f"measured change {change.tolist()}; {at}")
+    _require(bool((sign * change >= -floor).all()), name,
+             f"{label}: the bound's quantity may not move the wrong way beyond rounding",
+             f"measured change {change.tolist()}, rounding {floor.tolist()}; {at}")
 
 
 _FUNCTIONS: dict[str, Callable[[_Subject], None]] = {
@@ -931,7 +944,9 @@ _FUNCTIONS: dict[str, Callable[[_Subject], None]] = {
     "bounds_declared": _check_bounds_declared,
     "bounds_hold": _check_bounds_hold,
 }
-assert tuple(_FUNCTIONS) == CHECKS
+
+#: the names of the checks, in the order they run
+CHECKS = tuple(_FUNCTIONS)
 
 
 def _named(name: str, fn: Callable[[_Subject], None], subject: _Subject) -> Callable[[], None]:
@@ -962,7 +977,8 @@ def model_checks(config, *, manager=None, device: str | torch.device = "cpu",
     ``[dataset]`` tables, or a resolved config.  ``manager``: the plugin manager
     (default: the process-wide one).  ``device``: where tensors live.
     ``max_examples``: Hypothesis examples per check (default: the active profile's).
-    ``quantities``: bound name -> ``q(model, features, theta, theta0)``, ``(G,)``, the
+    ``quantities``: bound name -> ``q(model, features, theta, theta0)``, ``(G,)`` with
+    ``theta0`` ``(G, P)`` like ``theta``, the
     quantity a bound's theorem makes monotone, for a model that does not say so
     through ``bound_quantity``.  ``steps``: gradient-descent steps per run of
     ``bounds_hold``.  ``skip``: names of checks that do not apply.

@@ -73,21 +73,6 @@ D = 128) the first layer's products shrink from D d n to D^2 n per run and step.
 ``input_span`` defaults to on when D < d; results equal the full coordinates to
 rounding (tests/test_networks.py).
 
-Deferred first-layer updates (exact; ``FeedForward.defer_updates``, off unless the
-caller calls ``sync`` before it reads theta).  The step updates U by
-``-(g^1)^T diag(w) X`` (w_a = eta eps_a / D) and the next step needs ``s^1 = X U^T``: two
-products of D k n multiply-adds.  Training itself only ever needs s^1, which moves by
-
-    s^1_(t+1) = X U_(t+1)^T = s^1_t - (X X^T) diag(w_t) g^1_t,
-
-one product of D^2 n (X X^T is the fixed Gram matrix of the inputs).  So while nobody
-reads U, ``descend`` updates s^1 instead and accumulates ``C = sum_t diag(w_t) g^1_t``
-(an elementwise pass), and ``sync`` applies ``U -= C^T X`` in one product when theta is
-read.  Worth it for D < 2k (images in span coordinates: k = D, half the products of a
-step); a step whose theta was just read updates U directly.  s^1 then carries its own
-rounding rather than being recomputed from U each step: runs agree with the plain step
-to ~1e-13 relative (tests/test_feedforward_deferred.py, docs/performance.md).
-
 Trivial phase (docs/theory.md §1, §5): a converged ReLU net (a_- = 0) is *trivial* when
 
 * some hidden layer is dead: every unit of it has pre-activation s <= 0, hence
@@ -138,7 +123,6 @@ class NetFeatures:
 
     x: dict[str, torch.Tensor]          # split -> (D, d), or (D, k) in span coordinates
     gram: torch.Tensor                  # (D, D), x_a . x_b of the training inputs
-    lambda0: float = math.nan           # lambda_max(H_0), the trivial criterion's scale
     offset: dict[str, torch.Tensor] = field(default_factory=dict)   # split -> (D_split, n)
     row_norm_offset: torch.Tensor | None = None                     # (n,)
     basis: torch.Tensor | None = None   # Q, (k, d), in span coordinates
@@ -255,10 +239,6 @@ class FeedForward(Model):
 
     name = "feed_forward"   # not registered; the model families subclass it
 
-    #: Deferred first-layer updates (module docstring): off unless the caller promises to
-    #: call :meth:`sync` before it reads ``theta`` itself or copies rows out of it.
-    defer_updates: bool = False
-
     @classmethod
     def resolve(cls, settings, data):
         """Fill in ``input_span``: on when there are fewer training points than input
@@ -363,11 +343,7 @@ class FeedForward(Model):
                 feats.x[split] = (inputs @ Q.T).to(device, dtype)
                 if split != "train":                             # X U_0perp^T = 0 on train
                     feats.offset[split] = (inputs @ U0_perp.T).to(device, dtype)
-        theta0 = torch.cat(pieces).to(device, dtype)
-        H0 = self.ntk(feats, theta0[None], None)[0]
-        feats.lambda0 = float(torch.linalg.eigvalsh(H0)[-1]) if torch.isfinite(H0).all() \
-            else math.nan
-        return feats, theta0
+        return feats, torch.cat(pieces).to(device, dtype)
 
     # -- numerics -------------------------------------------------------------------
     def propagate(self, feats, theta, split="train"
@@ -397,26 +373,16 @@ class FeedForward(Model):
 
         On the training split the cache holds every layer's pre-activations and
         activations; on another split (only outputs are needed there) it is empty.
-        The result is remembered for the same, unmodified ``theta`` tensor (outside
-        autograd), so the observables of one step -- test loss, accuracy and
-        generalisation gap, sparsity -- share one pass over each split.
+        The engine keeps what one step computed: the training cache goes to ``ntk``,
+        ``descend``, ``is_trivial`` and the observables (``Snapshot.cache``), the other
+        splits' outputs are shared through ``Snapshot.outputs``.
         """
-        memo_ok = not theta.requires_grad and not _is_transformed(theta)
-        if memo_ok:
-            memo = self.__dict__.setdefault("_memo", {}).get(split)
-            if memo is not None and memo[0] is theta and memo[1] == theta._version:
-                return memo[2], memo[3]
-        if split == "train":
-            if memo_ok:
-                z, cache = self._train_pass(feats, theta)
-            else:                                   # autograd: s sigma'(s), module docstring
-                z, s, a, slope = self.propagate(feats, theta, split)
-                cache = {"split": split, "s": s, "a": a, "slope": slope}
-        else:
-            z, cache = self.split_outputs(feats, theta, split), {"split": split}
-        if memo_ok:
-            self._memo[split] = (theta, theta._version, z, cache)
-        return z, cache
+        if split != "train":
+            return self.split_outputs(feats, theta, split), {"split": split}
+        if theta.requires_grad or _is_transformed(theta):   # autograd: s sigma'(s)
+            z, s, a, slope = self.propagate(feats, theta, split)
+            return z, {"split": split, "s": s, "a": a, "slope": slope}
+        return self._train_pass(feats, theta)
 
     def _train_pass(self, feats, theta) -> tuple[torch.Tensor, dict]:
         """z and the training cache of :meth:`propagate`, outside autograd, in fewer passes
@@ -429,13 +395,9 @@ class FeedForward(Model):
         a_plus, a_minus = self.slopes
         U, Ms, v = self.unpack(theta)
         rn = self.layer_divisor
-        deferred = self._deferred_state(theta)
-        if deferred is not None:                    # s^1 tracked by descend (deferred U)
-            s = [deferred[2]]
-        else:
-            s = [shared_mm(feats.x["train"], U.transpose(-1, -2))]  # s^1 = U x, (G, D, n)
-            if "train" in feats.offset:                             # (never: X U_0perp^T = 0)
-                s[0].add_(feats.offset["train"])
+        s = [shared_mm(feats.x["train"], U.transpose(-1, -2))]      # s^1 = U x, (G, D, n)
+        if "train" in feats.offset:                                 # (never: X U_0perp^T = 0)
+            s[0].add_(feats.offset["train"])
         a: list[torch.Tensor] = []
         slope: list[torch.Tensor | None] = []
         for layer in range(self.num_layers):
@@ -470,7 +432,6 @@ class FeedForward(Model):
         """
         if theta.requires_grad or _is_transformed(theta):        # in-place ops below
             return self.propagate(feats, theta, split)[0]
-        self.sync(feats, theta)                     # U current (deferred updates)
         a_plus, a_minus = self.slopes
         U, Ms, v = self.unpack(theta)
         rn = self.layer_divisor
@@ -553,13 +514,7 @@ class FeedForward(Model):
 
     def descend(self, feats, theta, cache, eps, eta):
         """The gradient step of :meth:`loss_gradient`, fused into in-place batched products
-        on each weight's view of ``theta`` (no (G, P) gradient is formed).
-
-        With :attr:`defer_updates` (and D < 2k) the first layer's update is deferred: the
-        next pre-activations are updated instead, ``s^1 <- s^1 - (X X^T) diag(w) g^1``, and
-        U catches up in :meth:`sync` (module docstring).  A step whose theta was synced
-        (a recorded step) updates U at once: recording every step, deferral would only add
-        the s^1 product."""
+        on each weight's view of ``theta`` (no (G, P) gradient is formed)."""
         cache = self._cache(feats, theta, cache)
         g = self._output_gradients(theta, cache)        # all from the pre-update weights
         a = cache["a"]
@@ -567,20 +522,7 @@ class FeedForward(Model):
         rn = self.layer_divisor
         w = eps * (eta / eps.shape[-1])[:, None]                    # eta eps_a / D, (G, D)
         x = feats.x["train"]
-        # defer where it saves a product: D < 2k, and not at a step whose theta was read
-        # (synced): there U is brought up to date anyway and tracking s^1 would add a product
-        synced = self.__dict__.get("_synced")
-        defer = (self.defer_updates and x.shape[0] < 2 * x.shape[-1]
-                 and not theta.requires_grad and not _is_transformed(theta)
-                 and not (synced is not None and synced[0] is theta
-                          and synced[1] == theta._version))
-        if defer:                          # U_(t+1) = U_t - (g^1)^T diag(w) X, deferred:
-            deferred = self._deferred_state(theta)
-            pending = torch.zeros_like(g[0]) if deferred is None else deferred[3]
-            pending.addcmul_(w.unsqueeze(-1), g[0])                 # C += diag(w) g^1
-            # s^1_(t+1) = X U_(t+1)^T = s^1_t - (X X^T) diag(w) g^1, with X X^T = feats.gram
-            s1 = torch.baddbmm(cache["s"][0], feats.gram * w.unsqueeze(1), g[0], alpha=-1.0)
-        elif x.shape[-1] < self.width:     # weight the (D, k) inputs, not the (D, n) g^1
+        if x.shape[-1] < self.width:       # weight the (D, k) inputs, not the (D, n) g^1
             U.baddbmm_(g[0].transpose(-1, -2), w.unsqueeze(-1) * x, alpha=-1.0)   # dL/dU
         else:
             U.baddbmm_((w.unsqueeze(-1) * g[0]).transpose(-1, -2),
@@ -590,37 +532,6 @@ class FeedForward(Model):
                                    a[layer - 1], alpha=-1.0 / rn)
         for row in range(theta.shape[0]):                                         # dL/dv
             v[row].addmv_(a[-1][row].T, w[row], alpha=-1.0 / rn)
-        if defer:                          # valid for theta as the updates above left it
-            self._deferred = (theta, theta._version, s1, pending)
-
-    def _deferred_state(self, theta) -> tuple | None:
-        """``(theta, version, s^1, C)`` when ``theta`` (this tensor, unmodified since) has a
-        deferred first-layer update ``U -= C^T X`` and tracked pre-activations s^1."""
-        state = self.__dict__.get("_deferred")
-        if state is not None and state[0] is theta and state[1] == theta._version:
-            return state
-        return None
-
-    def sync(self, feats, theta) -> None:
-        """Apply the first-layer updates :meth:`descend` deferred for ``theta``:
-        ``U -= C^T X`` with ``C = sum_t diag(w_t) g^1_t`` over the steps since the last
-        sync (one product); the tracked s^1 stays (training never reads U while it defers).
-        A no-op when nothing is pending.  The model's own readers of U call it."""
-        state = self._deferred_state(theta)
-        if state is None:
-            self._synced = (theta, theta._version)
-            return
-        U, _, _ = self.unpack(theta)
-        before, pending = theta._version, state[3]
-        U.baddbmm_(pending.transpose(-1, -2),
-                   feats.x["train"].expand(theta.shape[0], -1, -1), alpha=-1.0)
-        pending.zero_()
-        # theta's function is unchanged (U only caught up): keep the step's memo valid
-        memo = self.__dict__.get("_memo", {}).get("train")
-        if memo is not None and memo[0] is theta and memo[1] == before:
-            self._memo["train"] = (theta, theta._version, *memo[2:])
-        self._deferred = (theta, theta._version, state[2], pending)
-        self._synced = (theta, theta._version)
 
     def ntk(self, feats, theta, cache):
         """Exact NTK (eq. 4), layer-wise closed form (module docstring; eq. 54 for k = 0)."""
@@ -642,12 +553,10 @@ class FeedForward(Model):
     def weight_norm(self, feats, theta):
         """``theta^2`` of the full parameters; in span coordinates ``|theta_B|^2 +
         |U_0perp|^2`` (module docstring)."""
-        self.sync(feats, theta)
         return super().weight_norm(feats, theta) + feats.weight_norm_offset
 
     def first_layer_row_norms(self, feats, theta) -> torch.Tensor:
         """``|U_i|^2`` per hidden unit of the first layer, ``(G, n)``, in either coordinates."""
-        self.sync(feats, theta)
         U, _, _ = self.unpack(theta)
         norms = (U * U).sum(-1)
         return norms if feats.row_norm_offset is None else norms + feats.row_norm_offset
@@ -666,18 +575,19 @@ class FeedForward(Model):
         numbers = (4 * L + 2) * D * n + other + ntk + 4 * theta0.numel()
         return numbers * theta0.element_size()
 
-    def hidden_preactivations(self, feats, theta, split="train") -> list[torch.Tensor]:
-        """``[s^1, ..., s^L]``, each (G, D, n); layer 1 is the one next to the input."""
+    def hidden_preactivations(self, feats, theta, split="train", cache=None
+                              ) -> list[torch.Tensor]:
+        """``[s^1, ..., s^L]``, each (G, D, n); layer 1 is the one next to the input.  On
+        the training split ``cache`` (``forward``'s, for this ``theta``) saves the pass."""
         if split == "train":
-            return self.forward(feats, theta, split)[1]["s"]
-        self.sync(feats, theta)
+            return self._cache(feats, theta, cache)["s"]
         return self.propagate(feats, theta, split)[1]
 
     # -- several seeds in one batch ----------------------------------------------------
     def can_stack_seeds(self):
         """Every seed shares the inputs (and, in span coordinates, the basis Q); what
-        belongs to a seed -- ``U_0perp x`` of the other splits, ``|U_0perp,i|^2`` and
-        lambda_0 -- becomes per-row (a (T, n) matrix per run on a test split)."""
+        belongs to a seed -- ``U_0perp x`` of the other splits and ``|U_0perp,i|^2`` --
+        becomes per-row (a (T, n) matrix per run on a test split)."""
         return True
 
     def stack_seeds(self, features, rows):
@@ -688,31 +598,30 @@ class FeedForward(Model):
 
         return dataclasses.replace(
             first,
-            lambda0=per_row([torch.tensor(f.lambda0, dtype=first.gram.dtype,
-                                          device=first.gram.device) for f in features]),
             offset={s: per_row([f.offset[s] for f in features]) for s in first.offset},
             row_norm_offset=(None if first.row_norm_offset is None
                              else per_row([f.row_norm_offset for f in features])))
 
     def take_rows(self, features, keep):
         return dataclasses.replace(
-            features, lambda0=features.lambda0[keep],
+            features,
             offset={s: o[keep] for s, o in features.offset.items()},
             row_norm_offset=(None if features.row_norm_offset is None
                              else features.row_norm_offset[keep]))
 
     # -- the trivial phase ------------------------------------------------------------
-    def is_trivial(self, feats, theta, ntk):
+    def is_trivial(self, feats, theta, cache, ntk, lambda0):
         """A dead ReLU net (module docstring): some layer dead on every training input,
-        or ``tr H <= 1e-12 lambda_max(H_0)``.  None for a_- > 0 (no trivial phase)."""
+        or ``tr H <= 1e-12 lambda_max(H_0)`` with the engine's lambda_0 per row.  None for
+        a_- > 0 (no trivial phase)."""
         if not self.is_relu:
             return None
-        s = self.hidden_preactivations(feats, theta)
+        s = self.hidden_preactivations(feats, theta, cache=cache)
         dead = torch.zeros(theta.shape[0], dtype=torch.bool, device=theta.device)
         for s_l in s:
             dead |= (s_l <= 0).flatten(1).all(-1)
         trace = torch.diagonal(ntk, dim1=-2, dim2=-1).sum(-1)
-        vanished = torch.isfinite(trace) & (trace <= TRIVIAL_NTK_RTOL * feats.lambda0)
+        vanished = torch.isfinite(trace) & (trace <= TRIVIAL_NTK_RTOL * lambda0)
         return dead | vanished
 
 

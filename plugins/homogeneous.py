@@ -79,10 +79,10 @@ def reduced_weight_norm(model: FeedForward, feats: NetFeatures, theta: torch.Ten
                         theta0: torch.Tensor) -> torch.Tensor:
     """``theta_+^2 = |U_+|^2 + |v_+|^2`` over the units active at initialisation,
     ``U_i0 . x >= 0`` (eq. 107-115, P^+ of eq. 112), ``(G,)``, for a two-layer net on
-    one point; it obeys eq. 122 and decreases at every step below eq. 124."""
+    one point; it obeys eq. 122 and decreases at every step below eq. 124.  ``theta0``
+    holds each row's initialisation, ``(G, P)`` like ``theta``."""
     _, _, v = model.unpack(theta)
-    initial = theta0 if theta0.dim() == 2 else theta0[None]    # (G, P) when seeds share a batch
-    s0 = model.propagate(feats, initial)[1][0][:, 0]                  # U_0 x, (1 or G, n)
+    s0 = model.propagate(feats, theta0)[1][0][:, 0]                   # U_0 x, (G, n)
     active = (s0 >= 0).to(theta.dtype)
     return ((model.first_layer_row_norms(feats, theta) + v * v) * active).sum(-1)
 

@@ -21,7 +21,7 @@ def activation_sparsity(snap: Snapshot) -> torch.Tensor:
     input, averaged over the training inputs (docs/theory.md §2.5; Fig. 3f).  ``(G, L)``,
     layer 1 next to the input.  A unit is zero after the ReLU when its pre-activation
     is ``<= 0``."""
-    pre = snap.model.hidden_preactivations(snap.features, snap.theta)
+    pre = snap.model.hidden_preactivations(snap.features, snap.theta, cache=snap.cache)
     # one reduction per layer over the training cache the step already holds (the count
     # of zeros, summed in theta's dtype, is exact): no forward pass of its own
     return torch.stack([(s <= 0).sum(dim=(-1, -2), dtype=snap.theta.dtype)

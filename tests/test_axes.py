@@ -61,6 +61,7 @@ def assert_same_run(point: xr.Dataset, alone: xr.Dataset) -> None:
             assert (mine == var.values).all(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, key, values", [
     (quad, "model.width", [50, 100, 300]),
     (relu, "model.hidden_layers", [0, 1, 2]),
@@ -214,6 +215,7 @@ def test_resume_across_axes(manager, tmp_path):
     xr.testing.assert_identical(xr.open_dataset(out), reference)
 
 
+@pytest.mark.slow
 def test_sigkill_of_an_axis_sweep_then_resume(tmp_path):
     args = ["run", "--preset", "fig1", "--set", "sweep.eta_lambda0=[0.5, 2.5, 3.5]",
             "--set", "sweep.seeds=2", "--set", "sweep.chunk_size=1", "--set", "sweep.tol=0.0",
@@ -240,6 +242,7 @@ def test_sigkill_of_an_axis_sweep_then_resume(tmp_path):
     xr.testing.assert_identical(xr.open_dataset(out), xr.open_dataset(whole))
 
 
+@pytest.mark.slow
 def test_dask_across_axes_equals_single_process(manager, tmp_path):
     pytest.importorskip("dask.distributed")
     raw = merge(relu(), {"sweep": {"axes": {"model.hidden_layers": [0, 1],

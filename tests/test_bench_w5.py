@@ -9,6 +9,7 @@ import pytest
 from phasekit.cli.main import main
 
 
+@pytest.mark.slow
 def test_bench_w5_prints_its_row(capsys):
     assert main(["bench", "--quick", "--workloads", "W5", "--dtype", "float64",
                  "--threads", "1"]) == 0

@@ -152,6 +152,7 @@ def test_trivial_onset_is_located(monkeypatch):
     assert "trivial phase from c = 3.30" in boundary_report(ds)
 
 
+@pytest.mark.slow
 def test_fig1_preset_lands_between_3_9_and_4_2():
     """The true figure 1 preset (n = 1000, seeds 0-7): the window closes near 4.
 
@@ -175,6 +176,7 @@ def test_tolerance_is_checked():
         find_boundary(fig1(width=20), points=0)
 
 
+@pytest.mark.slow
 def test_boundary_command(tmp_path, capsys):
     out = tmp_path / "b.nc"
     argv = ["boundary", "--preset", "fig1", "--set", "model.width=60", "--set",

@@ -21,6 +21,9 @@ from phasekit_plugins.images import FMNIST_SOURCE, locate
 
 from .test_images import write_cifar, write_idx_set
 
+#: every test here reads one tiny run of every preset (about a minute)
+pytestmark = pytest.mark.slow
+
 TINY = ["--set", "sweep.seeds=[0]", "--set", "sweep.eta_lambda0=[1.0, 3.0]",
         "--set", "sweep.max_steps=5"]
 NETWORK_MODELS = ("homogeneous", "relu", "deep_relu", "linear_bias")

@@ -81,7 +81,7 @@ def eq79_quantity(model, feats, theta, theta0):
     """theta^2 + (phi.theta)^2/phi^2 (eq. 79), the quantity of the quadratic model with
     bias that eq. 77 makes decrease: the sweep's own ``bias_norm`` observable."""
     snap = Snapshot(model, model.data, feats, theta, theta0, None, None, None, None, None,
-                    math.nan, 0)
+                    theta.new_full((theta.shape[0],), math.nan), 0)
     return bias_quantity(snap)
 
 
@@ -250,8 +250,8 @@ class SetupInTargetDtype(LinearBias):
 class TrivialInverted(ReLU):
     name = "broken_is_trivial"
 
-    def is_trivial(self, feats, theta, ntk):
-        return ~super().is_trivial(feats, theta, ntk)
+    def is_trivial(self, feats, theta, cache, ntk, lambda0):
+        return ~super().is_trivial(feats, theta, cache, ntk, lambda0)
 
 
 class MemoryThetaOnly(ReLU):

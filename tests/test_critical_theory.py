@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,6 +70,7 @@ def test_c_loss_is_two_up_to_the_exact_one_step_correction(manager, width, low, 
     assert abs(c1 - 2 - 4 * delta) <= 20 * delta ** 2 + 1e-12    # c_1 = 2 + 4 delta + O(delta^2)
 
 
+@pytest.mark.slow
 def test_bisection_finds_the_same_onset_to_its_tolerance(manager):
     """``phasekit boundary`` bisects c_loss with runs of early_window steps; over a
     width axis every cell's bracket holds c_1, and c_loss -> 2 as the width grows."""

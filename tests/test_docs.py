@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 from pathlib import Path
 
-from phasekit import hookspecs
+from phasekit import hookimpl, hookspecs
 from phasekit.config.reference import config_reference
 from phasekit.config.registry import PluginManager
+from phasekit.dataset import DatasetPlugin
+from phasekit.model import Model
+from phasekit.observables import Observable
 
 DOCS = Path(__file__).parents[1] / "docs"
 
@@ -25,14 +29,42 @@ def test_config_reference_is_generated_from_the_schema(monkeypatch):
         "docs/config.md is stale: run `python -m phasekit.config.reference > docs/config.md`")
 
 
-def test_every_hook_is_documented():
+class _ProbeModel(Model):
+    name = "probe_model"
+
+
+class _ProbeDataset(DatasetPlugin):
+    name = "probe_dataset"
+
+
+#: per hook: the kind of thing it registers, and what a plugin hands ``register``
+PROBES = {
+    "phasekit_register_models": ("model", (_ProbeModel,)),
+    "phasekit_register_datasets": ("dataset", (_ProbeDataset,)),
+    "phasekit_register_observables": (
+        "observable", (Observable("probe_observable", "a probe", lambda snap: snap.loss),)),
+    "phasekit_register_presets": ("preset", ("probe_preset", {"model": {}}, "a probe")),
+}
+
+
+def test_every_hook_is_documented_and_called():
+    """Each hook of hookspecs is in the plugin guide with a docstring, and the plugin
+    manager calls it: what a plugin registers through it is available by name."""
     guide = (DOCS / "plugins.md").read_text()
     hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
              if n.startswith("phasekit_")]
-    assert len(hooks) == 4
+    assert hooks
     for name in hooks:
         assert f"`{name}`" in guide, name
         assert getattr(hookspecs, name).__doc__.strip()
+        assert name in PROBES, f"{name}: add a probe registration to this test"
+        kind, args = PROBES[name]
+        probe = types.ModuleType("probe")
+        setattr(probe, name, hookimpl(lambda register, _args=args: register(*_args)))
+        pm = PluginManager(load_entry_points=False)
+        pm.register(probe, name="probe")
+        [reg] = [r for r in pm.registrations(kind) if r.plugin == "probe"]
+        assert reg.name == f"probe_{kind}", name
 
 
 def test_every_builtin_plugin_appears_in_the_docs(monkeypatch):

@@ -117,6 +117,7 @@ def test_every_documented_command_parses(where, argv):
         pytest.fail(f"{where}: phasekit {' '.join(argv)} does not parse (exit {exc.code})")
 
 
+@pytest.mark.slow
 def test_documented_commands_run_and_print_what_is_quoted(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my.toml").write_text(quickstart_toml())

@@ -281,6 +281,7 @@ def test_parts_of_another_config_are_discarded_only_with_overwrite(manager, tmp_
 
 # -- 6. temporaries of a killed final write ----------------------------------------------------
 
+@pytest.mark.slow
 def test_temporary_of_a_sigkilled_final_write_is_cleaned(tmp_path, cfg, counted):
     out = tmp_path / "r.nc"
     killer = ("import os, signal, sys\nimport xarray as xr\nfrom phasekit.io.netcdf import "
@@ -387,6 +388,7 @@ def test_ctrl_c_during_the_final_write_keeps_every_chunk(tmp_path, cfg, capsys, 
     xr.testing.assert_identical(stored(out), reference)
 
 
+@pytest.mark.slow
 def test_second_run_refused_then_ctrl_c_with_workers_is_one_line(tmp_path):
     """A real ``phasekit run --workers 2``: a second run on its output is refused, naming
     it; Ctrl-C (SIGINT to the whole process group, as a terminal sends it) ends it with

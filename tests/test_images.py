@@ -318,6 +318,7 @@ def test_real_fmnist_two_class_set(manager):
     assert 0.0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 1 / 28 + 1e-15
 
 
+@pytest.mark.slow
 def test_real_fmnist_relu_training(manager):
     """Two-layer ReLU net (width 256) on 128 real images: trains at every c, stays
     accurate on the two-class test set, and gets sparser with c (observations listed in

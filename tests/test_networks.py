@@ -266,7 +266,7 @@ def hand_built_deep_net(manager):
 def test_sparsity_is_per_layer_in_input_order(manager):
     m, data, feats, theta = hand_built_deep_net(manager)
     z, cache = m.forward(feats, theta)
-    snap = Snapshot(m, data, feats, theta, theta[0], z, z, z[:, 0], None, None, 1.0, 0)
+    snap = Snapshot(m, data, feats, theta, theta, z, z, z[:, 0], None, None, z[:, 0], 0, cache)
     torch.testing.assert_close(activation_sparsity(snap),
                                torch.tensor([[0.25, 0.75, 0.5]], dtype=torch.float64))
     # the NTK of these weights, where every layer differs, matches autograd
@@ -423,8 +423,8 @@ def test_slope_order_is_checked(manager):
 # -- the trivial phase ---------------------------------------------------------------------
 
 def test_is_trivial_for_a_dead_net_only(manager):
-    m, _, feats, theta0, _ = setup(manager, {"name": "relu", "width": 6},
-                                   {"name": "random", "num_train": 4, "input_dim": 2}, 1)
+    m, _, feats, theta0, lam0 = setup(manager, {"name": "relu", "width": 6},
+                                      {"name": "random", "num_train": 4, "input_dim": 2}, 1)
     feats.x["train"] = feats.x["train"].abs() + 0.1          # inputs in the positive quadrant
     feats.gram = feats.x["train"] @ feats.x["train"].T
     dead = theta0.clone()
@@ -433,9 +433,11 @@ def test_is_trivial_for_a_dead_net_only(manager):
     H = m.ntk(feats, both, None)
     assert float(H[1].abs().max()) == 0.0
     assert float(m.forward(feats, both)[0][1].abs().max()) == 0.0
-    assert m.is_trivial(feats, both, H).tolist() == [False, True]
-    hom, _, f2, t2, _ = setup(manager, {"name": "homogeneous", "width": 6}, {"name": "toy"}, 1)
-    assert hom.is_trivial(f2, t2[None], hom.ntk(f2, t2[None], None)) is None
+    lambda0 = torch.full((2,), lam0, dtype=torch.float64)
+    assert m.is_trivial(feats, both, None, H, lambda0).tolist() == [False, True]
+    hom, _, f2, t2, l2 = setup(manager, {"name": "homogeneous", "width": 6}, {"name": "toy"}, 1)
+    assert hom.is_trivial(f2, t2[None], None, hom.ntk(f2, t2[None], None),
+                          torch.full((1,), l2, dtype=torch.float64)) is None
 
 
 def test_dead_layer_of_a_deep_net_is_trivial(manager):
@@ -445,7 +447,8 @@ def test_dead_layer_of_a_deep_net_is_trivial(manager):
     both = torch.cat([theta, dead])
     H = m.ntk(feats, both, None)
     assert float(H[1].abs().max()) == 0.0
-    assert m.is_trivial(feats, both, H).tolist() == [False, True]
+    lambda0 = torch.linalg.eigvalsh(H[0])[-1].expand(2)     # the live net's lambda_max
+    assert m.is_trivial(feats, both, None, H, lambda0).tolist() == [False, True]
 
 
 def test_relu_on_4_2_turns_trivial_above_c4(manager):
@@ -470,7 +473,8 @@ def test_reduced_weight_norm_counts_units_active_at_init(manager):
     U, v = theta0[:20].view(10, 2), theta0[20:]
     active = (U @ data.x_train[0]) >= 0
     theta = torch.stack([theta0, 2 * theta0])
-    snap = Snapshot(m, data, feats, theta, theta0, None, None, None, None, None, 1.0, 0)
+    snap = Snapshot(m, data, feats, theta, theta0.expand(2, -1), None, None, None, None, None,
+                    torch.ones(2, dtype=torch.float64), 0)
     expect = float((U[active] ** 2).sum() + (v[active] ** 2).sum())
     torch.testing.assert_close(reduced_weight_norm(snap),
                                torch.tensor([expect, 4 * expect], dtype=torch.float64))
@@ -635,8 +639,10 @@ def _observables_agree_in_both_coordinates(manager, model, dataset, seed, c_valu
     def snapshot(m, feats, theta, theta0, t):
         z, cache = m.forward(feats, theta)
         eps = z - y
-        return Snapshot(m, data, feats, theta, theta0, z, eps, 0.5 * (eps * eps).mean(-1),
-                        None, eta, lf, t), cache
+        G = theta.shape[0]
+        return Snapshot(m, data, feats, theta, theta0.expand(G, -1), z, eps,
+                        0.5 * (eps * eps).mean(-1), None, eta,
+                        theta.new_full((G,), lf), t, cache), cache
 
     def sparsity(pre):
         return torch.stack([(s <= 0).to(torch.float64).mean(dim=(-1, -2)) for s in pre], -1)

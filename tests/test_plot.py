@@ -49,6 +49,7 @@ def test_each_format_is_written(stored, tmp_path, suffix, magic):
     assert [t[:3] for t in titles if t] == ["(a)", "(b)", "(c)", "(d)", "(e)"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
 def test_output_is_deterministic(stored, tmp_path, suffix):
     ds = api.load(stored)
@@ -391,8 +392,11 @@ def test_bounds_are_coloured_by_kind_in_every_figure():
     assert bars == {vertical[round(b[k], 6)] for k in b}
 
 
+@pytest.mark.slow
 def test_file_strings_with_dollars_are_drawn_literally(tmp_path):
-    """Issue 10 item 10: '$'-delimited text in a file's attributes is not mathtext."""
+    """Text from a sweep file (model and dataset names, bound equations and kinds, long
+    names, dimension names, axis keys) is drawn literally: a '$' in it is never parsed
+    as mathtext, where an unbalanced one would make matplotlib raise."""
     ds = synthetic_sweep([["converged_lazy", "converged_catapult", "diverged"]],
                          [0.5, 2.5, 5.0], layers=2, gap=True)
     ds.attrs.update(model=r"$\badcommand{x$", dataset="cost $5 and $6")
@@ -423,6 +427,7 @@ def test_diagram_output_is_deterministic(tmp_path):
     assert (tmp_path / "1.png").read_bytes() == (tmp_path / "2.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_plot_command_with_axes(tmp_path, capsys):
     path = tmp_path / "axes.nc"
     write_sweep(axis_sweep(depths=(1, 2), widths=(64, 128, 256), seeds=2), path)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from phasekit import hookimpl
+from phasekit import errors, hookimpl
 from phasekit.analysis.phases import add_critical
 from phasekit.config.registry import PluginManager
 from phasekit.config.resolve import resolve_config
 from phasekit.engine.engine import Engine
-from phasekit.errors import ConfigError, PhasekitWarning, PluginWarning, is_own
+from phasekit.errors import ConfigError, PluginWarning
 from phasekit.model import autograd_ntk
 from phasekit.runner.execute import execute
 
@@ -100,8 +100,28 @@ def test_allow_list_and_disable(third_party, monkeypatch):
     assert "tanh_net" not in pm.models() and not pm.failures
 
 
-def test_plugin_warnings_are_phasekit_warnings():
-    assert issubclass(PluginWarning, PhasekitWarning) and is_own(PluginWarning)
+def test_a_broken_plugin_is_one_warning_line_on_the_command_line(monkeypatch, capsys):
+    """With the command line's warning display (errors.install), a plugin whose hook
+    raises is reported as exactly one 'phasekit: warning:' line, not a Python warning
+    with file and line."""
+    class Bad:
+        @hookimpl
+        def phasekit_register_models(self, register):
+            raise RuntimeError("boom\nwith a second line")
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    pm = PluginManager(load_entry_points=False)
+    pm.register(Bad(), name="bad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        errors.install()
+        assert pm.models() == {}
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("phasekit: warning: phasekit plugin 'bad' (registered directly) is "
+                           "broken: "
+                           "its hook phasekit_register_models raised RuntimeError: boom; "
+                           "with a second line"), line
 
 
 def test_failing_hook_and_name_clash_are_reported():
@@ -136,6 +156,7 @@ def test_unknown_plugin_lists_available():
         PluginManager().get("model", "x")
 
 
+@pytest.mark.slow
 def test_cli_lists_third_party_and_failures(third_party):
     env = {**os.environ, "PYTHONPATH": third_party}
     exe = os.path.join(os.path.dirname(sys.executable), "phasekit")

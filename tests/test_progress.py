@@ -194,6 +194,7 @@ def test_remote_chunks_aggregate_and_settle():
     assert progress.remote_events == 4
 
 
+@pytest.mark.slow
 def test_dask_workers_stream_progress(manager, tmp_path):
     """With a scheduler the bar moves while chunks run: events from the workers
     carry run-steps and runs in flight before any chunk's result arrives."""

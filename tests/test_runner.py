@@ -93,6 +93,7 @@ def _count_chunks(folder: Path) -> int:
     return len(list(folder.glob("chunk-*.npz"))) if folder.exists() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume(tmp_path):
     """Kill a real ``phasekit run`` with SIGKILL mid-sweep; rerunning finishes it."""
     args = ["run", "--preset", "fig1", "--set", "model.width=200", "--set",
@@ -151,6 +152,7 @@ def cluster():
         yield c
 
 
+@pytest.mark.slow
 def test_dask_scheduler_matches_single_process(manager, cluster, tmp_path):
     config, data = resolve_config(small(), manager)
     single = execute(config, data, manager, derive=add_critical)
@@ -161,6 +163,7 @@ def test_dask_scheduler_matches_single_process(manager, cluster, tmp_path):
     xr.testing.assert_identical(stored(out), single)
 
 
+@pytest.mark.slow
 def test_cli_workers_matches_single_process(manager, tmp_path):
     pytest.importorskip("dask.distributed")
     args = ["run", "--preset", "fig1", "--set", "model.width=60", "--set",
@@ -173,6 +176,7 @@ def test_cli_workers_matches_single_process(manager, tmp_path):
     assert np.all(xr.open_dataset(tmp_path / "w.nc").steps.values > 0)
 
 
+@pytest.mark.slow
 def test_bench_quick_prints_numbers(capsys):
     assert main(["bench", "--quick", "--workloads", "W1", "--dtype", "float64",
                  "--threads", "1"]) == 0
@@ -184,6 +188,7 @@ def test_bench_quick_prints_numbers(capsys):
     assert float(fields[3].replace(",", "")) > 0 and float(fields[4].replace(",", "")) > 0
 
 
+@pytest.mark.slow
 def test_worker_loss_mid_sweep(manager, cluster, tmp_path):
     """Kill a Dask worker while chunks are running: the sweep still completes and
     equals a single-process run (the lost chunks are recomputed)."""

@@ -127,3 +127,50 @@ def test_memory_bounds_the_seeds_of_a_batch(manager):
     per_seed = 9 * (per_point + fixed) + fixed
     cfg, data = config(manager, model, dataset, 0, memory_budget=2.5 * per_seed / 2 ** 30)
     assert PointEngines(cfg, data, manager).seeds_per_batch(0) == 2
+
+
+def _probe_plugin():
+    """Observables that read each row's theta_0 and lambda_0 and check their shapes."""
+    import torch
+
+    from phasekit import hookimpl
+    from phasekit.observables import Observable
+
+    def rows_lambda0(snap):
+        G = snap.theta.shape[0]
+        assert snap.theta0.shape == snap.theta.shape and snap.lambda0.shape == (G,)
+        return snap.lambda0
+
+    def rows_theta0_norm(snap):
+        return torch.linalg.vector_norm(snap.theta0, dim=-1).square()
+
+    class Probe:
+        @hookimpl
+        def phasekit_register_observables(self, register):
+            register(Observable("probe_lambda0", "lambda_0 per row", rows_lambda0))
+            register(Observable("probe_theta0_norm", "theta_0^2 per row", rows_theta0_norm))
+
+    return Probe()
+
+
+@pytest.mark.parametrize("seed_batch", [1, 0])
+def test_observables_see_per_row_theta0_and_lambda0_however_seeds_are_batched(seed_batch):
+    """Snapshot.theta0 is (G, P) and lambda0 (G,) whether a batch holds one seed or
+    several, and each row sees its own seed's."""
+    from phasekit.config.registry import PluginManager
+
+    manager = PluginManager()
+    manager.register(_probe_plugin(), name="probe")
+    model, dataset = CASES["quadratic"]
+    ds = execute(*config(manager, model, dataset, seed_batch, max_steps=20), manager)
+    ran = ds["steps"].values >= 0
+    assert ran.all()
+    seen = ds["probe_lambda0"].values                      # (seed, c, step)
+    expected = np.broadcast_to(ds["lambda0"].values[:, None, None], seen.shape)
+    recorded = ~np.isnan(seen)
+    assert recorded[:, :, 0].all()
+    assert np.array_equal(seen[recorded], expected[recorded])
+    norm = ds["probe_theta0_norm"].values
+    np.testing.assert_allclose(norm[:, :, 0], ds["weight_norm"].values[:, :, 0], rtol=1e-14)
+    assert np.array_equal(norm[recorded], np.broadcast_to(norm[:, :, :1], norm.shape)[recorded])
+    assert len(set(ds["lambda0"].values.tolist())) == 3     # three seeds, three lambda_0

@@ -129,6 +129,7 @@ def test_cli_plugins_and_presets(capsys):
         assert name in out
 
 
+@pytest.mark.slow
 def test_console_script(tmp_path):
     """The installed ``phasekit`` command (a real subprocess)."""
     exe = os.path.join(os.path.dirname(sys.executable), "phasekit")

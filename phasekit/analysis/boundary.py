@@ -226,12 +226,7 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
     """
     from phasekit.io.netcdf import build_dataset
 
-    if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
-        raise ConfigError(f"--tol must be a positive number, got {tol!r}")
-    if isinstance(points, bool) or not isinstance(points, int) or points < 1:
-        raise ConfigError(f"points must be a positive integer, got {points!r}")
-    if not 0 < c_floor < c_limit:
-        raise ConfigError(f"need 0 < c_floor < c_limit, got {c_floor!r}, {c_limit!r}")
+    _check_search(tol, points, c_floor, c_limit)
     manager = manager or get_plugin_manager()
     config, _ = resolve_config(raw_config, manager)
     sweep = config.sweep
@@ -256,29 +251,7 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
             raise ConfigError(f"boundary search did not reach tol = {tol:g} within "
                               f"{max_rounds} rounds; raise the tolerance or max_rounds")
         for p in range(n_points):
-            # Each round trains every seed's trial rates of an axis point together, in
-            # batches of several seeds where the model stacks them (the same numbers).
-            # c_index is provisional; it is remapped onto the union grid below.
-            whole, early_runs = [], []
-            for si in range(S):
-                cs = trial[p * S + si]
-                if cs:
-                    whole.append(Chunk(si, seeds[si], list(range(len(cs))), cs, p))
-                wanted = sorted(set().union(*(early_trial[n][p * S + si] for n in names)))
-                if wanted:
-                    early_runs.append(Chunk(si, seeds[si], list(range(len(wanted))), wanted, p))
-            size = engines.seeds_per_batch(p)
-            for k in range(0, len(whole), size):
-                batch = whole[k:k + size]
-                for result in engines[p].run_batch(batch,
-                                                   prepared=engines.prepared_batch(batch)):
-                    search.add(result, round_)
-            for k in range(0, len(early_runs), size):
-                batch = early_runs[k:k + size]
-                for chunk, result in zip(batch, short[p].run_batch(
-                        batch, prepared=engines.prepared_batch(batch)), strict=True):
-                    search.add_early(p * S + chunk.seed_index, chunk.c_values,
-                                     _early_flags(short[p], result))
+            _run_round(engines, short, search, p, round_, trial, early_trial)
         if log is not None:
             log(_round_line(search, engines, round_, trial, early_trial,
                             time.perf_counter() - started))
@@ -290,6 +263,44 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
 
     return _assemble(config, manager, search, tol=tol, points=points, rounds=round_,
                      build_dataset=build_dataset)
+
+
+def _check_search(tol, points, c_floor, c_limit) -> None:
+    """The search's own options (the config is checked by ``resolve_config``)."""
+    if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
+        raise ConfigError(f"--tol must be a positive number, got {tol!r}")
+    if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+        raise ConfigError(f"points must be a positive integer, got {points!r}")
+    if not 0 < c_floor < c_limit:
+        raise ConfigError(f"need 0 < c_floor < c_limit, got {c_floor!r}, {c_limit!r}")
+
+
+def _run_round(engines: PointEngines, short: PointEngines, search: _Search, p: int,
+               round_: int, trial, early_trial) -> None:
+    """Train axis point ``p``'s trial rates of one round: every seed's together, in
+    batches of several seeds where the model stacks them (the same numbers), whole runs
+    on ``engines`` and early-window runs on ``short``.  ``c_index`` is provisional; it
+    is remapped onto the union grid when the dataset is assembled."""
+    seeds, S = search.seeds, len(search.seeds)
+    whole, early_runs = [], []
+    for si in range(S):
+        cs = trial[p * S + si]
+        if cs:
+            whole.append(Chunk(si, seeds[si], list(range(len(cs))), cs, p))
+        wanted = sorted(set().union(*(t[p * S + si] for t in early_trial.values())))
+        if wanted:
+            early_runs.append(Chunk(si, seeds[si], list(range(len(wanted))), wanted, p))
+    size = engines.seeds_per_batch(p)
+    for k in range(0, len(whole), size):
+        batch = whole[k:k + size]
+        for result in engines[p].run_batch(batch, prepared=engines.prepared_batch(batch)):
+            search.add(result, round_)
+    for k in range(0, len(early_runs), size):
+        batch = early_runs[k:k + size]
+        for chunk, result in zip(batch, short[p].run_batch(
+                batch, prepared=engines.prepared_batch(batch)), strict=True):
+            search.add_early(p * S + chunk.seed_index, chunk.c_values,
+                             _early_flags(short[p], result))
 
 
 def _round_line(search: _Search, engines: PointEngines, round_: int, trial, early_trial,
@@ -311,6 +322,8 @@ def _round_line(search: _Search, engines: PointEngines, round_: int, trial, earl
 
 def _assemble(config: ResolvedConfig, manager: PluginManager, search: _Search, *, tol: float,
               points: int, rounds: int, build_dataset) -> xr.Dataset:
+    """Every evaluated run on the union of the evaluated rates, with the onsets per cell
+    (``(*axes, seed)``) and the rounds that evaluated each run."""
     grid = sorted({c for ev in search.evaluated for c in ev})
     pos = {c: i for i, c in enumerate(grid)}
     final = dataclasses.replace(config, sweep={**config.sweep, "eta_lambda0": grid})
@@ -322,14 +335,36 @@ def _assemble(config: ResolvedConfig, manager: PluginManager, search: _Search, *
             res, chunk=Chunk(ch.seed_index, ch.seed, idx, list(ch.c_values), ch.point)))
     ds = build_dataset(PointEngines(final, None, manager), results)
 
-    cells, C = len(search.evaluated), len(grid)
+    values, round_of = _onsets(search, pos)
     shape = (*config.axis_shape, len(search.seeds))
     dims = (*config.axis_dims, "seed")
+    for name, attrs in _onset_attrs(config, tol, search.early).items():
+        ds[name] = (dims, values[name].reshape(shape), attrs)
+    ds["boundary_round"] = ((*dims, "eta_lambda0"), round_of.reshape(shape + (len(grid),)), {
+        "long_name": "refinement round in which the run was evaluated (0 = initial grid, "
+                     "-1 = not evaluated for this seed)"})
+    ds.attrs.update({
+        "boundary_tol": tol, "boundary_points": points, "boundary_rounds": rounds,
+        "boundary_early_runs": search.early_runs,
+        "boundary_method": "initial grid (config sweep.eta_lambda0), bracket by doubling/"
+                           "halving, bisection of [largest c without the property below the "
+                           "first c with it, that c]; early-window onsets from runs of "
+                           "early_window steps; docs/boundary.md",
+    })
+    return ds
+
+
+def _onsets(search: _Search, pos: dict[float, int]) -> tuple[dict[str, np.ndarray],
+                                                             np.ndarray]:
+    """Per cell: the onsets and bracket ends (``c_max``, ``c_fail``, ``fail_status``,
+    ``c_trivial``, the early ones), ``boundary_unbounded``; and the round of each
+    evaluated rate, ``(cells, C)`` (-1: not evaluated for that cell)."""
+    cells = len(search.evaluated)
     names = ["c_max", "c_fail", "c_trivial"]
     names += [n for e in search.early for n in (e, f"{e}_below")]
     values = {name: np.full(cells, np.nan) for name in names}
     fail_status = np.full(cells, "none", dtype=object)
-    round_of = np.full((cells, C), -1, dtype=np.int64)
+    round_of = np.full((cells, len(pos)), -1, dtype=np.int64)
     for k, ev in enumerate(search.evaluated):
         lo, hi = _bracket(ev, _not_converged)
         if lo is not None and hi is not None:
@@ -352,31 +387,38 @@ def _assemble(config: ResolvedConfig, manager: PluginManager, search: _Search, *
         why = [search.unbounded[k] or ""] + [
             f"{name}: {w[k]}" for name, w in search.early_unbounded.items() if w[k]]
         unbounded.append("; ".join(w for w in why if w))
+    values["fail_status"] = fail_status.astype(str)
+    values["boundary_unbounded"] = np.array(unbounded, dtype=object).astype(str)
+    return values, round_of
 
-    def put(name: str, arr: np.ndarray, attrs: dict) -> None:
-        ds[name] = (dims, arr.reshape(shape), attrs)
 
+def _onset_attrs(config: ResolvedConfig, tol: float, early: Mapping) -> dict[str, dict]:
+    """The attributes of every per-cell variable of :func:`_onsets`, in storage order."""
     window, rise, drop = (config.sweep[k] for k in ("early_window", "loss_rise",
                                                      "sharpness_drop"))
-    put("c_max", values["c_max"], {
-        "long_name": "largest c that converged, below the first c that did not",
-        "definition": "bisection of the bracket [largest converged c below c_fail, c_fail] "
-                      f"until its width <= tol = {tol:g}; c_max is its lower end (a run that "
-                      "converged); a lower limit only where 'boundary_unbounded' says so",
-        "units": "1", "documentation": "docs/boundary.md"})
-    put("c_fail", values["c_fail"], {
-        "long_name": "smallest evaluated c whose run did not converge (upper end of the "
-                     "c_max bracket)", "units": "1"})
     fail_flags = ["diverged", "trivial", "max_steps", "none"]
-    put("fail_status", fail_status.astype(str), {
-        "long_name": "status of the run at c_fail (diverged, trivial or max_steps; none if "
-                     "no run failed)", "flag_values": fail_flags,
-        "flag_meanings": " ".join(fail_flags)})
-    put("c_trivial", values["c_trivial"], {
-        "long_name": "onset of the trivial phase: smallest evaluated c whose run ended trivial",
-        "definition": "bisection of [largest non-trivial c below the first trivial c, first "
-                      f"trivial c] to tol = {tol:g}; NaN where no evaluated run ended trivial",
-        "units": "1"})
+    out = {
+        "c_max": {
+            "long_name": "largest c that converged, below the first c that did not",
+            "definition": "bisection of the bracket [largest converged c below c_fail, "
+                          f"c_fail] until its width <= tol = {tol:g}; c_max is its lower end "
+                          "(a run that converged); a lower limit only where "
+                          "'boundary_unbounded' says so",
+            "units": "1", "documentation": "docs/boundary.md"},
+        "c_fail": {"long_name": "smallest evaluated c whose run did not converge (upper end "
+                                "of the c_max bracket)", "units": "1"},
+        "fail_status": {
+            "long_name": "status of the run at c_fail (diverged, trivial or max_steps; none "
+                         "if no run failed)", "flag_values": fail_flags,
+            "flag_meanings": " ".join(fail_flags)},
+        "c_trivial": {
+            "long_name": "onset of the trivial phase: smallest evaluated c whose run ended "
+                         "trivial",
+            "definition": "bisection of [largest non-trivial c below the first trivial c, "
+                          f"first trivial c] to tol = {tol:g}; NaN where no evaluated run "
+                          "ended trivial",
+            "units": "1"},
+    }
     early_defs = {
         "c_loss": ("smallest c at which the training loss rises above its initial value in "
                    "early training",
@@ -389,28 +431,17 @@ def _assemble(config: ResolvedConfig, manager: PluginManager, search: _Search, *
                     f"1 <= t <= {window}; bisection to tol = {tol:g} of runs stopped after "
                     f"{window} steps; c_sharp is the upper end of the bracket"),
     }
-    for name in search.early:
+    for name in early:
         long_name, definition = early_defs[name]
-        put(name, values[name], {"long_name": long_name, "definition": definition,
-                                 "units": "1", "documentation": "docs/phases.md"})
-        put(f"{name}_below", values[f"{name}_below"], {
+        out[name] = {"long_name": long_name, "definition": definition, "units": "1",
+                     "documentation": "docs/phases.md"}
+        out[f"{name}_below"] = {
             "long_name": f"largest evaluated c below {name} without the property (lower end "
-                         f"of its bracket)", "units": "1"})
-    ds["boundary_round"] = ((*dims, "eta_lambda0"), round_of.reshape(shape + (C,)), {
-        "long_name": "refinement round in which the run was evaluated (0 = initial grid, "
-                     "-1 = not evaluated for this seed)"})
-    put("boundary_unbounded", np.array(unbounded, dtype=object).astype(str), {
+                         f"of its bracket)", "units": "1"}
+    out["boundary_unbounded"] = {
         "long_name": "why the search could not bracket an onset for this cell (empty if it "
-                     "did)"})
-    ds.attrs.update({
-        "boundary_tol": tol, "boundary_points": points, "boundary_rounds": rounds,
-        "boundary_early_runs": search.early_runs,
-        "boundary_method": "initial grid (config sweep.eta_lambda0), bracket by doubling/"
-                           "halving, bisection of [largest c without the property below the "
-                           "first c with it, that c]; early-window onsets from runs of "
-                           "early_window steps; docs/boundary.md",
-    })
-    return ds
+                     "did)"}
+    return out
 
 
 def stderr_log(line: str) -> None:

@@ -325,17 +325,30 @@ def critical_rates(ds: xr.Dataset, early_window: int | None = None,
     purpose = "the critical learning rates"
     require(ds, "status", "steps", purpose=purpose)
     th = early_thresholds(ds, early_window, sharpness_drop, loss_rise)
-    window, drop, rise = th["early_window"], th["sharpness_drop"], th["loss_rise"]
     axes = sweep_axes(ds)
     status = _status(ds, purpose).transpose(*axes, "seed", "eta_lambda0")
     ran = status != "pending"
+    flags = early_flags(ds, th["early_window"], th["sharpness_drop"], th["loss_rise"])
+    out = {**_early_onsets(flags, ran, th), **_status_onsets(status, ran)}
+    res = xr.Dataset({name: da.transpose(*axes, "seed").astype(float).assign_attrs(attrs)
+                      for name, (da, attrs) in out.items()})
+    res.attrs.update({**th, "documentation": "docs/phases.md"})
+    return res
+
+
+#: the resolution of an onset found on the grid
+_BRACKET = ("grid resolution: the onset lies in ({0}_below, {0}]; {0}_below is the largest "
+            "evaluated c below {0} (NaN when {0} is the smallest evaluated c)")
+
+
+def _early_onsets(flags: xr.Dataset, ran: xr.DataArray, th: dict
+                  ) -> dict[str, tuple[xr.DataArray, dict]]:
+    """``c_loss`` and ``c_sharp`` with their brackets, where ``flags`` has them
+    (:func:`critical_rates`), and their attributes."""
+    window, drop, rise = th["early_window"], th["sharpness_drop"], th["loss_rise"]
     where = (f"at a recorded step t in 1..{window} at which the run was still running "
              f"(t <= steps)")
-    bracket = ("grid resolution: the onset lies in ({0}_below, {0}]; {0}_below is the largest "
-               "evaluated c below {0} (NaN when {0} is the smallest evaluated c)")
     out: dict[str, tuple[xr.DataArray, dict]] = {}
-
-    flags = early_flags(ds, window, drop, rise)
     if "loss_rose" in flags:
         first, below = _onset(flags["loss_rose"], ran)
         loss_th = {"early_window": window, "loss_rise": rise}
@@ -343,7 +356,7 @@ def critical_rates(ds: xr.Dataset, early_window: int | None = None,
             "smallest c at which the training loss rises above its initial value "
             "in early training",
             f"smallest evaluated c with L_t > (1 + {rise:g}) L_0 {where}, or whose run "
-            f"diverged at a step in 1..{window}", bracket.format("c_loss"), loss_th))
+            f"diverged at a step in 1..{window}", _BRACKET.format("c_loss"), loss_th))
         out["c_loss_below"] = (below, {"long_name": "largest evaluated c below c_loss (lower "
                                        "end of its bracket)", "units": "1"})
     if "sharpness_fell" in flags:
@@ -352,10 +365,18 @@ def critical_rates(ds: xr.Dataset, early_window: int | None = None,
             "smallest c at which the sharpness eta lambda_max(H_t) decreases in "
             "early training",
             f"smallest evaluated c with eta lambda_max(H_t) < (1 - {drop:g}) eta "
-            f"lambda_max(H_0) {where}", bracket.format("c_sharp"),
+            f"lambda_max(H_0) {where}", _BRACKET.format("c_sharp"),
             {"early_window": window, "sharpness_drop": drop}))
         out["c_sharp_below"] = (below, {"long_name": "largest evaluated c below c_sharp "
                                         "(lower end of its bracket)", "units": "1"})
+    return out
+
+
+def _status_onsets(status: xr.DataArray, ran: xr.DataArray
+                   ) -> dict[str, tuple[xr.DataArray, dict]]:
+    """``c_max`` with ``c_fail``, and ``c_trivial`` with its bracket, from the statuses
+    (:func:`critical_rates`), and their attributes."""
+    out: dict[str, tuple[xr.DataArray, dict]] = {}
     fail, c_max = _onset(status != CONVERGED, ran)
     out["c_max"] = (c_max, _grid_attrs(
         "largest c that converged, below the first c that did not converge",
@@ -369,13 +390,10 @@ def critical_rates(ds: xr.Dataset, early_window: int | None = None,
     first, below = _onset(status == "trivial", ran)
     out["c_trivial"] = (first, _grid_attrs(
         "smallest c whose run ended trivial (dead network)",
-        "smallest evaluated c with status trivial; NaN if none", bracket.format("c_trivial")))
+        "smallest evaluated c with status trivial; NaN if none", _BRACKET.format("c_trivial")))
     out["c_trivial_below"] = (below, {"long_name": "largest evaluated c below c_trivial "
                                       "(lower end of its bracket)", "units": "1"})
-    res = xr.Dataset({name: da.transpose(*axes, "seed").astype(float).assign_attrs(attrs)
-                      for name, (da, attrs) in out.items()})
-    res.attrs.update({**th, "documentation": "docs/phases.md"})
-    return res
+    return out
 
 
 def _refined(ds: xr.Dataset) -> list[str]:

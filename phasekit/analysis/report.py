@@ -223,7 +223,7 @@ def summary_table(ds) -> str:
 def boundary_report(ds: xr.Dataset) -> str:
     """Plain-text report of a boundary dataset: the critical learning rates per seed
     (without axes) or per axis point (mean and spread over seeds), and the bounds."""
-    from phasekit.analysis.phases import bound_names, require, sweep_axes
+    from phasekit.analysis.phases import require
 
     require(ds, "c_max", "c_fail", "fail_status", "c_trivial",
             purpose="the boundary report (run 'phasekit boundary' to make such a file)")
@@ -235,66 +235,77 @@ def boundary_report(ds: xr.Dataset) -> str:
              f"{int((ds['status'].values != 'pending').sum())} runs"
              + (f" + {ds.attrs.get('boundary_early_runs', 0)} early-window runs" if early
                 else "")]
-    bnames = bound_names(ds)
-
-    def fmt(x: float) -> str:
-        return "-" if not np.isfinite(x) else f"{x:.4f}"
-
-    def spread(x: np.ndarray) -> str:
-        x = x[np.isfinite(x)]
-        if not x.size:
-            return "-"
-        return f"{x.mean():.4f}" + (f"+/-{x.std(ddof=1):.3f}" if x.size > 1 else "")
-
     names = ["c_loss", "c_sharp"][: len(early)] if early else []
-    if axes:
-        header = list(axes) + names + ["c_max", "c_trivial"] + [f"bound_{b}" for b in bnames]
-        lines.append("  ".join(f"{h:>14}" for h in header))
-        stacked = ds.stack(point=axes)
-        for j in range(stacked.sizes["point"]):
-            at = stacked.isel(point=j)
-            row = [str(at[a].values.item()) for a in axes]
-            row += [spread(at[n].values.astype(float)) for n in names + ["c_max", "c_trivial"]]
-            row += [spread(at[f"bound_{b}"].values.astype(float)) for b in bnames]
-            lines.append("  ".join(f"{x:>14}" for x in row))
-        lines.append("(mean+/-std over seeds)")
-    else:
-        header = ["seed"] + names + ["c_max", "c_fail", "fails by", "c_trivial"] + [
-            f"bound_{b}" for b in bnames]
-        lines.append("  ".join(f"{h:>12}" for h in header))
-        for s, seed in enumerate(ds["seed"].values):
-            row = [str(int(seed))] + [fmt(float(ds[n].values[s])) for n in names]
-            row += [fmt(float(ds["c_max"].values[s])), fmt(float(ds["c_fail"].values[s])),
-                    str(ds["fail_status"].values[s]), fmt(float(ds["c_trivial"].values[s]))]
-            row += [fmt(float(ds[f"bound_{b}"].values[s])) for b in bnames]
-            lines.append("  ".join(f"{x:>12}" for x in row))
-        for name in names + ["c_max"]:
-            finite = ds[name].values.astype(float)
-            finite = finite[np.isfinite(finite)]
-            if finite.size:
-                extra = (f" +/- {finite.std(ddof=1):.4f} (std over {finite.size} seeds; range "
-                         f"{span(finite.min(), finite.max(), '.4f')})" if finite.size > 1
-                         else "")
-                lines.append(f"{name} = {finite.mean():.4f}{extra}")
-        c_max = ds["c_max"].values.astype(float)
-        if np.isfinite(c_max).any():
-            lines.append(f"catapult window: (2, {np.nanmean(c_max):.4f})")
-        triv = ds["c_trivial"].values.astype(float)
-        if np.isfinite(triv).any():
-            lines.append(f"trivial phase from c = {np.nanmean(triv):.4f} (mean over seeds with "
-                         f"one)")
-        for b in bnames:
-            gap = c_max - ds[f"bound_{b}"].values
-            eq = ds[f"bound_{b}"].attrs.get("equation", b)
-            kind = ds[f"bound_{b}"].attrs.get("kind", "")
-            word = "below" if np.nanmean(gap) >= 0 else "above"
-            lines.append(f"bound_{b} ({eq}, {kind}): mean "
-                         f"{np.nanmean(ds[f'bound_{b}'].values):.4f}, {abs(np.nanmean(gap)):.4f} "
-                         f"{word} c_max (c_max - bound per seed: "
-                         + ", ".join(fmt(g) for g in gap) + ")")
+    lines += (_boundary_by_point(ds, axes, names) if axes
+              else _boundary_by_seed(ds, names))
     flat = ds["boundary_unbounded"].values.ravel()
     for k, why in enumerate(flat):
         if str(why):
             lines.append(f"warning: cell {k} ({', '.join(axes + ['seed'])} flattened): {why}"
                          if axes else f"warning: seed {int(ds['seed'].values[k])}: {why}")
     return "\n".join(lines)
+
+
+def _fixed(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.4f}"
+
+
+def _boundary_by_point(ds: xr.Dataset, axes: list[str], names: list[str]) -> list[str]:
+    """One line per axis point: the onsets and bounds as mean+/-std over seeds."""
+    def spread(x: np.ndarray) -> str:
+        x = x[np.isfinite(x)]
+        if not x.size:
+            return "-"
+        return f"{x.mean():.4f}" + (f"+/-{x.std(ddof=1):.3f}" if x.size > 1 else "")
+
+    bnames = bound_names(ds)
+    header = list(axes) + names + ["c_max", "c_trivial"] + [f"bound_{b}" for b in bnames]
+    lines = ["  ".join(f"{h:>14}" for h in header)]
+    stacked = ds.stack(point=axes)
+    for j in range(stacked.sizes["point"]):
+        at = stacked.isel(point=j)
+        row = [str(at[a].values.item()) for a in axes]
+        row += [spread(at[n].values.astype(float)) for n in names + ["c_max", "c_trivial"]]
+        row += [spread(at[f"bound_{b}"].values.astype(float)) for b in bnames]
+        lines.append("  ".join(f"{x:>14}" for x in row))
+    lines.append("(mean+/-std over seeds)")
+    return lines
+
+
+def _boundary_by_seed(ds: xr.Dataset, names: list[str]) -> list[str]:
+    """One line per seed, then the means over seeds, the catapult window, the trivial
+    onset and where each bound lies against c_max."""
+    bnames = bound_names(ds)
+    header = ["seed"] + names + ["c_max", "c_fail", "fails by", "c_trivial"] + [
+        f"bound_{b}" for b in bnames]
+    lines = ["  ".join(f"{h:>12}" for h in header)]
+    for s, seed in enumerate(ds["seed"].values):
+        row = [str(int(seed))] + [_fixed(float(ds[n].values[s])) for n in names]
+        row += [_fixed(float(ds["c_max"].values[s])), _fixed(float(ds["c_fail"].values[s])),
+                str(ds["fail_status"].values[s]), _fixed(float(ds["c_trivial"].values[s]))]
+        row += [_fixed(float(ds[f"bound_{b}"].values[s])) for b in bnames]
+        lines.append("  ".join(f"{x:>12}" for x in row))
+    for name in names + ["c_max"]:
+        finite = ds[name].values.astype(float)
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+            extra = (f" +/- {finite.std(ddof=1):.4f} (std over {finite.size} seeds; range "
+                     f"{span(finite.min(), finite.max(), '.4f')})" if finite.size > 1 else "")
+            lines.append(f"{name} = {finite.mean():.4f}{extra}")
+    c_max = ds["c_max"].values.astype(float)
+    if np.isfinite(c_max).any():
+        lines.append(f"catapult window: (2, {np.nanmean(c_max):.4f})")
+    triv = ds["c_trivial"].values.astype(float)
+    if np.isfinite(triv).any():
+        lines.append(f"trivial phase from c = {np.nanmean(triv):.4f} (mean over seeds with "
+                     f"one)")
+    for b in bnames:
+        gap = c_max - ds[f"bound_{b}"].values
+        eq = ds[f"bound_{b}"].attrs.get("equation", b)
+        kind = ds[f"bound_{b}"].attrs.get("kind", "")
+        word = "below" if np.nanmean(gap) >= 0 else "above"
+        lines.append(f"bound_{b} ({eq}, {kind}): mean "
+                     f"{np.nanmean(ds[f'bound_{b}'].values):.4f}, {abs(np.nanmean(gap)):.4f} "
+                     f"{word} c_max (c_max - bound per seed: "
+                     + ", ".join(_fixed(g) for g in gap) + ")")
+    return lines

@@ -17,6 +17,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from phasekit.cli.common import add_config_arguments
 from phasekit.errors import ConfigError
 from phasekit.io.files import OutputLock, check_writable
 
@@ -26,6 +27,12 @@ from phasekit.io.files import OutputLock, check_writable
 
 def add_subcommands(subparsers) -> None:
     """Register ``plot``, ``analyze`` and ``boundary`` on ``subparsers``."""
+    _add_plot(subparsers)
+    _add_analyze(subparsers)
+    _add_boundary(subparsers)
+
+
+def _add_plot(subparsers) -> None:
     plot = subparsers.add_parser(
         "plot", help="draw the paper's panels, or the phase diagram of a sweep with axes",
         description="Draw the paper's panels from a stored sweep: (a) loss, (b) theta^2_t/"
@@ -52,6 +59,8 @@ def add_subcommands(subparsers) -> None:
                            "with every axis fixed, the panels a-g of that axis point are drawn")
     plot.set_defaults(handler=cmd_plot)
 
+
+def _add_analyze(subparsers) -> None:
     analyze = subparsers.add_parser(
         "analyze", help="classify every run (lazy, catapult, divergent, trivial) and report",
         description="Add a 'phase' variable and the critical learning rates (c_loss, "
@@ -83,6 +92,8 @@ def add_subcommands(subparsers) -> None:
                               "c_sharp_mean_traj, c_max_mean_traj, ... (docs/phases.md)")
     analyze.set_defaults(handler=cmd_analyze)
 
+
+def _add_boundary(subparsers) -> None:
     boundary = subparsers.add_parser(
         "boundary", help="find c_loss, c_sharp, c_max and the trivial onset by bisection, "
                          "for every axis point and seed at once",
@@ -91,13 +102,7 @@ def add_subcommands(subparsers) -> None:
                     "runs, c_loss and c_sharp from runs of sweep.early_window steps; all "
                     "cells batched in each round of bracketing and bisection. Writes every "
                     "evaluated whole run. See docs/boundary.md.")
-    boundary.add_argument("config", nargs="?", help="config TOML file")
-    boundary.add_argument("--preset", help="start from a named preset (see 'phasekit presets')")
-    boundary.add_argument("--set", dest="overrides", action="append", default=[],
-                          metavar="KEY=VALUE", help="override one key with a TOML value")
-    boundary.add_argument("--axis", dest="axes", action="append", default=[],
-                          metavar="KEY=[VALUES]",
-                          help="a phase-diagram axis, as for 'phasekit run --axis'")
+    add_config_arguments(boundary)
     boundary.add_argument("--no-early", dest="early", action="store_false",
                           help="skip c_loss and c_sharp (only c_max and the trivial onset)")
     boundary.add_argument("--tol", type=float, default=0.01,
@@ -203,9 +208,8 @@ def _same_search(old, config_toml: str, tol: float) -> bool:
 def cmd_boundary(args) -> int:
     from phasekit.analysis.boundary import find_boundary, stderr_log
     from phasekit.analysis.report import boundary_report
-    from phasekit.api import build_config
     from phasekit.config.registry import get_plugin_manager
-    from phasekit.config.resolve import resolve_config
+    from phasekit.config.resolve import build_config, resolve_config
     from phasekit.io.netcdf import refuse_replacing, write_output
 
     manager = get_plugin_manager()

@@ -282,7 +282,8 @@ def run_step_flops(engine: Engine, prepared) -> tuple[float, float]:
     model = engine.model
     feats, theta0 = prepared.features, prepared.theta0
     y = engine.data.y_train.to(engine.device, engine.dtype)
-    eta = theta0.new_full((1,), 1.0 / prepared.lambda0)              # c = 1
+    lambda0 = theta0.new_full((1,), prepared.lambda0)
+    eta = 1.0 / lambda0                                               # c = 1
 
     def step(recorded: bool) -> float:
         theta = theta0[None].clone()
@@ -292,8 +293,8 @@ def run_step_flops(engine: Engine, prepared) -> tuple[float, float]:
             if recorded:
                 loss = 0.5 * (eps * eps).mean(-1)
                 ntk = model.ntk(feats, theta, cache)
-                engine._observe(Snapshot(model, engine.data, feats, theta, theta0, z, eps,
-                                         loss, ntk, eta, prepared.lambda0, 0))
+                engine._observe(Snapshot(model, engine.data, feats, theta, theta0[None], z,
+                                         eps, loss, ntk, eta, lambda0, 0, cache))
             model.descend(feats, theta, cache, eps, eta)
         return float(counter.get_total_flops())
 
@@ -343,8 +344,7 @@ def preset_times(name: str, quick: bool, dtype: str, manager: PluginManager,
     """A whole preset as a user runs it (to convergence, default observables and
     record schedule) in this process: wall seconds of resolving, training and
     assembling, and run-steps per second (updates made, summed over the grid)."""
-    from phasekit.api import build_config
-    from phasekit.config.resolve import resolve_config
+    from phasekit.config.resolve import build_config, resolve_config
     from phasekit.runner.execute import execute
 
     overrides = [f"sweep.dtype={dtype}", f"sweep.device={device}"]
@@ -414,14 +414,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import torch
 
-    from phasekit.errors import DataError
-
     manager = get_plugin_manager()
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     wanted = {w.strip() for w in args.workloads.split(",")}
     gpu = (f", GPU {torch.cuda.get_device_name()}" if args.device.startswith("cuda")
            and torch.cuda.is_available() else "")
     print(f"machine: {machine()}{gpu}; device {args.device}")
+    _print_workloads(args, wanted, dtypes, manager)
+    presets = [p for p in PRESET_ROWS if f"P-{p}" in wanted or "presets" in wanted]
+    if presets:
+        _print_presets(args, presets, dtypes, manager)
+    if "W5" in wanted:
+        _print_w5(args, dtypes, manager)
+    if "W4" in wanted:
+        _print_w4(args, dtypes, manager)
+    return 0
+
+
+def _print_workloads(args, wanted: set[str], dtypes: list[str], manager) -> None:
+    """W1-W3: phasekit's run-steps/s against the per-run loop, and the step's rate."""
+    from phasekit.errors import DataError
+
     header = (f"{'workload':8} {'dtype':8} {'threads':>7} {'phasekit run-steps/s':>20} "
               f"{'baseline run-steps/s':>20} {'ratio':>8} {'step GFLOP/s':>12} "
               f"{'matmul peak':>11} {'% peak':>7}")
@@ -441,53 +454,64 @@ def run(args) -> int:
                   f"{r['baseline']:>20,.1f} {r['ratio']:>7.1f}x {r['gflops']:>12.1f} "
                   f"{r['peak']:>11.1f} {100 * r['gflops'] / r['peak']:>6.1f}%")
             sys.stdout.flush()
-    presets = [p for p in PRESET_ROWS if f"P-{p}" in wanted or "presets" in wanted]
-    if presets:
-        print("whole presets, end to end in process (resolve, train to convergence, assemble)")
-        print(f"{'preset':10} {'dtype':8} {'wall s':>9} {'run-steps':>11} {'run-steps/s':>12}")
-        for name in presets:
-            for dtype in dtypes:
-                try:
-                    r = preset_times(name, args.quick, dtype, manager, args.device)
-                except (ConfigError, DataError) as exc:     # data not available here
-                    print(f"{name:10} {dtype:8} skipped: {exc}")
-                    continue
-                cap = f" (max_steps {PRESET_ROWS[name]}, --quick)" if r["capped"] else ""
-                print(f"{name:10} {dtype:8} {r['wall']:>9.2f} {r['run_steps']:>11,} "
-                      f"{r['rate']:>12,.0f}{cap}")
-                sys.stdout.flush()
-    if "W5" in wanted:
-        steps = W5_STEPS[1] if args.quick else W5_STEPS[0]
-        print(f"W5: one grid point (c = 1), two-layer ReLU, width 1024, 128 two-class "
-              f"Fashion-MNIST images, default observables and record schedule, {steps} steps")
-        print(f"{'workload':8} {'dtype':8} {'threads':>7} {'run-steps/s':>11} {'wall s':>7} "
-              f"{'recorded':>8} {'MFLOP plain':>11} {'MFLOP rec.':>10} {'MFLOP avg':>9} "
-              f"{'GFLOP/s':>8} {'matmul peak':>11} {'% peak':>7}")
+
+
+def _print_presets(args, presets: list[str], dtypes: list[str], manager) -> None:
+    """Whole presets, end to end in process."""
+    from phasekit.errors import DataError
+
+    print("whole presets, end to end in process (resolve, train to convergence, assemble)")
+    print(f"{'preset':10} {'dtype':8} {'wall s':>9} {'run-steps':>11} {'run-steps/s':>12}")
+    for name in presets:
         for dtype in dtypes:
-            threads = args.threads or os.cpu_count() or 1
             try:
-                r = single_run_times(args.quick, dtype, manager, threads, args.device)
-            except (ConfigError, DataError) as exc:          # data not available here
-                print(f"{'W5':8} {dtype:8} skipped: {exc}")
+                r = preset_times(name, args.quick, dtype, manager, args.device)
+            except (ConfigError, DataError) as exc:     # data not available here
+                print(f"{name:10} {dtype:8} skipped: {exc}")
                 continue
-            print(f"{'W5':8} {dtype:8} {threads:>7} {r['rate']:>11,.1f} {r['wall']:>7.2f} "
-                  f"{r['recorded']:>8} {r['plain'] / 1e6:>11,.1f} "
-                  f"{r['recorded_flops'] / 1e6:>10,.1f} {r['average'] / 1e6:>9,.1f} "
-                  f"{r['gflops']:>8.1f} {r['peak']:>11.1f} "
-                  f"{100 * r['gflops'] / r['peak']:>6.1f}%")
+            cap = f" (max_steps {PRESET_ROWS[name]}, --quick)" if r["capped"] else ""
+            print(f"{name:10} {dtype:8} {r['wall']:>9.2f} {r['run_steps']:>11,} "
+                  f"{r['rate']:>12,.0f}{cap}")
             sys.stdout.flush()
-    if "W4" in wanted:
-        print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
-              f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")
-        print(f"{'workload':8} {'dtype':8} {'threads':>7} {'axis sweep s':>13} "
-              f"{'5 separate s':>13} {'separate/axis':>13}")
-        for dtype in dtypes:
-            threads = args.threads or 1
-            r = axis_sweep_times(args.quick, dtype, manager, threads, args.device)
-            print(f"{'W4':8} {dtype:8} {threads:>7} {r['axis']:>13.2f} {r['separate']:>13.2f} "
-                  f"{r['ratio']:>12.2f}x")
-            sys.stdout.flush()
-    return 0
+
+
+def _print_w5(args, dtypes: list[str], manager) -> None:
+    """W5: one run's steps/s and FLOPs against the matmul peak."""
+    from phasekit.errors import DataError
+
+    steps = W5_STEPS[1] if args.quick else W5_STEPS[0]
+    print(f"W5: one grid point (c = 1), two-layer ReLU, width 1024, 128 two-class "
+          f"Fashion-MNIST images, default observables and record schedule, {steps} steps")
+    print(f"{'workload':8} {'dtype':8} {'threads':>7} {'run-steps/s':>11} {'wall s':>7} "
+          f"{'recorded':>8} {'MFLOP plain':>11} {'MFLOP rec.':>10} {'MFLOP avg':>9} "
+          f"{'GFLOP/s':>8} {'matmul peak':>11} {'% peak':>7}")
+    for dtype in dtypes:
+        threads = args.threads or os.cpu_count() or 1
+        try:
+            r = single_run_times(args.quick, dtype, manager, threads, args.device)
+        except (ConfigError, DataError) as exc:          # data not available here
+            print(f"{'W5':8} {dtype:8} skipped: {exc}")
+            continue
+        print(f"{'W5':8} {dtype:8} {threads:>7} {r['rate']:>11,.1f} {r['wall']:>7.2f} "
+              f"{r['recorded']:>8} {r['plain'] / 1e6:>11,.1f} "
+              f"{r['recorded_flops'] / 1e6:>10,.1f} {r['average'] / 1e6:>9,.1f} "
+              f"{r['gflops']:>8.1f} {r['peak']:>11.1f} "
+              f"{100 * r['gflops'] / r['peak']:>6.1f}%")
+        sys.stdout.flush()
+
+
+def _print_w4(args, dtypes: list[str], manager) -> None:
+    """W4: one sweep with a width axis against five separate sweeps."""
+    print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
+          f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")
+    print(f"{'workload':8} {'dtype':8} {'threads':>7} {'axis sweep s':>13} "
+          f"{'5 separate s':>13} {'separate/axis':>13}")
+    for dtype in dtypes:
+        threads = args.threads or 1
+        r = axis_sweep_times(args.quick, dtype, manager, threads, args.device)
+        print(f"{'W4':8} {dtype:8} {threads:>7} {r['axis']:>13.2f} {r['separate']:>13.2f} "
+              f"{r['ratio']:>12.2f}x")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -289,6 +289,8 @@ def finishing_seconds(engines: PointEngines, results: list[ChunkResult]) -> floa
 
 def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginManager,
                    budget: float = PILOT_BUDGET) -> str:
+    """What ``phasekit run --dry-run`` prints: the grid, then per axis point its chunks,
+    memory, calibration and pilot, then the estimated time of the whole sweep."""
     sweep = config.sweep
     engines = PointEngines(config, data, manager)
     n_rates, n_seeds = len(sweep["eta_lambda0"]), len(sweep["seeds"])
@@ -302,49 +304,14 @@ def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginMan
     startup = _startup_seconds()
     preparing = training = worst = 0.0
     stand_ins = []
-    for i, point in enumerate(engines.points):
-        engine = engines[i]
-        started = time.perf_counter()
-        prepared = engines.prepared(i, sweep["seeds"][0])
-        prepare_s = time.perf_counter() - started
-        size = engines.chunk_size(i)
-        together = engines.seeds_per_batch(i)
-        chunks = make_chunks(sweep, i, size)
-        first_seed = [c for c in chunks if c.seed_index == 0]
-        fixed, per_point = memory_estimate(engine, prepared)
-        costs = calibrate(engine, chunks[0], prepared)
-        pil = pilot(engine, first_seed, prepared, costs, budget / len(engines))
-        per_seed = sum(chunk_seconds(pil.steps[c.c_index], engine.schedule, costs)
-                       for c in first_seed)
-        longest = sum(chunk_seconds(np.full(len(c.c_values), sweep["max_steps"]),
-                                    engine.schedule, costs) for c in first_seed)
-        stand_ins += [_stand_in(engine, c, prepared, pil.steps[c.c_index]) for c in chunks]
+    for i in range(len(engines)):
+        point_lines, prepare_s, per_seed, longest, point_stand_ins = _point_estimate(
+            engines, i, budget / len(engines))
+        lines += point_lines
+        stand_ins += point_stand_ins
         preparing += prepare_s * n_seeds
         training += per_seed * n_seeds
         worst += (prepare_s + longest) * n_seeds
-        g = costs.batch
-        head = f"axis point {describe_point(point)}: " if config.axes else ""
-        exact = pil.pilot_steps >= sweep["max_steps"]
-        lines += [
-            f"{head}D = {point.data.num_train}, {prepared.theta0.numel():,} parameters per run; "
-            f"{len(chunks)} chunk(s) of up to {size} runs, "
-            + (f"{together} seeds per batch (up to {together * size} runs advancing together)"
-               if together > 1 else "each advancing on its own (one seed per batch)"),
-            f"  memory per chunk: about {fmt_bytes(fixed + size * per_point)} "
-            f"({fmt_bytes(fixed)} fixed + {fmt_bytes(per_point)} per run; "
-            f"sweep.memory_budget caps it)",
-            f"  calibration: {costs.unrecorded(g) * 1e3:.2f} ms per step of a full chunk "
-            f"({g} runs), {(costs.unrecorded(g) + costs.recording(g)) * 1e3:.2f} ms per "
-            f"recorded step (NTK, sharpness, observables); {prepare_s:.2f} s to prepare a seed",
-            f"  pilot (seed {sweep['seeds'][0]}, every rate, {pil.seconds:.1f} s): "
-            + ("ran every run to its stop" if exact else
-               f"{pil.pilot_steps} steps; {pil.stopped} run(s) stopped within them, "
-               f"{pil.modelled} predicted by the model linearised at initialisation, "
-               f"{pil.at_max} of them to reach max_steps")
-            + f"; steps per run: median {int(np.median(pil.steps))}, max "
-              f"{int(pil.steps.max())} of {sweep['max_steps']}",
-            f"  estimate: {_fmt_time(per_seed)} of training per seed",
-        ]
     finishing = finishing_seconds(engines, stand_ins)
     total = preparing + training + finishing + (startup or 0.0)
     parts = ([f"{_fmt_time(startup)} start-up"] if startup is not None else []) + [
@@ -357,3 +324,51 @@ def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginMan
         f"max_steps = {sweep['max_steps']}",
     ]
     return "\n".join(lines)
+
+
+def _point_estimate(engines: PointEngines, i: int, budget: float
+                    ) -> tuple[list[str], float, float, float, list]:
+    """Axis point ``i``: its report lines, the seconds to prepare a seed, to train one
+    seed (pilot seed's steps) and at most (every run to max_steps), and the stand-in
+    results of its chunks (for the assembly time)."""
+    config, engine, point = engines.config, engines[i], engines.points[i]
+    sweep = config.sweep
+    started = time.perf_counter()
+    prepared = engines.prepared(i, sweep["seeds"][0])
+    prepare_s = time.perf_counter() - started
+    size = engines.chunk_size(i)
+    together = engines.seeds_per_batch(i)
+    chunks = make_chunks(sweep, i, size)
+    first_seed = [c for c in chunks if c.seed_index == 0]
+    fixed, per_point = memory_estimate(engine, prepared)
+    costs = calibrate(engine, chunks[0], prepared)
+    pil = pilot(engine, first_seed, prepared, costs, budget)
+    per_seed = sum(chunk_seconds(pil.steps[c.c_index], engine.schedule, costs)
+                   for c in first_seed)
+    longest = sum(chunk_seconds(np.full(len(c.c_values), sweep["max_steps"]),
+                                engine.schedule, costs) for c in first_seed)
+    stand_ins = [_stand_in(engine, c, prepared, pil.steps[c.c_index]) for c in chunks]
+    g = costs.batch
+    head = f"axis point {describe_point(point)}: " if config.axes else ""
+    exact = pil.pilot_steps >= sweep["max_steps"]
+    lines = [
+        f"{head}D = {point.data.num_train}, {prepared.theta0.numel():,} parameters per run; "
+        f"{len(chunks)} chunk(s) of up to {size} runs, "
+        + (f"{together} seeds per batch (up to {together * size} runs advancing together)"
+           if together > 1 else "each advancing on its own (one seed per batch)"),
+        f"  memory per chunk: about {fmt_bytes(fixed + size * per_point)} "
+        f"({fmt_bytes(fixed)} fixed + {fmt_bytes(per_point)} per run; "
+        f"sweep.memory_budget caps it)",
+        f"  calibration: {costs.unrecorded(g) * 1e3:.2f} ms per step of a full chunk "
+        f"({g} runs), {(costs.unrecorded(g) + costs.recording(g)) * 1e3:.2f} ms per "
+        f"recorded step (NTK, sharpness, observables); {prepare_s:.2f} s to prepare a seed",
+        f"  pilot (seed {sweep['seeds'][0]}, every rate, {pil.seconds:.1f} s): "
+        + ("ran every run to its stop" if exact else
+           f"{pil.pilot_steps} steps; {pil.stopped} run(s) stopped within them, "
+           f"{pil.modelled} predicted by the model linearised at initialisation, "
+           f"{pil.at_max} of them to reach max_steps")
+        + f"; steps per run: median {int(np.median(pil.steps))}, max "
+          f"{int(pil.steps.max())} of {sweep['max_steps']}",
+        f"  estimate: {_fmt_time(per_seed)} of training per seed",
+    ]
+    return lines, prepare_s, per_seed, longest, stand_ins

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from phasekit import __version__, errors
+from phasekit.cli.common import add_config_arguments
 from phasekit.config.registry import get_plugin_manager
 from phasekit.errors import ConfigError
 
@@ -29,16 +30,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a sweep over (axes, seed, eta_lambda0) and store it",
                          description="Run a sweep. With no CONFIG and no --preset, runs the "
                                      "built-in 'default' preset (fig1's setting, coarse grid).")
-    run.add_argument("config", nargs="?", help="config TOML file ([model], [dataset], [sweep])")
-    run.add_argument("--preset", help="start from a named preset (see 'phasekit presets')")
-    run.add_argument("--set", dest="overrides", action="append", default=[],
-                     metavar="KEY=VALUE",
-                     help="override one key with a TOML value, e.g. --set sweep.max_steps=200")
-    run.add_argument("--axis", dest="axes", action="append", default=[],
-                     metavar="KEY=[VALUES]",
-                     help="add a phase-diagram axis over a model or dataset option, e.g. "
-                          "--axis model.width=[64,256,1024] (the same as --set "
-                          "'sweep.axes.\"model.width\"=[64,256,1024]'); repeat for a product")
+    add_config_arguments(run)
     run.add_argument("-o", "--output", default="sweep.nc", help="output netCDF file "
                      "(default: sweep.nc)")
     run.add_argument("--overwrite", action="store_true",
@@ -102,9 +94,8 @@ def _existing_output(path: Path, config_toml: str, overwrite: bool) -> bool:
 def cmd_run(args) -> int:
     from phasekit.analysis.phases import add_critical
     from phasekit.analysis.report import summary_table
-    from phasekit.api import build_config
     from phasekit.cli.dryrun import dry_run_report
-    from phasekit.config.resolve import resolve_config
+    from phasekit.config.resolve import build_config, resolve_config
     from phasekit.io.files import OutputLock, check_writable
     from phasekit.runner.execute import check_dataset_size, execute
     from phasekit.runner.progress import Progress

@@ -16,17 +16,17 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from phasekit.config.registry import PluginManager
+from phasekit.config.registry import PluginManager, get_plugin_manager
 from phasekit.dataset import Data
-from phasekit.engine.spectrum import LANCZOS_ABOVE_D, SOLVERS
 from phasekit.errors import ConfigError, toml_value
 from phasekit.options import Option, non_negative, positive, resolve_options, unknown_key_message
 
@@ -35,6 +35,11 @@ TABLES = ("model", "dataset", "sweep")
 #: the values of ``sweep.normalize``: the eigenvalue at initialisation that c = eta * lambda
 #: is measured in (phasekit.engine.hessian.c_unit)
 NORMALIZATIONS = ("ntk", "hessian")
+#: how the recorded sharpness's lambda_max is computed (:mod:`phasekit.engine.spectrum`)
+SOLVERS = ("auto", "eigvalsh", "lanczos")
+
+#: above this D, ``auto`` uses Lanczos (measured crossover on a 2-core CPU; docs/performance.md)
+LANCZOS_ABOVE_D = 100
 
 SWEEP_OPTIONS: dict[str, Option] = {
     "eta_lambda0": Option(
@@ -263,6 +268,33 @@ def parse_axis(assignment: str) -> dict:
     return {"sweep": {"axes": {key.strip(): _parse_value(raw)}}}
 
 
+def build_config(config: Mapping | str | os.PathLike | None = None, *,
+                 preset: str | None = None, overrides: Iterable[str] | Mapping = (),
+                 axes: Iterable[str] = (), manager: PluginManager | None = None) -> dict:
+    """The raw config ``phasekit run`` would use: preset, then file or mapping, then
+    overrides (``"sweep.max_steps=200"`` strings or a nested mapping), then axes
+    (``"model.width=[256,512]"`` strings, as ``--axis``)."""
+    manager = manager or get_plugin_manager()
+    raw: dict = {}
+    if preset or config is None:
+        raw = manager.get("preset", preset or "default").config
+    if isinstance(config, str | os.PathLike):
+        if not os.path.lexists(config) and str(config) in manager.presets():
+            raise ConfigError(f"no config file {config}; {config!s} is a preset: use "
+                              f"--preset {config}")
+        raw = merge(raw, load_toml(config))
+    elif config is not None:
+        raw = merge(raw, config)
+    if isinstance(overrides, Mapping):
+        raw = merge(raw, overrides)
+    else:
+        for assignment in overrides:
+            raw = apply_set(raw, assignment)
+    for assignment in axes:
+        raw = merge(raw, parse_axis(assignment))
+    return raw
+
+
 def _key_path(key: str) -> list[str]:
     try:
         parsed = tomllib.loads(f"{key} = 0")
@@ -432,7 +464,40 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
         if not isinstance(raw[table], Mapping):
             raise ConfigError(f"[{table}] must be a table")
     sweep = resolve_sweep(raw.get("sweep", {}))
+    classes, tables = _plugin_tables(raw, manager)
+    known = set(manager.observables())
+    for name in sweep["observables"]:
+        if name != "all" and name not in known:
+            raise ConfigError(f"sweep.observables: unknown observable '{name}'. Available: "
+                              f"all, {', '.join(sorted(known))}.")
+    axes = sweep["axes"]
+    _check_axis_names(axes, classes)
+    points = _axis_points(classes, tables, sweep)
+    for key, given in list(axes.items()):  # coordinates hold the resolved values
+        axes[key] = list(dict.fromkeys(p.values[key] for p in points))
+        if len(axes[key]) != len(given):
+            raise ConfigError(f'sweep.axes."{key}" = {given} repeats a value (as the option '
+                              f"reads them: {axes[key]}); give each value once")
 
+    if axes:
+        # Stored: the tables as given, defaults filled but derived values left to each
+        # axis point (a width axis re-derives zeta = sqrt(2/width), say).
+        model = {"name": classes["model"].name,
+                 **resolve_options("model", classes["model"].options, tables["model"])}
+        dataset = {"name": classes["dataset"].name,
+                   **resolve_options("dataset", classes["dataset"].options, tables["dataset"])}
+        resolved = ResolvedConfig(model, dataset, sweep, points)
+    else:
+        only = points[0].config
+        resolved = ResolvedConfig(only.model, only.dataset, sweep, points)
+        points[0].config = resolved
+    return resolved, points[0].data
+
+
+def _plugin_tables(raw: Mapping[str, Any], manager: PluginManager
+                   ) -> tuple[dict[str, type], dict[str, dict]]:
+    """The dataset and model plugin classes the config names, and their tables without
+    ``name``."""
     classes, tables = {}, {}
     for kind in ("dataset", "model"):
         table = dict(raw.get(kind, {}))
@@ -444,16 +509,16 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
             raise ConfigError(f"{kind}.name must be a string, got {name!r}")
         classes[kind] = manager.get(kind, name)
         tables[kind] = table
+    return classes, tables
 
-    known = set(manager.observables())
-    for name in sweep["observables"]:
-        if name != "all" and name not in known:
-            raise ConfigError(f"sweep.observables: unknown observable '{name}'. Available: "
-                              f"all, {', '.join(sorted(known))}.")
+
+def _axis_points(classes: Mapping[str, type], tables: Mapping[str, dict],
+                 sweep: Mapping[str, Any]) -> list[AxisPoint]:
+    """Every axis point (one without axes): the tables with the point's values written
+    in, resolved by the plugins, and its data (one dataset per distinct dataset table).
+    An error at a point names the axes and values."""
+    loaded: dict[str, Data] = {}
     axes = sweep["axes"]
-    _check_axis_names(axes, classes)
-
-    loaded: dict[str, Data] = {}          # one dataset per distinct dataset table
 
     def point(values: Mapping[str, Any]) -> tuple[dict, dict, Data]:
         given = {kind: dict(tables[kind]) for kind in tables}
@@ -485,25 +550,7 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
                            for k in values}
         points.append(AxisPoint(index, resolved_values,
                                 ResolvedConfig(model, dataset, one_point), data))
-    for key, given in list(axes.items()):  # coordinates hold the resolved values
-        axes[key] = list(dict.fromkeys(p.values[key] for p in points))
-        if len(axes[key]) != len(given):
-            raise ConfigError(f'sweep.axes."{key}" = {given} repeats a value (as the option '
-                              f"reads them: {axes[key]}); give each value once")
-
-    if axes:
-        # Stored: the tables as given, defaults filled but derived values left to each
-        # axis point (a width axis re-derives zeta = sqrt(2/width), say).
-        model = {"name": classes["model"].name,
-                 **resolve_options("model", classes["model"].options, tables["model"])}
-        dataset = {"name": classes["dataset"].name,
-                   **resolve_options("dataset", classes["dataset"].options, tables["dataset"])}
-        resolved = ResolvedConfig(model, dataset, sweep, points)
-    else:
-        only = points[0].config
-        resolved = ResolvedConfig(only.model, only.dataset, sweep, points)
-        points[0].config = resolved
-    return resolved, points[0].data
+    return points
 
 
 def _check_axis_names(axes: Mapping[str, list], classes: Mapping[str, type]) -> None:

@@ -36,7 +36,7 @@ from phasekit.engine import border
 from phasekit.engine.chunks import Chunk, ChunkResult
 from phasekit.engine.hessian import c_unit, initial_hessian_max, wants_hessian
 from phasekit.engine.sgd import MiniBatches
-from phasekit.engine.spectrum import lambda_max
+from phasekit.engine.spectrum import initial_lambda_max, lambda_max
 from phasekit.errors import ConfigError, PluginError
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
@@ -138,7 +138,7 @@ class Engine:
         """One seed's features, initialisation, lambda_0 = lambda_max(H_0) and bounds."""
         with torch_threads(self.sweep["threads"]):
             feats, theta0, H0 = self._checked_setup(seed)
-            lambda0 = float(lambda_max(H0[None], "eigvalsh")[0])        # sets every eta
+            lambda0 = initial_lambda_max(H0)                            # sets every eta
             if not (math.isfinite(lambda0) and lambda0 > 0):
                 at = f" at {self.where}" if self.where else ""
                 raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}{at}: the NTK "
@@ -230,112 +230,178 @@ class Engine:
 
     def _run_batch(self, chunks: list[Chunk], progress: Callable[..., None] | None,
                    prepared: list[Prepared]) -> list[ChunkResult]:
-        model, sweep = self.model, self.sweep
+        """The training loop of :meth:`run_batch`: each step checks the stopping rule,
+        records what the schedule and the stops ask for, retires the stopped rows and
+        descends with the others."""
+        model = self.model
         y = self.data.y_train.to(self.device, self.dtype)
         # eta = c / lambda_0 per seed (docs/theory.md §1; lambda^H_0 with normalize =
         # "hessian"), computed as for one seed alone
         eta_all = torch.cat([torch.tensor(c.c_values, dtype=self.dtype, device=self.device)
                              / self.c_unit(p) for c, p in zip(chunks, prepared, strict=True)])
-        S = len(chunks)
         sizes = [len(c.c_values) for c in chunks]
-        starts = np.cumsum([0] + sizes)
-        g = int(starts[-1])                         # rows chunk by chunk
-        stacked = S > 1
-        if stacked:
-            owner = torch.repeat_interleave(torch.arange(S, device=self.device),
-                                            torch.tensor(sizes, device=self.device))
-            feats = model.stack_seeds([p.features for p in prepared], owner)
-            theta0 = torch.stack([p.theta0 for p in prepared])[owner]             # (G, P)
-            lambda0 = torch.tensor([p.lambda0 for p in prepared], dtype=self.dtype,
-                                   device=self.device)[owner]                     # (G,)
-            theta = theta0.clone()
-        else:
-            feats, theta0, lambda0 = prepared[0].features, prepared[0].theta0, prepared[0].lambda0
-            theta = theta0.expand(g, -1).clone()
-        n_rec = len(self.schedule)
-        rec_pos = {int(s): k for k, s in enumerate(self.schedule)}
-
-        traj: dict[str, np.ndarray] = {}
-        final: dict[str, np.ndarray] = {}
-        steps = np.zeros(g, dtype=np.int64)
-        status = np.empty(g, dtype=object)
-
-        active = torch.arange(g)
-        eta = eta_all.clone()
+        batch = _Batch.start(model, prepared, sizes, eta_all)
+        records = _Records(batch.size, self.schedule)
         minibatches = self._minibatches(chunks, sizes)          # None: full batch
         prev_loss = None
-        max_steps, tol, limit = sweep["max_steps"], sweep["tol"], sweep["divergence_loss"]
-
-        for t in range(max_steps + 1):
-            z, cache = model.forward(feats, theta)
+        for t in range(self.sweep["max_steps"] + 1):
+            z, cache = model.forward(batch.feats, batch.theta)
             eps = z - y
             loss = 0.5 * (eps * eps).mean(-1)                          # docs/theory.md §1
-            diverged = ~torch.isfinite(loss) | (loss > limit)
-            if prev_loss is None:
-                converged = torch.zeros_like(diverged)
-            else:
-                converged = ((loss - prev_loss).abs() < tol) & ~diverged
+            diverged, converged = self._stopping(loss, prev_loss)
             stop = diverged | converged
-            if t == max_steps:
+            if t == self.sweep["max_steps"]:
                 stop = torch.ones_like(stop)
             any_stop = bool(stop.any())
-            k = rec_pos.get(t)
+            k = records.position.get(t)
             if k is not None or any_stop:
-                ntk = model.ntk(feats, theta, cache)
-                values = self._observe(Snapshot(model, self.data, feats, theta, theta0, z, eps,
-                                                loss, ntk, eta, lambda0, t))
-                idx = active.numpy()
-                stop_np = stop.cpu().numpy()
-                for name, val in values.items():
-                    if name not in traj:
-                        traj[name] = np.full((g, n_rec) + val.shape[1:], np.nan)
-                        final[name] = np.full((g,) + val.shape[1:], np.nan)
-                    if k is not None:
-                        traj[name][idx, k] = val
-                    final[name][idx[stop_np]] = val[stop_np]
-                if any_stop:
-                    div_np = diverged.cpu().numpy()
-                    conv_np = converged.cpu().numpy()
-                    trivial = model.is_trivial(feats, theta, ntk)
-                    triv_np = (np.zeros_like(conv_np) if trivial is None
-                               else trivial.cpu().numpy().astype(bool))
-                    for j in np.flatnonzero(stop_np):
-                        steps[idx[j]] = t
-                        status[idx[j]] = ("diverged" if div_np[j] else
-                                          ("trivial" if triv_np[j] else "converged")
-                                          if conv_np[j] else "max_steps")
+                self._record(batch, records, t, k, (z, eps, loss, cache),
+                             stop, diverged, converged)
             if any_stop:
-                keep = ~stop
                 if progress:
-                    progress(0, [status[gi] for gi in active[stop.cpu()].tolist()], t)
+                    progress(0, [records.status[gi]
+                                 for gi in batch.active[stop.cpu()].tolist()], t)
+                keep = ~stop
                 if not bool(keep.any()):
                     break
-                theta, eta, active = theta[keep], eta[keep], active[keep.cpu()]
+                batch.retire(model, keep)
                 loss = loss[keep]
-                if stacked:
-                    feats = model.take_rows(feats, keep)
-                    theta0, lambda0 = theta0[keep], lambda0[keep]
                 # The model's cache belongs to the old batch: recompute for the kept rows.
-                z, cache = model.forward(feats, theta)
+                z, cache = model.forward(batch.feats, batch.theta)
                 eps = z - y
             if minibatches is not None:                       # SGD: the batch's errors only
-                eps = eps * minibatches.weights(t, active)
-            model.descend(feats, theta, cache, eps, eta)                # gradient descent, in place
+                eps = eps * minibatches.weights(t, batch.active)
+            model.descend(batch.feats, batch.theta, cache, eps, batch.eta)   # in place
             prev_loss = loss
             if progress:
-                progress(int(theta.shape[0]))
+                progress(int(batch.theta.shape[0]))
+        return self._results(chunks, prepared, eta_all, records)
 
+    def _stopping(self, loss: torch.Tensor, prev_loss: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(diverged, converged)`` per active row (the module docstring's rule)."""
+        diverged = ~torch.isfinite(loss) | (loss > self.sweep["divergence_loss"])
+        if prev_loss is None:
+            return diverged, torch.zeros_like(diverged)
+        return diverged, ((loss - prev_loss).abs() < self.sweep["tol"]) & ~diverged
+
+    def _record(self, batch: _Batch, records: _Records, t: int, k: int | None,
+                step: tuple, stop: torch.Tensor, diverged: torch.Tensor,
+                converged: torch.Tensor) -> None:
+        """Observe the active rows at step ``t`` (``step``: their z, eps, loss and the
+        forward cache), store the trajectories (schedule position ``k``) and the final
+        values and statuses of the rows that stop here."""
+        model = self.model
+        z, eps, loss, cache = step
+        ntk = model.ntk(batch.feats, batch.theta, cache)
+        values = self._observe(Snapshot(model, self.data, batch.feats, batch.theta,
+                                        batch.theta0, z, eps, loss, ntk, batch.eta,
+                                        batch.lambda0, t, cache))
+        idx = batch.active.numpy()
+        stop_np = stop.cpu().numpy()
+        records.store(values, idx, k, stop_np)
+        if stop_np.any():
+            trivial = model.is_trivial(batch.feats, batch.theta, cache, ntk, batch.lambda0)
+            records.finish(idx, stop_np, t, diverged.cpu().numpy(), converged.cpu().numpy(),
+                           None if trivial is None else trivial.cpu().numpy().astype(bool))
+
+    def _results(self, chunks: list[Chunk], prepared: list[Prepared], eta_all: torch.Tensor,
+                 records: _Records) -> list[ChunkResult]:
+        """Each chunk's rows of the batch's records."""
         extra_dims = {obs.name: obs.dims for obs in self.observables}
         eta_np = eta_all.cpu().double().numpy()
-        status = status.astype(str)
+        status = records.status.astype(str)
+        starts = np.cumsum([0] + [len(c.c_values) for c in chunks])
         results = []
         for si, (chunk, prep) in enumerate(zip(chunks, prepared, strict=True)):
             rows = slice(int(starts[si]), int(starts[si + 1]))
             results.append(ChunkResult(
                 chunk, prep.lambda0, prep.bounds, eta_np[rows],
-                {name: v[rows] for name, v in traj.items()},
-                {name: v[rows] for name, v in final.items()},
-                steps[rows], status[rows], extra_dims, prep.lambda0_hessian))
+                {name: v[rows] for name, v in records.traj.items()},
+                {name: v[rows] for name, v in records.final.items()},
+                records.steps[rows], status[rows], extra_dims, prep.lambda0_hessian))
         return results
 
 
+@dataclass
+class _Batch:
+    """The runs still training in a batch, row by row: features, parameters and
+    learning rates, each row's theta_0 and lambda_0, and ``active``, the row each one
+    has in the batch as it started (rows chunk by chunk)."""
+
+    feats: Any
+    theta: torch.Tensor         # (G, P)
+    eta: torch.Tensor           # (G,)
+    theta0: torch.Tensor        # (G, P); with one seed a view of its (P,), not a copy
+    lambda0: torch.Tensor       # (G,); with one seed a view of its scalar
+    active: torch.Tensor        # (G,) long, on the CPU
+    stacked: bool               # rows of several seeds (Model.stack_seeds)
+
+    @classmethod
+    def start(cls, model: Model, prepared: list[Prepared], sizes: list[int],
+              eta: torch.Tensor) -> _Batch:
+        g = sum(sizes)
+        device, dtype = eta.device, eta.dtype
+        lambdas = torch.tensor([p.lambda0 for p in prepared], dtype=dtype, device=device)
+        if len(prepared) > 1:
+            owner = torch.repeat_interleave(torch.arange(len(prepared), device=device),
+                                            torch.tensor(sizes, device=device))
+            feats = model.stack_seeds([p.features for p in prepared], owner)
+            theta0 = torch.stack([p.theta0 for p in prepared])[owner]
+            lambda0 = lambdas[owner]
+        else:
+            feats = prepared[0].features
+            theta0 = prepared[0].theta0.expand(g, -1)
+            lambda0 = lambdas[0].expand(g)
+        return cls(feats, theta0.clone(), eta.clone(), theta0, lambda0, torch.arange(g),
+                   len(prepared) > 1)
+
+    @property
+    def size(self) -> int:
+        return int(self.theta.shape[0])
+
+    def retire(self, model: Model, keep: torch.Tensor) -> None:
+        """Keep the rows where the boolean mask ``keep`` is true (the others stopped)."""
+        self.theta, self.eta = self.theta[keep], self.eta[keep]
+        self.active = self.active[keep.cpu()]
+        if self.stacked:
+            self.feats = model.take_rows(self.feats, keep)
+            self.theta0, self.lambda0 = self.theta0[keep], self.lambda0[keep]
+        else:                      # one seed: every row views the same theta_0, lambda_0
+            n = self.size
+            self.theta0, self.lambda0 = self.theta0[:n], self.lambda0[:n]
+
+
+class _Records:
+    """What a batch records, by its starting rows: trajectories at the schedule's steps,
+    final values, the updates made and the status of every run."""
+
+    def __init__(self, rows: int, schedule: np.ndarray):
+        self.rows = rows
+        self.position = {int(s): k for k, s in enumerate(schedule)}
+        self.traj: dict[str, np.ndarray] = {}
+        self.final: dict[str, np.ndarray] = {}
+        self.steps = np.zeros(rows, dtype=np.int64)
+        self.status = np.empty(rows, dtype=object)
+
+    def store(self, values: dict[str, np.ndarray], idx: np.ndarray, k: int | None,
+              stop: np.ndarray) -> None:
+        """The rows ``idx``'s values at schedule position ``k`` (None: off the schedule),
+        and as final values for the rows that ``stop``."""
+        for name, val in values.items():
+            if name not in self.traj:
+                self.traj[name] = np.full((self.rows, len(self.position)) + val.shape[1:],
+                                          np.nan)
+                self.final[name] = np.full((self.rows,) + val.shape[1:], np.nan)
+            if k is not None:
+                self.traj[name][idx, k] = val
+            self.final[name][idx[stop]] = val[stop]
+
+    def finish(self, idx: np.ndarray, stop: np.ndarray, t: int, diverged: np.ndarray,
+               converged: np.ndarray, trivial: np.ndarray | None) -> None:
+        """Steps and statuses of the rows that stop at step ``t`` (module docstring)."""
+        for j in np.flatnonzero(stop):
+            self.steps[idx[j]] = t
+            self.status[idx[j]] = ("diverged" if diverged[j] else
+                                   ("trivial" if trivial is not None and trivial[j]
+                                    else "converged") if converged[j] else "max_steps")

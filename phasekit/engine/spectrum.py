@@ -25,12 +25,8 @@ import math
 
 import torch
 
+from phasekit.config.resolve import LANCZOS_ABOVE_D
 from phasekit.engine.batched import matvec, vecmat
-
-SOLVERS = ("auto", "eigvalsh", "lanczos")
-
-#: above this D, ``auto`` uses Lanczos (measured crossover on a 2-core CPU; docs/performance.md)
-LANCZOS_ABOVE_D = 100
 
 #: relative residual at which a Lanczos Ritz value counts as converged, per dtype
 LANCZOS_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -135,7 +131,8 @@ def lanczos_max(H: torch.Tensor, rtol: float | None = None,
 
 def lambda_max(H: torch.Tensor, solver: str = "eigvalsh") -> torch.Tensor:
     """lambda_max of each symmetric D x D matrix of ``H`` (G, D, D); NaN where H is
-    not finite.  ``solver`` is one of :data:`SOLVERS` (module docstring)."""
+    not finite.  ``solver`` is one of :data:`phasekit.config.resolve.SOLVERS` (module
+    docstring)."""
     out = torch.full(H.shape[:1], math.nan, dtype=H.dtype, device=H.device)
     ok = torch.isfinite(H).all(-1).all(-1)
     if not bool(ok.any()):
@@ -148,3 +145,10 @@ def lambda_max(H: torch.Tensor, solver: str = "eigvalsh") -> torch.Tensor:
     else:
         out[ok] = eigvalsh_max(H[ok])
     return out
+
+
+def initial_lambda_max(H0: torch.Tensor) -> float:
+    """lambda_0 = lambda_max(H_0) of one seed from its NTK at initialisation ``H0``
+    (D, D), by ``eigvalsh`` (module docstring); NaN where H_0 is not finite.  The one
+    place lambda_0 is computed: it sets every learning rate, eta = c / lambda_0."""
+    return float(lambda_max(H0[None], "eigvalsh")[0])

@@ -39,7 +39,7 @@ import shutil
 import socket
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from phasekit.errors import OutputError, fmt_bytes
@@ -402,8 +402,3 @@ def lock_holder(path: Path) -> str | None:
         return None
     finally:
         os.close(fd)
-
-
-def held_locks() -> Iterable[str]:
-    """Lock files this process holds (for tests)."""
-    return list(OutputLock._held)

@@ -71,6 +71,87 @@ def _union(lists) -> list:
     return list(dict.fromkeys(v for values in lists for v in values))
 
 
+class _Observables:
+    """The observables that apply at some axis point: their documentation and extra
+    dimensions (``layer``), each dimension's coordinates the union over every point's
+    (NaN where a point lacks a value)."""
+
+    def __init__(self, engines):
+        self.docs, self.dims = {}, {}
+        self.point_coords = [engines[p].observable_coords() for p in range(len(engines))]
+        for p in range(len(engines)):
+            for obs in engines[p].observables:
+                self.docs.setdefault(obs.name, obs)
+                self.dims.setdefault(obs.name, obs.dims)
+        self.union = {dim: _union(pc[name][dim] for pc in self.point_coords
+                                  if dim in pc.get(name, {}))
+                      for name, dims in self.dims.items() for dim in dims}
+
+    def index(self, p: int, name: str, dims: tuple[str, ...],
+              arr_shape: tuple[int, ...]) -> list[np.ndarray]:
+        """Positions of point ``p``'s extra-dimension entries in the union coordinates."""
+        out = []
+        for dim, size in zip(dims, arr_shape, strict=True):
+            mine = self.point_coords[p].get(name, {}).get(dim)
+            if mine is None:
+                out.append(np.arange(size))
+            else:
+                pos = {v: i for i, v in enumerate(self.union[dim])}
+                out.append(np.asarray([pos[v] for v in mine]))
+        return out
+
+
+class _Grid:
+    """Chunk results gathered over a flat axis-point dimension ``P``: ``(P, S)`` per
+    seed, ``(P, S, C)`` per run, ``(P, S, C, R)`` per recorded step."""
+
+    def __init__(self, P: int, S: int, C: int, schedule: np.ndarray, normalize: str):
+        self.schedule, self.normalize = schedule, normalize
+        self.lambda0 = np.full((P, S), np.nan)
+        self.lambda0_hessian = np.full((P, S), np.nan)
+        self.eta = np.full((P, S, C), np.nan)
+        self.steps = np.full((P, S, C), -1, dtype=np.int64)
+        self.status = np.full((P, S, C), "pending", dtype=object)
+        self.traj: dict[str, np.ndarray] = {}
+        self.final: dict[str, np.ndarray] = {}
+        self.dims: dict[str, tuple[str, ...]] = {}
+        self.bounds: dict[str, np.ndarray] = {}
+        self.bound_meta: dict[str, object] = {}
+
+    def add(self, res, observables: _Observables) -> None:
+        """One chunk's result."""
+        p, si, ci = res.chunk.point, res.chunk.seed_index, np.asarray(res.chunk.c_index)
+        P, S, C = self.eta.shape
+        R = len(self.schedule)
+        self.lambda0[p, si] = res.lambda0
+        self.lambda0_hessian[p, si] = res.lambda0_hessian
+        self.eta[p, si, ci] = res.eta
+        self.steps[p, si, ci] = res.steps
+        self.status[p, si, ci] = res.status
+        for name, arr in res.traj.items():
+            if name not in self.traj:
+                self.dims[name] = tuple(res.extra_dims.get(name, ()))
+                sizes = tuple(len(observables.union[d]) if observables.union.get(d) else n
+                              for d, n in zip(self.dims[name], arr.shape[2:], strict=True))
+                self.traj[name] = np.full((P, S, C, R) + sizes, np.nan)
+                self.final[name] = np.full((P, S, C) + sizes, np.nan)
+            extra = observables.index(p, name, self.dims[name], arr.shape[2:])
+            self.traj[name][(p, si) + np.ix_(ci, np.arange(R), *extra)] = arr
+            self.final[name][(p, si) + np.ix_(ci, *extra)] = res.final[name]
+        for b in res.bounds:
+            self.bounds.setdefault(b.name, np.full((P, S), np.nan))[p, si] = \
+                b.eta * c_unit(self.normalize, res.lambda0, res.lambda0_hessian)
+            self.bound_meta.setdefault(b.name, b)
+
+    def trim(self) -> None:
+        """Drop the recorded steps after the last step any run reached."""
+        last = int(self.steps.max()) if self.steps.size else -1
+        if last >= 0:
+            keep = int(np.searchsorted(self.schedule, last, side="right"))
+            self.schedule = self.schedule[:keep]
+            self.traj = {name: arr[:, :, :, :keep] for name, arr in self.traj.items()}
+
+
 def build_dataset(engines, results) -> xr.Dataset:
     """Assemble chunk results into the schema above.
 
@@ -80,105 +161,57 @@ def build_dataset(engines, results) -> xr.Dataset:
     the end (dropped without axes).
     """
     config = engines.config
-    axes = config.axes
-    axis_dims = config.axis_dims
-    shape = config.axis_shape
-    P = len(engines)
     sweep = config.sweep
-    seeds, cs, sched = sweep["seeds"], sweep["eta_lambda0"], engines[0].schedule
-    S, C, R = len(seeds), len(cs), len(sched)
-
-    # Observables that apply at some axis point; an extra dimension (``layer``) gets
-    # the union of every point's coordinates, and NaN where a point lacks a value.
-    obs_docs, extra_dims = {}, {}
-    point_coords = [engines[p].observable_coords() for p in range(P)]
-    for p in range(P):
-        for obs in engines[p].observables:
-            obs_docs.setdefault(obs.name, obs)
-            extra_dims.setdefault(obs.name, obs.dims)
-    union = {dim: _union(pc[name][dim] for pc in point_coords if dim in pc.get(name, {}))
-             for name, dims in extra_dims.items() for dim in dims}
-
-    lambda0 = np.full((P, S), np.nan)
-    lambda0_h = np.full((P, S), np.nan)
-    eta = np.full((P, S, C), np.nan)
-    steps = np.full((P, S, C), -1, dtype=np.int64)
-    status = np.full((P, S, C), "pending", dtype=object)
-    traj: dict[str, np.ndarray] = {}
-    final: dict[str, np.ndarray] = {}
-    dims: dict[str, tuple[str, ...]] = {}
-    bounds: dict[str, np.ndarray] = {}
-    bound_meta: dict[str, object] = {}
-
-    def extra_index(p: int, name: str, arr_shape: tuple[int, ...]) -> list[np.ndarray]:
-        """Positions of point ``p``'s extra-dimension entries in the union coordinates."""
-        out = []
-        for dim, size in zip(dims[name], arr_shape, strict=True):
-            mine = point_coords[p].get(name, {}).get(dim)
-            if mine is None:
-                out.append(np.arange(size))
-            else:
-                pos = {v: i for i, v in enumerate(union[dim])}
-                out.append(np.asarray([pos[v] for v in mine]))
-        return out
-
+    observables = _Observables(engines)
+    grid = _Grid(len(engines), len(sweep["seeds"]), len(sweep["eta_lambda0"]),
+                 engines[0].schedule, sweep["normalize"])
     for res in results:
-        p, si, ci = res.chunk.point, res.chunk.seed_index, np.asarray(res.chunk.c_index)
-        lambda0[p, si] = res.lambda0
-        lambda0_h[p, si] = res.lambda0_hessian
-        eta[p, si, ci] = res.eta
-        steps[p, si, ci] = res.steps
-        status[p, si, ci] = res.status
-        for name, arr in res.traj.items():
-            if name not in traj:
-                dims[name] = tuple(res.extra_dims.get(name, ()))
-                sizes = tuple(len(union[d]) if union.get(d) else n
-                              for d, n in zip(dims[name], arr.shape[2:], strict=True))
-                traj[name] = np.full((P, S, C, R) + sizes, np.nan)
-                final[name] = np.full((P, S, C) + sizes, np.nan)
-            extra = extra_index(p, name, arr.shape[2:])
-            traj[name][(p, si) + np.ix_(ci, np.arange(R), *extra)] = arr
-            final[name][(p, si) + np.ix_(ci, *extra)] = res.final[name]
-        for b in res.bounds:
-            bounds.setdefault(b.name, np.full((P, S), np.nan))[p, si] = b.eta * c_unit(
-                sweep.get("normalize", "ntk"), res.lambda0, res.lambda0_hessian)
-            bound_meta.setdefault(b.name, b)
+        grid.add(res, observables)
+    grid.trim()
 
-    # Trim the step axis after the last step any run reached.
-    last = int(steps.max()) if steps.size else -1
-    if last >= 0:
-        keep = int(np.searchsorted(sched, last, side="right"))
-        sched = sched[:keep]
-        traj = {name: arr[:, :, :, :keep] for name, arr in traj.items()}
+    coords = {"seed": np.asarray(sweep["seeds"], dtype=np.int64),
+              "eta_lambda0": np.asarray(sweep["eta_lambda0"], dtype=np.float64),
+              "step": grid.schedule.astype(np.int64)}
+    coords.update({dim: np.asarray(values) for dim, values in observables.union.items()
+                   if values})
+    for key, dim in zip(config.axes, config.axis_dims, strict=True):
+        coords[dim] = np.asarray(config.axes[key])
+    data_vars = _data_vars(grid, observables, config)
+    data_vars.update(_point_options(engines, config))
+    ds = xr.Dataset({k: xr.Variable(*v) for k, v in data_vars.items()}, coords=coords,
+                    attrs=_global_attrs(engines, config))
+    _describe_coords(ds, config, observables)
+    return ds
+
+
+def _data_vars(grid: _Grid, observables: _Observables, config) -> dict:
+    """``name -> (dims, values, attrs)`` of every variable of the schema but the
+    option values, reshaped from ``(P, ...)`` to the axes."""
+    axes, axis_dims, sweep = config.axes, config.axis_dims, config.sweep
 
     def shaped(arr: np.ndarray) -> np.ndarray:
         """(P, ...) -> (*axes, ...), or (...) without axes."""
-        return arr.reshape(shape + arr.shape[1:]) if axes else arr[0]
+        return arr.reshape(config.axis_shape + arr.shape[1:]) if axes else arr[0]
 
-    coords = {"seed": np.asarray(seeds, dtype=np.int64),
-              "eta_lambda0": np.asarray(cs, dtype=np.float64),
-              "step": sched.astype(np.int64)}
-    coords.update({dim: np.asarray(values) for dim, values in union.items() if values})
-    for key, dim in zip(axes, axis_dims, strict=True):
-        coords[dim] = np.asarray(axes[key])
-
-    grid = (*axis_dims, "seed", "eta_lambda0")
+    runs = (*axis_dims, "seed", "eta_lambda0")
     data_vars = {
-        "eta": (grid, shaped(eta), {"long_name": "learning rate eta = eta_lambda0 / "
-                                    + _unit_name(sweep), "units": "1",
-                                    "equation": "docs/theory.md §1"}),
-        "lambda0": ((*axis_dims, "seed"), shaped(lambda0), {
+        "eta": (runs, shaped(grid.eta), {
+            "long_name": f"learning rate eta = eta_lambda0 / {_unit_name(sweep)}",
+            "units": "1", "equation": "docs/theory.md §1"}),
+        "lambda0": ((*axis_dims, "seed"), shaped(grid.lambda0), {
             "long_name": "lambda_max(H_0), top eigenvalue of the NTK at initialisation",
             "units": "1", "equation": "eq. 4"}),
     }
     if wants_hessian(sweep):
-        data_vars["lambda0_hessian"] = ((*axis_dims, "seed"), shaped(lambda0_h), HESSIAN_ATTRS)
-    for name in traj:
+        data_vars["lambda0_hessian"] = ((*axis_dims, "seed"), shaped(grid.lambda0_hessian),
+                                        HESSIAN_ATTRS)
+    for name in grid.traj:
         if name in CORE_DOCS:
             long_name, equation = CORE_DOCS[name]
         else:
-            long_name, equation = obs_docs[name].long_name, obs_docs[name].equation
-        extra = dims[name]
+            long_name, equation = observables.docs[name].long_name, \
+                observables.docs[name].equation
+        extra = grid.dims[name]
         attrs = {"long_name": long_name, "units": "1"}
         if equation:
             attrs["equation"] = equation
@@ -186,27 +219,32 @@ def build_dataset(engines, results) -> xr.Dataset:
         if extra and axes:
             note += (f"; NaN where an axis point has no such {', '.join(extra)} (padded to the "
                      f"union over axis points)")
-        data_vars[name] = (grid + ("step",) + extra, shaped(traj[name]), {**attrs, "note": note})
-        data_vars[f"final_{name}"] = (grid + extra, shaped(final[name]),
+        data_vars[name] = (runs + ("step",) + extra, shaped(grid.traj[name]),
+                           {**attrs, "note": note})
+        data_vars[f"final_{name}"] = (runs + extra, shaped(grid.final[name]),
                                       {**attrs, "long_name": f"{long_name}, at the stop"})
-    data_vars["steps"] = (grid, shaped(steps), {"long_name": "gradient-descent updates made "
-                                                "before the run stopped (-1: not run)",
-                                                "units": "1"})
-    data_vars["status"] = (grid, shaped(status), {
+    data_vars["steps"] = (runs, shaped(grid.steps), {
+        "long_name": "gradient-descent updates made before the run stopped (-1: not run)",
+        "units": "1"})
+    data_vars["status"] = (runs, shaped(grid.status), {
         "long_name": "how the run ended",
         "flag_values": list(STATUS_FLAGS),
         "flag_meanings": " ".join(STATUS_FLAGS),
         "description": STATUS_DOC})
-    for name, values in bounds.items():
-        b = bound_meta[name]
+    for name, values in grid.bounds.items():
+        b = grid.bound_meta[name]
         attrs = {"long_name": b.long_name, "equation": b.equation, "kind": b.kind,
                  "units": "1",
                  "comment": f"in eta_lambda0 units: eta_bound * {_unit_name(sweep)}"}
         if axes:
             attrs["note"] = "NaN at axis points where the bound does not apply"
         data_vars[f"bound_{name}"] = ((*axis_dims, "seed"), shaped(values), attrs)
-    data_vars.update(_point_options(engines, config))
+    return data_vars
 
+
+def _global_attrs(engines, config) -> dict:
+    """The dataset's attributes: CF conventions, the config as TOML, names and versions,
+    and the dataset attributes every axis point shares (``dataset_<key>``)."""
     attrs = {
         "Conventions": cf.CONVENTIONS,
         "title": "phasekit learning-rate sweep",
@@ -214,32 +252,37 @@ def build_dataset(engines, results) -> xr.Dataset:
         "config": config.to_toml(),
         "model": config.model["name"],
         "dataset": config.dataset["name"],
-        "axes": " ".join(axis_dims),
+        "axes": " ".join(config.axis_dims),
         "phasekit_version": __version__,
         "torch_version": torch.__version__,
         "comment": f"step t describes theta_t before the t-th update; eta_lambda0 = "
-                   f"eta * {_unit_name(sweep)}; every quantity is dimensionless",
+                   f"eta * {_unit_name(config.sweep)}; every quantity is dimensionless",
     }
     shared = None
-    for p in range(P):
+    for p in range(len(engines)):
         mine = {k: _attr_value(v) for k, v in engines[p].data.attrs.items()
                 if _attr_value(v) is not None}
         shared = mine if shared is None else {k: v for k, v in shared.items()
                                               if mine.get(k) == v}
     for key, value in (shared or {}).items():
         attrs[f"dataset_{key}"] = value
-    ds = xr.Dataset({k: xr.Variable(*v) for k, v in data_vars.items()}, coords=coords,
-                    attrs=attrs)
+    return attrs
+
+
+def _describe_coords(ds: xr.Dataset, config, observables: _Observables) -> None:
+    """CF attributes of the coordinates (and ``units`` of the option values), in place."""
+    axis_dims = config.axis_dims
     ds["seed"].attrs["long_name"] = "random seed of the initialisation and fixed features"
-    ds["eta_lambda0"].attrs.update({"long_name": C_LONG_NAMES[_unit_name(sweep)],
-                                    "units": "1", "normalized_by": _unit_name(sweep)})
+    unit = _unit_name(config.sweep)
+    ds["eta_lambda0"].attrs.update({"long_name": C_LONG_NAMES[unit], "units": "1",
+                                    "normalized_by": unit})
     ds["step"].attrs.update({"long_name": "gradient-descent step t (0 = initialisation)",
                              "units": "1"})
-    for key, dim in zip(axes, axis_dims, strict=True):
+    for key, dim in zip(config.axes, axis_dims, strict=True):
         ds[dim].attrs.update({"long_name": f"sweep axis {key}", "axis_key": key})
-    for dim in union:
+    for dim in observables.union:
         if dim in ds.coords:
-            users = sorted(name for name, d in extra_dims.items() if dim in d)
+            users = sorted(name for name, d in observables.dims.items() if dim in d)
             ds[dim].attrs["long_name"] = EXTRA_DIM_NAMES.get(
                 dim, f"{dim} of the observable(s) {', '.join(users)}")
     for name, var in ds.variables.items():
@@ -267,7 +310,7 @@ HESSIAN_ATTRS = {
 def _unit_name(sweep: dict) -> str:
     """The stored variable that ``eta_lambda0`` is measured in: ``lambda0`` or, with
     ``sweep.normalize = "hessian"``, ``lambda0_hessian``."""
-    return c_unit(sweep.get("normalize", "ntk"), "lambda0", "lambda0_hessian")
+    return c_unit(sweep["normalize"], "lambda0", "lambda0_hessian")
 
 
 def _point_options(engines, config) -> dict:
