@@ -21,7 +21,7 @@ from phasekit.errors import ConfigError
 from phasekit.io.parts import PartStore
 from phasekit.runner.execute import execute
 
-from .helpers import toy_quadratic
+from .helpers import stored, toy_quadratic
 
 EXE = os.path.join(os.path.dirname(sys.executable), "phasekit")
 
@@ -212,7 +212,7 @@ def test_resume_across_axes(manager, tmp_path):
     assert sorted(calls) == sorted(k for k in ((c.point, c.seed, c.c_index[0]) for c in chunks)
                                    if k not in skipped)
     xr.testing.assert_identical(resumed, reference)
-    xr.testing.assert_identical(xr.open_dataset(out), reference)
+    xr.testing.assert_identical(stored(out), reference)
 
 
 @pytest.mark.slow
@@ -239,7 +239,7 @@ def test_sigkill_of_an_axis_sweep_then_resume(tmp_path):
     assert "resuming:" in resumed.stderr
     whole = tmp_path / "whole.nc"
     subprocess.run([EXE, *args, "-q", "-o", str(whole)], check=True, timeout=300)
-    xr.testing.assert_identical(xr.open_dataset(out), xr.open_dataset(whole))
+    xr.testing.assert_identical(stored(out), stored(whole))
 
 
 @pytest.mark.slow
@@ -251,4 +251,4 @@ def test_dask_across_axes_equals_single_process(manager, tmp_path):
     out = tmp_path / "dask.nc"
     distributed = run(raw, manager, output=out, workers=2)
     xr.testing.assert_identical(distributed, single)
-    xr.testing.assert_identical(xr.open_dataset(out), single)
+    xr.testing.assert_identical(stored(out), single)

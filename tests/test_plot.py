@@ -320,6 +320,17 @@ def test_a_ratio_of_axes_puts_every_point_on_one_panel(tmp_path):
     assert ax.get_xlabel() == "hidden_layers / width"
 
 
+def test_an_expression_of_axes_on_x_counts_layers_as_the_literature_does():
+    """``--x '(hidden_layers+2)/width'``: depth d = k + 2 layers over width, each point at
+    its own d/w, and the expression as the label."""
+    ds = axis_sweep(depths=(0, 2, 6), widths=(64, 256), seeds=1)
+    (ax,), _ = panels_of(plot_sweep(ds, x="(hidden_layers+2)/width"))
+    assert ax.get_xlabel() == "(hidden_layers + 2) / width" and ax.get_xscale() == "log"
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    x = np.unique([(k + 2) / w for k in (0, 2, 6) for w in (64, 256)])
+    assert np.ma.getdata(mesh.get_array()).size == x.size * ds.sizes["eta_lambda0"]
+
+
 def test_select_gives_the_panels_of_one_axis_point():
     ds = axis_sweep()
     fig = plot_sweep(ds, select=["width=128", "hidden_layers=2"])
@@ -342,7 +353,9 @@ def test_select_gives_the_panels_of_one_axis_point():
                      "hidden_layers (model.hidden_layers), width (model.width)"),
     ({"x": "depth/width"}, "'depth' is not an axis"),
     ({"x": "width/width"}, "two different axes"),
-    ({"x": "a/b/c"}, "one axis (width) or a ratio of two"),
+    ({"x": "width/(hidden_layers - 1)"}, "not finite at some axis point"),
+    ({"x": "__import__('os')"}, "only axis names, numbers, + - * / ** and parentheses"),
+    ({"x": "width +"}, "not an arithmetic expression of axes"),
     ({"x": "width", "select": ["width=64"]}, "'width' is not an axis of this sweep; its axes "
                                              "are hidden_layers (model.hidden_layers) "
                                              "(width = 64 fixed)"),

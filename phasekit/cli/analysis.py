@@ -51,9 +51,10 @@ def _add_plot(subparsers) -> None:
                       help="learning rates c of the trajectory panels (nearest stored values; "
                            "default: picked from each phase)")
     plot.add_argument("--x", metavar="AXIS", help="x of the phase diagram: an axis (width or "
-                      "model.width) or the ratio of two, hidden_layers/width (each point at "
-                      "x = hidden_layers/width, all on one panel); default: the numeric axis "
-                      "with the most values; every other axis gets a panel per value")
+                      "model.width) or an arithmetic expression of axes, e.g. "
+                      "hidden_layers/width or '(hidden_layers+2)/width' (all its axes on one "
+                      "panel); default: the numeric axis with the most values; every other "
+                      "axis gets a panel per value")
     plot.add_argument("--select", action="append", metavar="AXIS=VALUE",
                       help="fix an axis to one of its values, e.g. width=512 (repeatable); "
                            "with every axis fixed, the panels a-g of that axis point are drawn")

@@ -123,20 +123,21 @@ def _points(ds: xr.Dataset, x_axes: tuple[str, ...]) -> _Points:
     P = int(np.prod([ds.sizes[a] for a in x_axes]))
     grids = np.meshgrid(*(ds[a].values for a in x_axes), indexing="ij")
     values = [g.ravel() for g in grids]                        # per point, each x axis
-    categorical = len(x_axes) == 1 and not numeric(ds, x_axes[0])
+    expression = getattr(x_axes, "expression", None)
+    categorical = expression is None and not numeric(ds, x_axes[0])
     if categorical:
         x = np.arange(P, dtype=float)
-    elif len(x_axes) == 1:
+    elif expression is None:
         x = values[0].astype(float)
     else:
-        x = values[0].astype(float) / values[1].astype(float)
-    if len(x_axes) == 1:
+        x = x_axes.values(values)
+    if expression is None:
         log_x = not categorical and geometric(x)
-    else:
-        log_x = geometric(ds[x_axes[0]].values) and geometric(ds[x_axes[1]].values)
+    else:                # an expression (k/w): a log scale where it spans a decade
+        log_x = bool((x > 0).all()) and float(x.max()) >= 10 * float(x.min())
     ux, group = _groups(x)
     # families of points joined by lines: all points, or one per value of the numerator
-    family_of, family_values = (values[0], list(ds[x_axes[0]].values)) if len(x_axes) == 2 \
+    family_of, family_values = (values[0], list(ds[x_axes[0]].values)) if len(x_axes) > 1 \
         else (np.zeros(P), [0])
     families = [np.flatnonzero(family_of == v) for v in family_values]
     families = [idx[np.argsort(x[idx], kind="stable")] for idx in families]
@@ -343,8 +344,8 @@ def _frame(ax, ds: xr.Dataset, pts: _Points, cs: np.ndarray, x_axes: tuple[str, 
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([f"{v:.0f}" if float(v).is_integer() and abs(v) < 1e7
                             else f"{v:.3g}" for v in pts.ux],
-                           rotation=45 if len(x_axes) == 2 else 0)
-    label = (plain(axes_text(ds, list(x_axes))) if len(x_axes) == 1
-             else plain(f"{x_axes[0]} / {x_axes[1]}"))
+                           rotation=45 if len(x_axes) > 1 else 0)
+    label = (plain(axes_text(ds, list(x_axes))) if getattr(x_axes, "expression", None) is None
+             else plain(x_axes.text))
     ax.set_xlabel(label)
     ax.set_ylabel(r"$c = \eta\,\lambda_0$")

@@ -1,9 +1,11 @@
 """Which part of a sweep with axes a figure draws (``docs/plotting.md``): fixing axes
-(``--select``), the diagram's x axis (``--x``, one axis or a ratio of two) and its
-scale."""
+(``--select``), the diagram's x axis (``--x``, one axis or an arithmetic expression of
+axes) and its scale."""
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -94,25 +96,98 @@ def select_axes(ds: xr.Dataset, select: Mapping | Sequence[str] | str | None) ->
     return ds.isel(picks)
 
 
-def parse_x(ds: xr.Dataset, x: str) -> tuple[str, ...]:
-    """The axes of ``--x``: ``("width",)`` or, for ``"hidden_layers/width"``,
-    ``("hidden_layers", "width")`` (both numeric)."""
-    parts = str(x).split("/")
+class XAxis(tuple):
+    """What ``--x`` puts on the diagram's x axis: the sweep axes it reads (the tuple
+    itself, in order of first appearance), its label, and :meth:`values`: one axis as it
+    is, or an arithmetic expression of numeric axes (``hidden_layers/width``,
+    ``(hidden_layers+2)/width``: numbers, axis names, ``+ - * / **`` and parentheses)."""
+
+    text: str
+    expression: ast.Expression | None
+
+    def __new__(cls, axes: tuple[str, ...], text: str, expression: ast.Expression | None):
+        out = super().__new__(cls, axes)
+        out.text, out.expression = text, expression
+        return out
+
+    def values(self, per_axis: Sequence[np.ndarray]) -> np.ndarray:
+        """x at each point, from each axis's value there (in the tuple's order)."""
+        if self.expression is None:
+            return np.asarray(per_axis[0])
+        names = dict(zip(self, (np.asarray(v, dtype=float) for v in per_axis), strict=True))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.asarray(_evaluate(self.expression.body, names), dtype=float)
+
+
+_OPERATORS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
+              ast.Div: np.divide, ast.Pow: np.power}
+
+
+def _evaluate(node: ast.AST, names: Mapping[str, np.ndarray]):
+    if isinstance(node, ast.BinOp):
+        return _OPERATORS[type(node.op)](_evaluate(node.left, names),
+                                         _evaluate(node.right, names))
+    if isinstance(node, ast.UnaryOp):
+        value = _evaluate(node.operand, names)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Name):
+        return names[node.id]
+    return float(node.value)                         # ast.Constant, checked by _parse
+
+
+def _parse(text: str, what: str) -> ast.Expression:
+    """``text`` as an arithmetic expression of names and numbers, nothing else."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        raise ConfigError(f"{what}: not an arithmetic expression of axes") from None
+    for node in ast.walk(tree):
+        ok = (isinstance(node, ast.Expression | ast.Name | ast.Load | ast.operator
+                         | ast.unaryop)
+              or isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS
+              or isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd)
+              or isinstance(node, ast.Constant) and isinstance(node.value, int | float)
+              and not isinstance(node.value, bool))
+        if not ok:
+            raise ConfigError(f"{what}: only axis names, numbers, + - * / ** and "
+                              f"parentheses are allowed")
+    return tree
+
+
+def parse_x(ds: xr.Dataset, x: str) -> XAxis:
+    """The x axis of ``--x``: one axis (``width``, ``model.width``) or an arithmetic
+    expression of numeric axes (``hidden_layers/width``, ``(hidden_layers+2)/width``)."""
     what = f"--x {x}"
-    if len(parts) > 2 or not all(p.strip() for p in parts):
-        raise ConfigError(f"{what}: expected one axis (width) or a ratio of two "
+    text = str(x).strip()
+    if not text:
+        raise ConfigError(f"{what}: name an axis (width) or an expression of axes "
                           f"(hidden_layers/width)")
-    axes = tuple(_find_axis(ds, p, what) for p in parts)
-    if len(axes) == 2:
-        if axes[0] == axes[1]:
-            raise ConfigError(f"{what}: a ratio needs two different axes")
-        for a in axes:
-            if not numeric(ds, a):
-                raise ConfigError(f"{what}: the axis {a} is not numeric "
-                                  f"({', '.join(str(v) for v in ds[a].values)})")
-        if (ds[axes[1]].values == 0).any():
-            raise ConfigError(f"{what}: the axis {axes[1]} has the value 0")
-    return axes
+    if _AXIS_NAME.fullmatch(text):
+        return XAxis((_find_axis(ds, text, what),), text, None)
+    tree = _parse(text.replace("model.", "model__").replace("dataset.", "dataset__"), what)
+    found = list(dict.fromkeys(n.id for n in ast.walk(tree) if isinstance(n, ast.Name)))
+    if not found:
+        raise ConfigError(f"{what}: the expression names no axis")
+    axes = [_find_axis(ds, n.replace("__", ".", 1), what) for n in found]
+    for node in ast.walk(tree):                     # the names as the axes are called
+        if isinstance(node, ast.Name):
+            node.id = axes[found.index(node.id)]
+    for a in axes:
+        if not numeric(ds, a):
+            raise ConfigError(f"{what}: the axis {a} is not numeric "
+                              f"({', '.join(str(v) for v in ds[a].values)})")
+    out = XAxis(tuple(axes), ast.unparse(tree), tree)
+    grids = np.meshgrid(*(ds[a].values for a in out), indexing="ij")
+    values = out.values([g.ravel() for g in grids])
+    if not np.isfinite(values).all():
+        raise ConfigError(f"{what}: not finite at some axis point (a division by 0?)")
+    if values.size > 1 and np.unique(values).size == 1:
+        raise ConfigError(f"{what}: the same value at every axis point; a ratio needs two "
+                          f"different axes")
+    return out
+
+
+_AXIS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
 def default_x(ds: xr.Dataset, axes: list[str]) -> str:
