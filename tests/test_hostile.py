@@ -658,3 +658,96 @@ def test_a_config_that_is_not_a_small_regular_file_is_refused(capsys, tmp_path):
                         "regular file"), (str(big), "a config is a small TOML file")):
         assert main(["run", path, "-o", str(tmp_path / "never.nc")]) == 2
         assert match in capsys.readouterr().err
+
+
+# -- issue 19: hardening, second pass ----------------------------------------------------------
+
+def test_lock_never_follows_a_link_nor_replaces_a_file_it_did_not_write(tmp_path, cfg, capsys,
+                                                                       counted):
+    precious = tmp_path / "p.txt"
+    precious.write_text("PRECIOUS\n")
+    out = tmp_path / "x.nc"
+    files.lock_path(out).symlink_to(precious)
+    assert run(cfg, out) == 2
+    assert "x.nc.lock exists and is not a regular file" in one_line(capsys.readouterr().err)
+    assert precious.read_text() == "PRECIOUS\n" and files.lock_path(out).is_symlink()
+    mine = tmp_path / "y.nc"
+    files.lock_path(mine).write_text("my notes\n")
+    assert run(cfg, mine) == 2
+    assert "y.nc.lock exists but was not written by phasekit" in \
+        one_line(capsys.readouterr().err)
+    assert files.lock_path(mine).read_text() == "my notes\n"
+    assert not counted and not out.exists() and not mine.exists()
+    empty = tmp_path / "z.nc"                       # a killed run's lock, before it wrote
+    files.lock_path(empty).write_text("")
+    with OutputLock(empty):
+        assert json.loads(files.lock_path(empty).read_text())["pid"] == os.getpid()
+    assert not files.lock_path(empty).exists()
+
+
+def test_temporaries_are_created_without_following_links(tmp_path, monkeypatch):
+    precious = tmp_path / "p.txt"
+    precious.write_text("PRECIOUS\n")
+    monkeypatch.setattr(files.secrets, "token_hex", lambda n: "abcdefgh")
+    (tmp_path / ".x.nc.abcdefgh.part").symlink_to(precious)
+    with pytest.raises(FileExistsError):
+        files.atomic_write(tmp_path / "x.nc", lambda tmp: tmp.write_text("new"))
+    assert precious.read_text() == "PRECIOUS\n"
+
+
+def test_a_chunk_file_copied_over_another_is_recomputed(manager, tmp_path, cfg, capsys,
+                                                        counted, reference):
+    out = tmp_path / "r.nc"
+    config, data = resolve_config(build_config(str(cfg)), manager)
+    store = PartStore(out)
+    store.open(config.to_toml())
+    engine = Engine(config, data, manager)
+    chunks = make_chunks(config.sweep)
+    for chunk in chunks:
+        store.save(engine.run_chunk(chunk))
+    folder = store.folder
+    (folder / f"{_key(chunks[4])}.npz").write_bytes((folder / f"{_key(chunks[0])}.npz")
+                                                    .read_bytes())
+    counted.clear()
+    assert run(cfg, out) == 0
+    line = one_line(capsys.readouterr().err, "warning")
+    assert f"{_key(chunks[4])}.npz (it holds {_key(chunks[0])})" in line
+    assert counted == [(0, chunks[4].seed_index, chunks[4].c_index[0])]
+    got = open_sweep(out)
+    assert (got.status != "pending").all()
+    for name in ("loss", "status", "steps"):
+        np.testing.assert_array_equal(got[name].values, reference[name].values)
+
+
+def test_a_chunk_file_of_another_config_is_recomputed(manager, tmp_path, cfg, capsys, counted):
+    out = tmp_path / "r.nc"
+    config, data = resolve_config(build_config(str(cfg)), manager)
+    store = PartStore(out)
+    store.open(config.to_toml())
+    chunk = make_chunks(config.sweep)[0]
+    store.fingerprint = "0123456789abcdef"          # as if saved under another config
+    store.save(Engine(config, data, manager).run_chunk(chunk))
+    counted.clear()
+    assert run(cfg, out) == 0
+    assert "(it was computed with another config)" in one_line(capsys.readouterr().err,
+                                                              "warning")
+    assert len(counted) == N_CHUNKS
+
+
+def test_a_fresh_probe_of_another_process_is_never_cleaned(tmp_path):
+    out = tmp_path / "x.nc"
+    fresh, stale = tmp_path / ".x.nc.abcdefgh.probe", tmp_path / ".x.nc.stale_00.probe"
+    fresh.write_text("")
+    stale.write_text("")
+    old = time.time() - 2 * files.STALE_PROBE_S
+    os.utime(stale, (old, old))
+    with OutputLock(out):
+        assert fresh.exists() and not stale.exists()
+
+
+def test_output_name_too_long_is_one_line(tmp_path, cfg, capsys, counted):
+    for length in (300, 250):
+        assert run(cfg, tmp_path / ("a" * length + ".nc")) == 2
+        line = one_line(capsys.readouterr().err)
+        assert "too long" in line.lower() and not counted
+    assert leftovers(tmp_path) == []

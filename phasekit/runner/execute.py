@@ -94,9 +94,9 @@ def _execute(config: ResolvedConfig, engines: PointEngines, chunks: Iterable[Chu
              overwrite: bool, derive: Derive | None):
     from phasekit.io.netcdf import build_dataset
 
+    whole_grid = chunks is None      # then every run must end with a result
     chunks = engines.chunks() if chunks is None else list(chunks)
-    done = store.open(config.to_toml(), overwrite) if store else {}
-    done = {k: v for k, v in done.items() if k in {chunk_key(c) for c in chunks}}
+    done = store.open(config.to_toml(), overwrite, chunks) if store else {}
     todo = [c for c in chunks if chunk_key(c) not in done]
     if progress is not None:
         progress.start(total_points=sum(len(c.c_values) for c in chunks),
@@ -134,6 +134,10 @@ def _execute(config: ResolvedConfig, engines: PointEngines, chunks: Iterable[Chu
         if progress is not None:
             progress.finish()
         ds = build_dataset(engines, [results[chunk_key(c)] for c in chunks])
+        if whole_grid and (ds["status"] == "pending").any():
+            raise OutputError(f"{int((ds['status'] == 'pending').sum())} run(s) of the grid "
+                              f"came out without a result (status pending); nothing was "
+                              f"written; " + (_kept(store, chunks) if store else "rerun"))
         if derive is not None:
             ds = derive(ds)
         if store is not None:
