@@ -26,7 +26,7 @@ from phasekit.engine.chunks import make_chunks
 from phasekit.engine.engine import Engine
 from phasekit.engine.memory import MEMORY_LIMIT_ENV
 from phasekit.engine.points import PointEngines
-from phasekit.errors import OutputWarning, SweepFileError
+from phasekit.errors import OutputWarning, ResumeError, SweepFileError
 from phasekit.io import files
 from phasekit.io.files import OutputLock
 from phasekit.io.netcdf import open_sweep, write_sweep
@@ -244,7 +244,7 @@ def test_killed_overwrite_run_resumes(manager, tmp_path, cfg, capsys, counted):
 
     assert run(cfg, out) == 2                        # the old output is not replaced silently
     line = one_line(capsys.readouterr().err)
-    assert "holds a sweep with a different config" in line
+    assert "holds a sweep of a different config (sweep.max_steps: stored 50, now 2000)" in line
     assert "holds 2 finished chunks of this config" in line and "--overwrite to resume" in line
     assert out.read_bytes() == before and len(store.chunk_files()) == 2 and not counted
 
@@ -271,7 +271,7 @@ def test_parts_of_another_config_are_discarded_only_with_overwrite(manager, tmp_
     store.save(Engine(other, data, manager).run_chunk(make_chunks(other.sweep)[0]))
     counted.clear()
     assert run(cfg, out) == 2
-    assert "sweep.max_steps: stored '50', now '2000'" in one_line(capsys.readouterr().err)
+    assert "(sweep.max_steps: stored 50, now 2000)" in one_line(capsys.readouterr().err)
     assert len(store.chunk_files()) == 1 and not counted
     assert run(cfg, out, "--overwrite") == 0
     assert len(counted) == N_CHUNKS and not store.folder.exists()
@@ -751,3 +751,73 @@ def test_output_name_too_long_is_one_line(tmp_path, cfg, capsys, counted):
         line = one_line(capsys.readouterr().err)
         assert "too long" in line.lower() and not counted
     assert leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def no_point_resolved(monkeypatch):
+    """The names of what was built: axis points resolved, record schedules, a boundary
+    search's interior points."""
+    import phasekit.analysis.boundary as boundary
+    import phasekit.config.resolve as resolve
+    import phasekit.engine.engine as engine
+
+    seen = []
+    for module, name in ((resolve, "AxisPoint"), (engine, "record_schedule"),
+                         (boundary, "_interior")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _o=original, _n=name, **k:
+                            seen.append(_n) or _o(*a, **k))
+    return seen
+
+
+@pytest.mark.parametrize("command, match", [
+    (["run", "--set", "sweep.seeds=2", "--set", "sweep.eta_lambda0=[1.0,2.0,3.0]",
+      "--set", "sweep.max_steps=100000000", "--set", "sweep.record_per_decade=1000000000"],
+     "2 seed(s) x 3 learning rate(s) x up to 100000001 recorded steps"),
+    (["run", "--dry-run", "--set", "sweep.seeds=1", "--set", "sweep.max_steps=10000000000",
+      "--set", "sweep.record_per_decade=100000000"], "x up to 769897203 recorded steps"),
+    (["boundary", "--set", "sweep.seeds=1", "--points", "1000000000"],
+     "1 seed(s) x 1000000046 rates (the grid and --points)"),
+    (["run", "--axis", "model.width=[" + ",".join(map(str, range(2, 2002, 2))) + "]",
+      "--axis", "model.eigen_high=[" + ",".join(map(str, range(2, 1002))) + "]"],
+     "(1000000 axis point(s) x 8 seed(s) x 46 learning rate(s) x up to "),
+])
+def test_sizes_are_refused_from_the_parameters_before_any_allocation(
+        tmp_path, capsys, command, match, no_point_resolved, counted, monkeypatch):
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "4")
+    out = tmp_path / "never.nc"
+    assert main([*command, "-q", "-o", str(out)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "trajectories would take" in line and match in line
+    assert "set by PHASEKIT_MEMORY_LIMIT_GIB" in line
+    assert not {"record_schedule", "_interior"} & set(no_point_resolved)
+    if command[0] == "run":                             # not one of the axis points either
+        assert "AxisPoint" not in no_point_resolved
+    assert not counted and list(tmp_path.iterdir()) == []
+
+
+def test_a_huge_max_steps_dry_run_allocates_per_run_not_per_step(capsys):
+    assert main(["run", "--dry-run", "--set", "sweep.seeds=1",
+                 "--set", "sweep.eta_lambda0=[0.5,1.5]",
+                 "--set", "sweep.max_steps=1000000000000000"]) == 0
+    out = capsys.readouterr().out
+    assert "if every run went to max_steps = 1000000000000000" in out
+
+
+def test_resume_refusal_names_every_changed_key_with_both_values(tmp_path, cfg, capsys):
+    out = tmp_path / "r.nc"
+    cfg.write_text(CONFIG.replace("eta_lambda0 = [0.5, 2.5, 3.5, 6.0]",
+                                  "eta_lambda0 = [\n  0.5,\n  2.5,\n  3.5,\n  16.0,\n]"))
+    assert run(cfg, out) == 0
+    assert run(cfg, out, "--set", "sweep.seeds=[0,1,2,3]", "--set", "sweep.max_steps=100",
+               "--set", "sweep.eta_lambda0=[0.5,2.5,3.5,6.0]") == 2
+    line = one_line(capsys.readouterr().err)
+    for said in ("sweep.seeds: stored [0, 1, 2], now [0, 1, 2, 3]",
+                 "sweep.max_steps: stored 2000, now 100",
+                 "sweep.eta_lambda0: stored [0.5, 2.5, 3.5, 16.0], now [0.5, 2.5, 3.5, 6.0]"):
+        assert said in line
+    store = PartStore(tmp_path / "q.nc")
+    store.open(CONFIG)
+    with pytest.raises(ResumeError, match=r"\(sweep.seeds: stored \[0, 1, 2\], now "
+                                                r"\[0, 1\]; sweep.tol: stored \(absent\)"):
+        store.open(CONFIG.replace("seeds = [0, 1, 2]", "seeds = [0, 1]\ntol = 1e-9"))

@@ -72,7 +72,7 @@ def test_different_config_is_refused(manager, tmp_path):
                 store.folder / "chunk-s0000-c00000.npz")
     other, data2 = resolve_config(small(max_steps=100), manager)
     with pytest.raises(ResumeError, match=r"different config \(sweep.max_steps: stored "
-                                          r"'2000', now '100'\)"):
+                                          r"2000, now 100\)"):
         execute(other, data2, manager, out, derive=add_critical)
     assert (store.folder / "chunk-s0000-c00000.npz").exists()    # nothing was lost
     execute(other, data2, manager, out, overwrite=True, derive=add_critical)  # explicit discard

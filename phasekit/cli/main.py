@@ -65,34 +65,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _existing_output(path: Path, config_toml: str, overwrite: bool) -> bool:
-    """True when ``path`` already holds this very sweep (nothing to do).
+    """True when ``path`` already holds this very sweep and no rewrite of it is under
+    way (nothing to do); the rule itself is :func:`phasekit.io.parts.refuse_replacing`."""
+    from phasekit.io.parts import PartStore, refuse_replacing
 
-    Refuses to replace a stored sweep of a different config, or a file that is not
-    a sweep, without --overwrite; says so when ``OUT.parts/`` holds chunks of this
-    config (an interrupted --overwrite run, which the same command resumes).
-    """
-    from phasekit.errors import SweepFileError
-    from phasekit.io.netcdf import open_sweep
-    from phasekit.io.parts import PartStore
-
-    if not path.exists() or overwrite:
-        return False
-    store = PartStore(path)
-    if store.stored_config() == config_toml and store.chunk_files():
-        resume = (f"; {store.folder}/ holds {len(store.chunk_files())} finished chunks of "
-                  f"this config (an interrupted run): pass --overwrite to resume them and "
-                  f"replace {path}")
-    else:
-        resume = "; choose another -o, or pass --overwrite to replace it"
-    try:
-        with open_sweep(path, load=False) as old:
-            stored = old.attrs.get("config")
-    except SweepFileError as exc:
-        raise ConfigError(f"output {path} exists and is not a phasekit sweep "
-                          f"({exc}){resume}") from None
-    if stored != config_toml:
-        raise ConfigError(f"output {path} holds a sweep with a different config{resume}")
-    return store.stored_config() is None         # else: parts of a rewrite to finish
+    same = refuse_replacing(path, overwrite, lambda old: old.attrs.get("config") == config_toml,
+                            config_toml)
+    return same and PartStore(path).stored_config() is None
 
 
 def cmd_run(args) -> int:

@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from phasekit.config.limits import check_sweep_size
 from phasekit.config.registry import PluginManager
 from phasekit.dataset import Data
 from phasekit.engine.spectrum import LANCZOS_ABOVE_D, SOLVERS
@@ -409,6 +410,7 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
                               f"all, {', '.join(sorted(known))}.")
     axes = sweep["axes"]
     _check_axis_names(axes, classes)
+    check_sweep_size(sweep, [len(v) for v in axes.values()])   # before a point is resolved
 
     loaded: dict[str, Data] = {}          # one dataset per distinct dataset table
 

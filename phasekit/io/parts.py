@@ -16,13 +16,15 @@ import hashlib
 import json
 import os
 import re
+import tomllib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from phasekit.engine.chunks import Chunk, ChunkResult
-from phasekit.errors import OutputError, OutputWarning, ResumeError
+from phasekit.errors import OutputError, OutputWarning, ResumeError, toml_value
 from phasekit.io.files import (
     MARKER,
     MARKER_TEXT,
@@ -103,7 +105,7 @@ def mismatch(result: ChunkResult, meta: dict, expected: Chunk, config: str) -> s
     if meta.get("key", chunk_key(expected)) != chunk_key(expected) \
             or chunk_key(chunk) != chunk_key(expected):
         return f"it holds {meta.get('key') or chunk_key(chunk)}"
-    if meta.get("config", config) != config:
+    if meta.get("config") not in (None, config):
         return "it was computed with another config"
     if (chunk.seed, list(chunk.c_index), list(chunk.c_values)) != \
             (expected.seed, list(expected.c_index), list(expected.c_values)):
@@ -200,7 +202,7 @@ class PartStore:
             if not overwrite:
                 raise ResumeError(
                     f"{self.folder} holds partial results of a different config "
-                    f"({_first_difference(stored, config_toml)}); rerun with the same config "
+                    f"({config_difference(stored, config_toml)}); rerun with the same config "
                     f"to resume, choose another -o, or pass --overwrite to discard them")
             # Chunks first, then the config: a kill in between leaves a config that
             # matches no chunk, never old chunks under the new config.
@@ -255,13 +257,71 @@ class PartStore:
             remove_owned(self.folder, own_part)
 
 
-def _first_difference(a: str, b: str) -> str:
-    table = ""
-    for la, lb in zip(a.splitlines(), b.splitlines(), strict=False):
-        if la.startswith("["):
-            table = la.strip("[]")
-        if la != lb:
-            key = la.split("=")[0].strip() or lb.split("=")[0].strip()
-            return f"{table}.{key}: stored {la.split('=', 1)[-1].strip()!r}, now " \
-                   f"{lb.split('=', 1)[-1].strip()!r}"
-    return "tables differ"
+def _flatten(table: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_difference(stored: str, now: str) -> str:
+    """Every key whose value differs between two config texts, with both values
+    (``sweep.seeds: stored [0, 1], now [0, 1, 2, 3]; ...``), compared as parsed TOML."""
+    try:
+        old, new = _flatten(tomllib.loads(stored)), _flatten(tomllib.loads(now))
+    except tomllib.TOMLDecodeError:
+        return "the stored config is not TOML"
+    keys = [*old, *(k for k in new if k not in old)]
+    changed = [f"{key}: stored {_shown(old.get(key, _ABSENT))}, now "
+               f"{_shown(new.get(key, _ABSENT))}"
+               for key in keys if old.get(key, _ABSENT) != new.get(key, _ABSENT)]
+    return "; ".join(changed) or "the same keys and values, written differently"
+
+
+_ABSENT = object()
+
+
+def _shown(value) -> str:
+    text = "(absent)" if value is _ABSENT else toml_value(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def refuse_replacing(path: str | os.PathLike, overwrite: bool, same: Callable[[object], bool],
+                     config_toml: str | None = None) -> bool:
+    """The rule of every subcommand's ``-o`` (``run``, ``analyze``, ``boundary``): may the
+    existing ``path`` be replaced?  Returns ``True`` when it holds this very result
+    (``same(ds)`` of the stored sweep), ``False`` when there is nothing there or
+    ``overwrite``; else refuses (:class:`OutputError`): a sweep of another config
+    (every changed key named, given ``config_toml``) or a file that is not a sweep.
+    Where ``OUT.parts/`` holds chunks of ``config_toml`` (an interrupted
+    ``--overwrite`` run) the line says that ``--overwrite`` resumes them."""
+    from phasekit.errors import SweepFileError
+    from phasekit.io.netcdf import open_sweep
+
+    path = Path(path)
+    if overwrite or not os.path.lexists(path):
+        return False
+    store = PartStore(path)
+    if config_toml is not None and store.stored_config() == config_toml \
+            and store.chunk_files():
+        then = (f"; {store.folder}/ holds {len(store.chunk_files())} finished chunks of "
+                f"this config (an interrupted run): pass --overwrite to resume them and "
+                f"replace {path}")
+    else:
+        then = "; choose another -o, or pass --overwrite to replace it"
+    try:
+        with open_sweep(path, load=False) as old:
+            if same(old):
+                return True
+            stored = old.attrs.get("config")
+    except SweepFileError as exc:
+        raise OutputError(f"output {path} exists and is not a phasekit sweep ({exc}){then}"
+                          ) from None
+    diff = (f" ({config_difference(stored, config_toml)})"
+            if config_toml is not None and isinstance(stored, str) else "")
+    raise OutputError(f"output {path} exists and holds a sweep of a different config{diff}"
+                      f"{then}")

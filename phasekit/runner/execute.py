@@ -33,14 +33,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from phasekit.config.limits import check_sweep_size, check_trajectories
 from phasekit.config.registry import PluginManager
 from phasekit.config.resolve import ResolvedConfig
 from phasekit.dataset import Data
 from phasekit.engine.chunks import Chunk, ChunkResult
-from phasekit.engine.engine import record_schedule
-from phasekit.engine.memory import describe_memory_limit, memory_limit
 from phasekit.engine.points import PointEngines
-from phasekit.errors import ConfigError, Interrupted, OutputError, fmt_bytes
+from phasekit.errors import Interrupted, OutputError
 from phasekit.io.files import (
     OutputLock,
     write_failure,
@@ -67,7 +66,7 @@ def execute(config: ResolvedConfig, data: Data | None, manager: PluginManager,
     command line and :func:`phasekit.api.run` pass
     :func:`phasekit.analysis.phases.add_critical`).
 
-    A sweep whose dataset would not fit :func:`~phasekit.engine.memory.memory_limit` is
+    A sweep whose dataset would not fit :func:`~phasekit.config.limits.memory_limit` is
     refused before any work (:func:`check_dataset_size`); ``output`` is locked
     while the run writes it.  A chunk or final write that fails (a full disk) and
     Ctrl-C keep every finished chunk and say so (:class:`~phasekit.errors.OutputError`,
@@ -172,37 +171,27 @@ def _kept(store: PartStore, chunks: list[Chunk]) -> str:
 
 def check_dataset_size(config: ResolvedConfig, engines: PointEngines | None = None) -> int:
     """Bytes of the sweep's trajectories in the final dataset; refuses (``ConfigError``)
-    a sweep above :func:`~phasekit.engine.memory.memory_limit`, before any work.
+    a sweep above :func:`~phasekit.config.limits.memory_limit`, before any work.
 
     The trajectories are (axis points x seeds x rates x recorded steps x recorded
     values) float64 numbers, each observable's extra dimension (``layer``) padded to
     its union over axis points, as :func:`~phasekit.io.netcdf.build_dataset` stores
     them.  The chunks' results are held as well until the dataset is built, so the
-    peak is about twice this.
+    peak is about twice this.  Without ``engines`` the closed form of the config's
+    parameters (:func:`~phasekit.config.limits.check_sweep_size`, which
+    :func:`~phasekit.config.resolve.resolve_config` has already passed) is used.
     """
     sweep = config.sweep
+    if engines is None:
+        return check_sweep_size(sweep, config.axis_shape if config.axes else ())
     points = math.prod(config.axis_shape) if config.axes else 1
     seeds, rates = len(sweep["seeds"]), len(sweep["eta_lambda0"])
-    recorded = len(record_schedule(sweep["max_steps"], sweep["record_dense"],
-                                   sweep["record_per_decade"]))
-    limit = memory_limit()
+    recorded = len(engines[0].schedule)
 
     def check(values: int) -> int:
-        size = points * seeds * rates * recorded * values * 8
-        if size > limit:
-            raise ConfigError(
-                f"this sweep's trajectories would take {fmt_bytes(size)} in memory ({points} "
-                f"axis point(s) x {seeds} seed(s) x {rates} learning rate(s) x {recorded} "
-                f"recorded steps x {values} recorded values x 8 bytes), more than phasekit "
-                f"builds at once ({describe_memory_limit()}); use fewer seeds or learning "
-                f"rates, record fewer steps (smaller sweep.record_per_decade, "
-                f"sweep.record_dense or sweep.max_steps), or split the sweep over several "
-                f"runs")
-        return size
+        return check_trajectories(points, seeds, rates, recorded, values)
 
-    check(3)                                  # loss, weight norm, sharpness: before any model
-    if engines is None:
-        return check(3)
+    check(3)                                  # loss, weight norm, sharpness
     widths: dict[str, dict[str, set]] = {}
     for i in range(len(engines)):
         engine = engines[i]
