@@ -21,10 +21,10 @@ from phasekit.analysis.phases import add_critical
 from phasekit.api import build_config
 from phasekit.cli.analysis import main as analysis_main
 from phasekit.cli.main import main
+from phasekit.config.limits import MEMORY_LIMIT_ENV
 from phasekit.config.resolve import resolve_config
 from phasekit.engine.chunks import make_chunks
 from phasekit.engine.engine import Engine
-from phasekit.engine.memory import MEMORY_LIMIT_ENV
 from phasekit.engine.points import PointEngines
 from phasekit.errors import OutputWarning, ResumeError, SweepFileError
 from phasekit.io import files
@@ -318,6 +318,25 @@ def test_ctrl_c_at_start_up_is_one_line(tmp_path, cfg, capsys, monkeypatch, wher
         "phasekit: interrupted; nothing was written"
     assert signal.getsignal(signal.SIGINT) is before
     assert [p.name for p in tmp_path.iterdir()] == ["c.toml"]
+
+
+@pytest.mark.parametrize("argv0, rc, line", [
+    ("phasekit", 130, "phasekit: interrupted; nothing was written"),
+    ("python", -signal.SIGINT, "KeyboardInterrupt"),  # a library importing phasekit: untouched
+])
+def test_ctrl_c_from_the_first_line_of_import_phasekit(argv0, rc, line):
+    """The command answers Ctrl-C from the first line of ``import phasekit`` on, before
+    the command line module or any heavy library is imported."""
+    code = ("import os, signal, sys, time\n"
+            f"sys.argv[0] = {argv0!r}\n"
+            "import phasekit\n"
+            "assert 'phasekit.cli.main' not in sys.modules and 'torch' not in sys.modules\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == rc
+    assert proc.stderr.strip().splitlines()[-1] == line
 
 
 def _interrupt_at(monkeypatch, n: int, counted: list):

@@ -122,6 +122,33 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert not parts.exists()
 
 
+def test_sigterm_mid_sweep_is_one_line_keeps_the_chunks_and_releases_the_lock(tmp_path):
+    """SIGTERM (a scheduler ending a job, ``kill``) ends like Ctrl-C: one line saying what
+    is kept, exit status 143, the lock released; the same command then resumes."""
+    args = ["run", "--preset", "fig1", "--set", "model.width=200", "--set",
+            "sweep.eta_lambda0={start=0.5,stop=3.5,num=4}", "--set", "sweep.seeds=4",
+            "--set", "sweep.chunk_size=1", "--set", "sweep.tol=0.0",
+            "--set", "sweep.max_steps=1500", "-q"]
+    out = tmp_path / "term.nc"
+    parts = PartStore(out).folder
+    proc = subprocess.Popen([EXE, *args, "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while _count_chunks(parts) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the sweep ended before it could be terminated"
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    kept = _count_chunks(parts)
+    assert lines == [f"phasekit: interrupted by SIGTERM; {kept} of 16 chunks are kept in "
+                     f"{parts}{os.sep}; rerun the same command to resume"]
+    assert not out.exists() and not Path(f"{out}.lock").exists() and kept >= 2
+    assert main([*args, "-o", str(out)]) == 0
+    assert not parts.exists() and out.exists()
+
+
 def test_rerun_of_a_finished_sweep_does_nothing(tmp_path, capsys):
     out = tmp_path / "done.nc"
     args = ["run", "--preset", "fig6", "--set", "sweep.eta_lambda0=[1.0, 3.0]", "-o", str(out)]

@@ -1,8 +1,9 @@
 """Command line: ``phasekit run`` and ``phasekit plugins``.
 
 Only light modules are imported here; torch and the rest load inside
-:func:`main`, after its Ctrl-C handler is in place, so an interrupt at any
-moment ends in one line (``docs/reliability.md``).
+:func:`main`, after its Ctrl-C and SIGTERM handler is in place.  Before that,
+from the first line of ``import phasekit`` on, :mod:`phasekit._startup` answers
+them, so an interrupt at any moment ends in one line (``docs/reliability.md``).
 """
 
 from __future__ import annotations
@@ -138,22 +139,39 @@ def cmd_presets(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The ``phasekit`` command.  Every expected failure is one ``phasekit: error:``
     line (exit status 2); Ctrl-C at any moment is one ``phasekit: interrupted;`` line
-    saying what was kept (exit status 130)."""
+    saying what was kept (exit status 130), and SIGTERM the same (exit status 143):
+    the lock is released and every finished chunk kept."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    signals: list[int] = []
+    previous = _catch_signals(signals) if main_thread else {}
     try:
         return _main(argv)
     except KeyboardInterrupt as exc:
-        main_thread = threading.current_thread() is threading.main_thread()
         # A second Ctrl-C while the line is printed: no traceback either.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
-        try:
-            if getattr(sys.stderr, "isatty", lambda: False)():
-                sys.stderr.write("\n")                   # off the progress bar's line
-            what = str(exc) if str(exc) else "nothing was written"
-            print(f"{errors.PROG}: interrupted; {what}", file=sys.stderr)
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGINT, previous)
-        return 130
+        if main_thread:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if getattr(sys.stderr, "isatty", lambda: False)():
+            sys.stderr.write("\n")                   # off the progress bar's line
+        what = str(exc) if str(exc) else "nothing was written"
+        by = " by SIGTERM" if signals == [signal.SIGTERM] else ""
+        print(f"{errors.PROG}: interrupted{by}; {what}", file=sys.stderr)
+        return 128 + (signals[0] if signals else signal.SIGINT)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _catch_signals(signals: list[int]) -> dict[int, object]:
+    """Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` (noted in ``signals``), so that
+    both end as an interrupt does: the lock released, finished chunks kept, one line.
+    Returns the handlers they replace."""
+    def interrupt(signum, frame):
+        signals[:] = [signum]
+        raise KeyboardInterrupt
+
+    return {number: signal.signal(number, interrupt)
+            for number in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _main(argv: list[str] | None) -> int:
