@@ -840,3 +840,48 @@ def test_resume_refusal_names_every_changed_key_with_both_values(tmp_path, cfg, 
     with pytest.raises(ResumeError, match=r"\(sweep.seeds: stored \[0, 1, 2\], now "
                                                 r"\[0, 1\]; sweep.tol: stored \(absent\)"):
         store.open(CONFIG.replace("seeds = [0, 1, 2]", "seeds = [0, 1]\ntol = 1e-9"))
+
+
+def test_scheduler_addresses_empty_wrong_or_answering_garbage(tmp_path, cfg, capsys, counted):
+    pytest.importorskip("dask.distributed")
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def garbage():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.sendall(b"\xff" * 64 + b"garbage" * 100)
+            conn.close()
+
+    threading.Thread(target=garbage, daemon=True).start()
+    out = tmp_path / "never.nc"
+    try:
+        for address, said in (
+                ("", "--scheduler needs an address such as tcp://host:8786 or "
+                     "tls://host:8786, got an empty one"),
+                (" ", "got an empty one"),
+                ("nonsense://x", "not a Dask scheduler address (unknown address scheme"),
+                (f"tcp://127.0.0.1:{listener.getsockname()[1]}",
+                 "something answers there, but not as a Dask scheduler"),
+                ("tls://127.0.0.1:1", "a tls:// scheduler needs Dask's TLS settings")):
+            assert run(cfg, out, "--scheduler", address) == 2
+            line = one_line(capsys.readouterr().err)
+            assert said in line and "allocate" not in line
+    finally:
+        listener.close()
+    assert not counted and leftovers(tmp_path) == [] and not out.exists()
+
+
+@pytest.mark.parametrize("x, why", [("1e308", "the NTK is not finite at initialisation"),
+                                    ("0.0", "the NTK vanishes at initialisation")])
+def test_an_undefined_lambda0_says_why(tmp_path, cfg, capsys, x, why):
+    assert run(cfg, tmp_path / "n.nc", "--set", f"dataset.x=[{x}]") == 2
+    line = one_line(capsys.readouterr().err)
+    assert why in line and (x == "0.0") == ("x = 0" in line)

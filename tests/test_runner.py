@@ -246,3 +246,45 @@ def test_bench_times_a_whole_preset(capsys):
     assert fields[1] == "float64"
     wall, run_steps, rate = (float(f.replace(",", "")) for f in fields[2:5])
     assert wall > 0 and run_steps > 0 and abs(rate - run_steps / wall) <= 0.01 * rate + 1
+
+
+def test_tls_scheduler_with_dasks_own_settings(tmp_path):
+    """A ``tls://`` scheduler is used with Dask's TLS settings (here from the
+    environment), and the result equals a run in one process."""
+    pytest.importorskip("dask.distributed")
+    import shutil
+
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-subj", "/CN=localhost", "-days", "1"],
+                   check=True, capture_output=True)
+    c, k = str(cert), str(key)
+    security = Security(tls_ca_file=c, tls_client_cert=c, tls_client_key=k,
+                        tls_scheduler_cert=c, tls_scheduler_key=k, tls_worker_cert=c,
+                        tls_worker_key=k, require_encryption=True)
+    args = ["run", "-q", "--preset", "fig6", "--set", "sweep.eta_lambda0=[1.0, 3.0]",
+            "--set", "sweep.seeds=2"]
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": c,
+           "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": c,
+           "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": k}
+    with LocalCluster(n_workers=1, threads_per_worker=1, protocol="tls", security=security,
+                      dashboard_address="127.0.0.1:0", host="127.0.0.1") as tls_cluster:
+        address = tls_cluster.scheduler_address
+        assert address.startswith("tls://")
+        without = subprocess.run([EXE, *args, "--scheduler", address, "-o",
+                                  str(tmp_path / "no.nc")], capture_output=True, text=True,
+                                 timeout=120)
+        assert without.returncode == 2
+        assert "needs Dask's TLS settings, which are not set" in without.stderr
+        done = subprocess.run([EXE, *args, "--scheduler", address, "-o",
+                               str(tmp_path / "tls.nc")], env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert main([*args, "-o", str(tmp_path / "here.nc")]) == 0
+    xr.testing.assert_identical(xr.open_dataset(tmp_path / "tls.nc"),
+                                xr.open_dataset(tmp_path / "here.nc"))

@@ -51,7 +51,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=0, metavar="N",
                      help="run chunks on a local Dask cluster of N worker processes")
     run.add_argument("--scheduler", metavar="ADDRESS",
-                     help="run chunks on an existing dask.distributed scheduler")
+                     help="run chunks on an existing dask.distributed scheduler "
+                          "(tcp://host:8786, or tls://host:8786 with Dask's TLS settings, "
+                          "distributed.comm.tls.*). Dask ships tasks and results with "
+                          "pickle: use only a scheduler you trust (docs/reliability.md)")
 
     bench = sub.add_parser("bench", help="benchmark phasekit against a plain per-run loop")
     from phasekit.cli.bench import add_arguments as bench_arguments
@@ -91,6 +94,10 @@ def cmd_run(args) -> int:
     config, data = resolve_config(raw, manager)
     if args.workers < 0:
         raise ConfigError(f"--workers must be zero or positive, got {args.workers}")
+    if args.scheduler is not None:
+        from phasekit.runner.dask import check_address
+
+        check_address(args.scheduler)            # an empty or unparsable one: at once
     if args.dry_run:
         print(dry_run_report(config, data, manager))
         return 0

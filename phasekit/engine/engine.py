@@ -129,11 +129,13 @@ class Engine:
             lambda0 = float(lambda_max(H0[None], "eigvalsh")[0])        # sets every eta
             if not (math.isfinite(lambda0) and lambda0 > 0):
                 at = f" at {self.where}" if self.where else ""
-                raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}{at}: the NTK "
-                                  f"vanishes at initialisation (an input x = 0, say), so "
-                                  f"eta = eta_lambda0 / lambda_0 is undefined (docs/theory.md "
-                                  f"§1); change "
-                                  f"the dataset or the model")
+                why = ("the NTK vanishes at initialisation (an input x = 0, say)"
+                       if lambda0 == 0 or (math.isfinite(lambda0) and lambda0 < 0) else
+                       "the NTK is not finite at initialisation (an input or parameter so "
+                       "large that it overflows, say)")
+                raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}{at}: {why}, "
+                                  f"so eta = eta_lambda0 / lambda_0 is undefined "
+                                  f"(docs/theory.md §1); change the dataset or the model")
             return Prepared(feats, theta0, lambda0, model.bounds(feats, theta0, lambda0))
 
     def run_chunk(self, chunk: Chunk, progress: Callable[..., None] | None = None,

@@ -75,7 +75,7 @@ def execute(config: ResolvedConfig, data: Data | None, manager: PluginManager,
     """
     engines = PointEngines(config, data, manager)
     check_dataset_size(config, engines)
-    if scheduler:
+    if scheduler is not None:
         check_scheduler(scheduler)          # unreachable: one line, nothing written
     elif workers:
         require_dask()
