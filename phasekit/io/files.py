@@ -10,6 +10,8 @@
   holder's pid, host, start time and command) while a run writes ``OUT``.  A
   second run on the same output is refused, naming the first; the kernel drops
   the lock of a killed run, so its leftover lock file is simply taken over.
+  The lock file is opened without following links; a link, a non-regular file
+  or a file whose content phasekit did not write is refused and left alone.
   Once the lock is held, stale temporaries of ``OUT`` left by a killed run
   (:func:`clean_temporaries`) are removed.
 - :func:`atomic_write` writes through a temporary file next to the target,
@@ -20,11 +22,13 @@
   deletes only the files phasekit names as its own, never a folder it did not
   make (:func:`is_owned`).
 
-Temporary names are phasekit's own: ``.OUT.XXXXXXXX.part`` (a file being
+Files phasekit creates are created new (``O_EXCL``) and never through a link
+(``O_NOFOLLOW``).  Temporary names are phasekit's own: ``.OUT.XXXXXXXX.part`` (a file being
 written), ``.OUT.XXXXXXXX.probe`` (the writability probe) and
 ``.OUT.XXXXXXXX.new`` (a folder being created), with 8 characters from
 ``[a-z0-9_]``; only names of exactly that form next to ``OUT`` are ever
-cleaned up.
+cleaned up, and a probe only once it is older than :data:`STALE_PROBE_S` (a
+fresh one is another process's, about to remove it itself).
 """
 
 from __future__ import annotations
