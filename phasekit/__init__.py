@@ -11,12 +11,16 @@ either order while the command line, which imports this package, stays light
 (docs/performance.md, start-up).
 """
 
-import importlib.abc
-import importlib.util
-import sys
-from importlib.metadata import PackageNotFoundError, version
+from phasekit import _startup
 
-from phasekit.hookspecs import hookimpl
+_startup.install_if_command()       # first: Ctrl-C while the command starts is one line
+
+import importlib.abc  # noqa: E402
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+
+from phasekit.hookspecs import hookimpl  # noqa: E402
 
 try:
     __version__ = version("phasekit")

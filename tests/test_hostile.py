@@ -21,12 +21,12 @@ from phasekit.analysis.phases import add_critical
 from phasekit.api import build_config
 from phasekit.cli.analysis import main as analysis_main
 from phasekit.cli.main import main
+from phasekit.config.limits import MEMORY_LIMIT_ENV
 from phasekit.config.resolve import resolve_config
 from phasekit.engine.chunks import make_chunks
 from phasekit.engine.engine import Engine
-from phasekit.engine.memory import MEMORY_LIMIT_ENV
 from phasekit.engine.points import PointEngines
-from phasekit.errors import OutputWarning, SweepFileError
+from phasekit.errors import OutputWarning, ResumeError, SweepFileError
 from phasekit.io import files
 from phasekit.io.files import OutputLock
 from phasekit.io.netcdf import open_sweep, write_sweep
@@ -246,7 +246,7 @@ def test_killed_overwrite_run_resumes(manager, tmp_path, cfg, capsys, counted):
 
     assert run(cfg, out) == 2                        # the old output is not replaced silently
     line = one_line(capsys.readouterr().err)
-    assert "holds a sweep with a different config" in line
+    assert "holds a sweep of a different config (sweep.max_steps: stored 50, now 2000)" in line
     assert "holds 2 finished chunks of this config" in line and "--overwrite to resume" in line
     assert out.read_bytes() == before and len(store.chunk_files()) == 2 and not counted
 
@@ -273,7 +273,7 @@ def test_parts_of_another_config_are_discarded_only_with_overwrite(manager, tmp_
     store.save(Engine(other, data, manager).run_chunk(make_chunks(other.sweep)[0]))
     counted.clear()
     assert run(cfg, out) == 2
-    assert "sweep.max_steps: stored '50', now '2000'" in one_line(capsys.readouterr().err)
+    assert "(sweep.max_steps: stored 50, now 2000)" in one_line(capsys.readouterr().err)
     assert len(store.chunk_files()) == 1 and not counted
     assert run(cfg, out, "--overwrite") == 0
     assert len(counted) == N_CHUNKS and not store.folder.exists()
@@ -321,6 +321,25 @@ def test_ctrl_c_at_start_up_is_one_line(tmp_path, cfg, capsys, monkeypatch, wher
         "phasekit: interrupted; nothing was written"
     assert signal.getsignal(signal.SIGINT) is before
     assert [p.name for p in tmp_path.iterdir()] == ["c.toml"]
+
+
+@pytest.mark.parametrize("argv0, rc, line", [
+    ("phasekit", 130, "phasekit: interrupted; nothing was written"),
+    ("python", -signal.SIGINT, "KeyboardInterrupt"),  # a library importing phasekit: untouched
+])
+def test_ctrl_c_from_the_first_line_of_import_phasekit(argv0, rc, line):
+    """The command answers Ctrl-C from the first line of ``import phasekit`` on, before
+    the command line module or any heavy library is imported."""
+    code = ("import os, signal, sys, time\n"
+            f"sys.argv[0] = {argv0!r}\n"
+            "import phasekit\n"
+            "assert 'phasekit.cli.main' not in sys.modules and 'torch' not in sys.modules\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == rc
+    assert proc.stderr.strip().splitlines()[-1] == line
 
 
 def _interrupt_at(monkeypatch, n: int, counted: list):
@@ -662,3 +681,211 @@ def test_a_config_that_is_not_a_small_regular_file_is_refused(capsys, tmp_path):
                         "regular file"), (str(big), "a config is a small TOML file")):
         assert main(["run", path, "-o", str(tmp_path / "never.nc")]) == 2
         assert match in capsys.readouterr().err
+
+
+# -- issue 19: hardening, second pass ----------------------------------------------------------
+
+def test_lock_never_follows_a_link_nor_replaces_a_file_it_did_not_write(tmp_path, cfg, capsys,
+                                                                       counted):
+    precious = tmp_path / "p.txt"
+    precious.write_text("PRECIOUS\n")
+    out = tmp_path / "x.nc"
+    files.lock_path(out).symlink_to(precious)
+    assert run(cfg, out) == 2
+    assert "x.nc.lock exists and is not a regular file" in one_line(capsys.readouterr().err)
+    assert precious.read_text() == "PRECIOUS\n" and files.lock_path(out).is_symlink()
+    mine = tmp_path / "y.nc"
+    files.lock_path(mine).write_text("my notes\n")
+    assert run(cfg, mine) == 2
+    assert "y.nc.lock exists but was not written by phasekit" in \
+        one_line(capsys.readouterr().err)
+    assert files.lock_path(mine).read_text() == "my notes\n"
+    assert not counted and not out.exists() and not mine.exists()
+    empty = tmp_path / "z.nc"                       # a killed run's lock, before it wrote
+    files.lock_path(empty).write_text("")
+    with OutputLock(empty):
+        assert json.loads(files.lock_path(empty).read_text())["pid"] == os.getpid()
+    assert not files.lock_path(empty).exists()
+
+
+def test_temporaries_are_created_without_following_links(tmp_path, monkeypatch):
+    precious = tmp_path / "p.txt"
+    precious.write_text("PRECIOUS\n")
+    monkeypatch.setattr(files.secrets, "token_hex", lambda n: "abcdefgh")
+    (tmp_path / ".x.nc.abcdefgh.part").symlink_to(precious)
+    with pytest.raises(FileExistsError):
+        files.atomic_write(tmp_path / "x.nc", lambda tmp: tmp.write_text("new"))
+    assert precious.read_text() == "PRECIOUS\n"
+
+
+def test_a_chunk_file_copied_over_another_is_recomputed(manager, tmp_path, cfg, capsys,
+                                                        counted, reference):
+    out = tmp_path / "r.nc"
+    config, data = resolve_config(build_config(str(cfg)), manager)
+    store = PartStore(out)
+    store.open(config.to_toml())
+    engine = Engine(config, data, manager)
+    chunks = make_chunks(config.sweep)
+    for chunk in chunks:
+        store.save(engine.run_chunk(chunk))
+    folder = store.folder
+    (folder / f"{_key(chunks[4])}.npz").write_bytes((folder / f"{_key(chunks[0])}.npz")
+                                                    .read_bytes())
+    counted.clear()
+    assert run(cfg, out) == 0
+    line = one_line(capsys.readouterr().err, "warning")
+    assert f"{_key(chunks[4])}.npz (it holds {_key(chunks[0])})" in line
+    assert counted == [(0, chunks[4].seed_index, chunks[4].c_index[0])]
+    got = open_sweep(out)
+    assert (got.status != "pending").all()
+    for name in ("loss", "status", "steps"):
+        np.testing.assert_array_equal(got[name].values, reference[name].values)
+
+
+def test_a_chunk_file_of_another_config_is_recomputed(manager, tmp_path, cfg, capsys, counted):
+    out = tmp_path / "r.nc"
+    config, data = resolve_config(build_config(str(cfg)), manager)
+    store = PartStore(out)
+    store.open(config.to_toml())
+    chunk = make_chunks(config.sweep)[0]
+    store.fingerprint = "0123456789abcdef"          # as if saved under another config
+    store.save(Engine(config, data, manager).run_chunk(chunk))
+    counted.clear()
+    assert run(cfg, out) == 0
+    assert "(it was computed with another config)" in one_line(capsys.readouterr().err,
+                                                              "warning")
+    assert len(counted) == N_CHUNKS
+
+
+def test_a_fresh_probe_of_another_process_is_never_cleaned(tmp_path):
+    out = tmp_path / "x.nc"
+    fresh, stale = tmp_path / ".x.nc.abcdefgh.probe", tmp_path / ".x.nc.stale_00.probe"
+    fresh.write_text("")
+    stale.write_text("")
+    old = time.time() - 2 * files.STALE_PROBE_S
+    os.utime(stale, (old, old))
+    with OutputLock(out):
+        assert fresh.exists() and not stale.exists()
+
+
+def test_output_name_too_long_is_one_line(tmp_path, cfg, capsys, counted):
+    for length in (300, 250):
+        assert run(cfg, tmp_path / ("a" * length + ".nc")) == 2
+        line = one_line(capsys.readouterr().err)
+        assert "too long" in line.lower() and not counted
+    assert leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def no_point_resolved(monkeypatch):
+    """The names of what was built: axis points resolved, record schedules, a boundary
+    search's interior points."""
+    import phasekit.analysis.boundary as boundary
+    import phasekit.config.resolve as resolve
+    import phasekit.engine.engine as engine
+
+    seen = []
+    for module, name in ((resolve, "AxisPoint"), (engine, "record_schedule"),
+                         (boundary, "_interior")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _o=original, _n=name, **k:
+                            seen.append(_n) or _o(*a, **k))
+    return seen
+
+
+@pytest.mark.parametrize("command, match", [
+    (["run", "--set", "sweep.seeds=2", "--set", "sweep.eta_lambda0=[1.0,2.0,3.0]",
+      "--set", "sweep.max_steps=100000000", "--set", "sweep.record_per_decade=1000000000"],
+     "2 seed(s) x 3 learning rate(s) x up to 100000001 recorded steps"),
+    (["run", "--dry-run", "--set", "sweep.seeds=1", "--set", "sweep.max_steps=10000000000",
+      "--set", "sweep.record_per_decade=100000000"], "x up to 769897203 recorded steps"),
+    (["boundary", "--set", "sweep.seeds=1", "--points", "1000000000"],
+     "1 seed(s) x 1000000046 rates (the grid and --points)"),
+    (["run", "--axis", "model.width=[" + ",".join(map(str, range(2, 2002, 2))) + "]",
+      "--axis", "model.eigen_high=[" + ",".join(map(str, range(2, 1002))) + "]"],
+     "(1000000 axis point(s) x 8 seed(s) x 46 learning rate(s) x up to "),
+])
+def test_sizes_are_refused_from_the_parameters_before_any_allocation(
+        tmp_path, capsys, command, match, no_point_resolved, counted, monkeypatch):
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "4")
+    out = tmp_path / "never.nc"
+    assert main([*command, "-q", "-o", str(out)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "trajectories would take" in line and match in line
+    assert "set by PHASEKIT_MEMORY_LIMIT_GIB" in line
+    assert not {"record_schedule", "_interior"} & set(no_point_resolved)
+    if command[0] == "run":                             # not one of the axis points either
+        assert "AxisPoint" not in no_point_resolved
+    assert not counted and list(tmp_path.iterdir()) == []
+
+
+def test_a_huge_max_steps_dry_run_allocates_per_run_not_per_step(capsys):
+    assert main(["run", "--dry-run", "--set", "sweep.seeds=1",
+                 "--set", "sweep.eta_lambda0=[0.5,1.5]",
+                 "--set", "sweep.max_steps=1000000000000000"]) == 0
+    out = capsys.readouterr().out
+    assert "if every run went to max_steps = 1000000000000000" in out
+
+
+def test_resume_refusal_names_every_changed_key_with_both_values(tmp_path, cfg, capsys):
+    out = tmp_path / "r.nc"
+    cfg.write_text(CONFIG.replace("eta_lambda0 = [0.5, 2.5, 3.5, 6.0]",
+                                  "eta_lambda0 = [\n  0.5,\n  2.5,\n  3.5,\n  16.0,\n]"))
+    assert run(cfg, out) == 0
+    assert run(cfg, out, "--set", "sweep.seeds=[0,1,2,3]", "--set", "sweep.max_steps=100",
+               "--set", "sweep.eta_lambda0=[0.5,2.5,3.5,6.0]") == 2
+    line = one_line(capsys.readouterr().err)
+    for said in ("sweep.seeds: stored [0, 1, 2], now [0, 1, 2, 3]",
+                 "sweep.max_steps: stored 2000, now 100",
+                 "sweep.eta_lambda0: stored [0.5, 2.5, 3.5, 16.0], now [0.5, 2.5, 3.5, 6.0]"):
+        assert said in line
+    store = PartStore(tmp_path / "q.nc")
+    store.open(CONFIG)
+    with pytest.raises(ResumeError, match=r"\(sweep.seeds: stored \[0, 1, 2\], now "
+                                                r"\[0, 1\]; sweep.tol: stored \(absent\)"):
+        store.open(CONFIG.replace("seeds = [0, 1, 2]", "seeds = [0, 1]\ntol = 1e-9"))
+
+
+def test_scheduler_addresses_empty_wrong_or_answering_garbage(tmp_path, cfg, capsys, counted):
+    pytest.importorskip("dask.distributed")
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def garbage():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.sendall(b"\xff" * 64 + b"garbage" * 100)
+            conn.close()
+
+    threading.Thread(target=garbage, daemon=True).start()
+    out = tmp_path / "never.nc"
+    try:
+        for address, said in (
+                ("", "--scheduler needs an address such as tcp://host:8786 or "
+                     "tls://host:8786, got an empty one"),
+                (" ", "got an empty one"),
+                ("nonsense://x", "not a Dask scheduler address (unknown address scheme"),
+                (f"tcp://127.0.0.1:{listener.getsockname()[1]}",
+                 "something answers there, but not as a Dask scheduler"),
+                ("tls://127.0.0.1:1", "a tls:// scheduler needs Dask's TLS settings")):
+            assert run(cfg, out, "--scheduler", address) == 2
+            line = one_line(capsys.readouterr().err)
+            assert said in line and "allocate" not in line
+    finally:
+        listener.close()
+    assert not counted and leftovers(tmp_path) == [] and not out.exists()
+
+
+@pytest.mark.parametrize("x, why", [("1e308", "the NTK is not finite at initialisation"),
+                                    ("0.0", "the NTK vanishes at initialisation")])
+def test_an_undefined_lambda0_says_why(tmp_path, cfg, capsys, x, why):
+    assert run(cfg, tmp_path / "n.nc", "--set", f"dataset.x=[{x}]") == 2
+    line = one_line(capsys.readouterr().err)
+    assert why in line and (x == "0.0") == ("x = 0" in line)

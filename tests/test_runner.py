@@ -72,7 +72,7 @@ def test_different_config_is_refused(manager, tmp_path):
                 store.folder / "chunk-s0000-c00000.npz")
     other, data2 = resolve_config(small(max_steps=100), manager)
     with pytest.raises(ResumeError, match=r"different config \(sweep.max_steps: stored "
-                                          r"'2000', now '100'\)"):
+                                          r"2000, now 100\)"):
         execute(other, data2, manager, out, derive=add_critical)
     assert (store.folder / "chunk-s0000-c00000.npz").exists()    # nothing was lost
     execute(other, data2, manager, out, overwrite=True, derive=add_critical)  # explicit discard
@@ -121,6 +121,33 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     subprocess.run([EXE, *args, "-q", "-o", str(whole)], check=True, timeout=300)
     xr.testing.assert_identical(stored(out), stored(whole))
     assert not parts.exists()
+
+
+def test_sigterm_mid_sweep_is_one_line_keeps_the_chunks_and_releases_the_lock(tmp_path):
+    """SIGTERM (a scheduler ending a job, ``kill``) ends like Ctrl-C: one line saying what
+    is kept, exit status 143, the lock released; the same command then resumes."""
+    args = ["run", "--preset", "fig1", "--set", "model.width=200", "--set",
+            "sweep.eta_lambda0={start=0.5,stop=3.5,num=4}", "--set", "sweep.seeds=4",
+            "--set", "sweep.chunk_size=1", "--set", "sweep.tol=0.0",
+            "--set", "sweep.max_steps=1500", "-q"]
+    out = tmp_path / "term.nc"
+    parts = PartStore(out).folder
+    proc = subprocess.Popen([EXE, *args, "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while _count_chunks(parts) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the sweep ended before it could be terminated"
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    kept = _count_chunks(parts)
+    assert lines == [f"phasekit: interrupted by SIGTERM; {kept} of 16 chunks are kept in "
+                     f"{parts}{os.sep}; rerun the same command to resume"]
+    assert not out.exists() and not Path(f"{out}.lock").exists() and kept >= 2
+    assert main([*args, "-o", str(out)]) == 0
+    assert not parts.exists() and out.exists()
 
 
 def test_rerun_of_a_finished_sweep_does_nothing(tmp_path, capsys):
@@ -224,3 +251,45 @@ def test_bench_times_a_whole_preset(capsys):
     assert fields[1] == "float64"
     wall, run_steps, rate = (float(f.replace(",", "")) for f in fields[2:5])
     assert wall > 0 and run_steps > 0 and abs(rate - run_steps / wall) <= 0.01 * rate + 1
+
+
+def test_tls_scheduler_with_dasks_own_settings(tmp_path):
+    """A ``tls://`` scheduler is used with Dask's TLS settings (here from the
+    environment), and the result equals a run in one process."""
+    pytest.importorskip("dask.distributed")
+    import shutil
+
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-subj", "/CN=localhost", "-days", "1"],
+                   check=True, capture_output=True)
+    c, k = str(cert), str(key)
+    security = Security(tls_ca_file=c, tls_client_cert=c, tls_client_key=k,
+                        tls_scheduler_cert=c, tls_scheduler_key=k, tls_worker_cert=c,
+                        tls_worker_key=k, require_encryption=True)
+    args = ["run", "-q", "--preset", "fig6", "--set", "sweep.eta_lambda0=[1.0, 3.0]",
+            "--set", "sweep.seeds=2"]
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": c,
+           "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": c,
+           "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": k}
+    with LocalCluster(n_workers=1, threads_per_worker=1, protocol="tls", security=security,
+                      dashboard_address="127.0.0.1:0", host="127.0.0.1") as tls_cluster:
+        address = tls_cluster.scheduler_address
+        assert address.startswith("tls://")
+        without = subprocess.run([EXE, *args, "--scheduler", address, "-o",
+                                  str(tmp_path / "no.nc")], capture_output=True, text=True,
+                                 timeout=120)
+        assert without.returncode == 2
+        assert "needs Dask's TLS settings, which are not set" in without.stderr
+        done = subprocess.run([EXE, *args, "--scheduler", address, "-o",
+                               str(tmp_path / "tls.nc")], env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert main([*args, "-o", str(tmp_path / "here.nc")]) == 0
+    xr.testing.assert_identical(xr.open_dataset(tmp_path / "tls.nc"),
+                                xr.open_dataset(tmp_path / "here.nc"))

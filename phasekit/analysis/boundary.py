@@ -59,6 +59,7 @@ import numpy as np
 import xarray as xr
 
 from phasekit.analysis.phases import EARLY
+from phasekit.config.limits import check_sweep_size
 from phasekit.config.registry import PluginManager, get_plugin_manager
 from phasekit.config.resolve import ResolvedConfig, resolve_config
 from phasekit.engine.chunks import Chunk, ChunkResult
@@ -230,6 +231,8 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
     manager = manager or get_plugin_manager()
     config, _ = resolve_config(raw_config, manager)
     sweep = config.sweep
+    check_sweep_size(sweep, config.axis_shape if config.axes else (),      # a round's grid
+                     len(set(sweep["eta_lambda0"])) + points, "rates (the grid and --points)")
     engines = PointEngines(config, None, manager, keep_prepared=None)   # every round, every seed
     # The early-window runs: early_window steps, never stopped by convergence, and only
     # the core trajectories (loss and sharpness are what the flags read).

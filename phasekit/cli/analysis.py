@@ -160,7 +160,8 @@ def cmd_analyze(args) -> int:
     )
     from phasekit.analysis.phases import BRACKETS, add_critical, add_phases
     from phasekit.analysis.report import summary_text
-    from phasekit.io.netcdf import open_sweep, refuse_replacing, write_output
+    from phasekit.io.netcdf import open_sweep, write_output
+    from phasekit.io.parts import refuse_replacing
 
     if not args.catapult_factor > 1:
         raise ConfigError(f"--catapult-factor must be above 1, got {args.catapult_factor}")
@@ -211,7 +212,8 @@ def cmd_boundary(args) -> int:
     from phasekit.analysis.report import boundary_report
     from phasekit.config.registry import get_plugin_manager
     from phasekit.config.resolve import build_config, resolve_config
-    from phasekit.io.netcdf import refuse_replacing, write_output
+    from phasekit.io.netcdf import write_output
+    from phasekit.io.parts import refuse_replacing
 
     manager = get_plugin_manager()
     raw = build_config(args.config, preset=args.preset, overrides=args.overrides,

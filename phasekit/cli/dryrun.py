@@ -161,14 +161,19 @@ def calibrate(engine: Engine, chunk: Chunk, prepared) -> StepCosts:
 
 
 def chunk_seconds(stops: np.ndarray, schedule: np.ndarray, costs: StepCosts) -> float:
-    """Seconds to train one chunk whose runs stop after ``stops`` updates."""
+    """Seconds to train one chunk whose runs stop after ``stops`` updates.
+
+    In closed form over the runs' stops ``s_0 <= ... <= s_(n-1)`` (never a per-step
+    array: ``max_steps`` may be astronomically large): during the ``s_k - s_(k-1)``
+    steps after ``s_(k-1)`` (``s_(-1) = -1``), ``n - k`` runs are evaluated."""
     stops = np.sort(np.asarray(stops, dtype=np.int64))
     last = int(stops[-1])
-    t = np.arange(last + 1)
-    active = len(stops) - np.searchsorted(stops, t, side="left")     # runs evaluated at t
-    seconds = float(costs.unrecorded(active).sum())
+    lengths = np.diff(stops, prepend=-1).astype(np.float64)          # steps per stretch
+    active = len(stops) - np.arange(len(stops))
+    seconds = float((lengths * costs.unrecorded(active)).sum())
     recorded = np.union1d(schedule[schedule <= last], stops)
-    return seconds + float(costs.recording(active[recorded]).sum())
+    at = len(stops) - np.searchsorted(stops, recorded, side="left")   # runs evaluated there
+    return seconds + float(costs.recording(at).sum())
 
 
 def initial_modes(engine: Engine, prepared) -> tuple[np.ndarray, np.ndarray]:

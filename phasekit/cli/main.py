@@ -1,8 +1,9 @@
 """Command line: ``phasekit run`` and ``phasekit plugins``.
 
 Only light modules are imported here; torch and the rest load inside
-:func:`main`, after its Ctrl-C handler is in place, so an interrupt at any
-moment ends in one line (``docs/reliability.md``).
+:func:`main`, after its Ctrl-C and SIGTERM handler is in place.  Before that,
+from the first line of ``import phasekit`` on, :mod:`phasekit._startup` answers
+them, so an interrupt at any moment ends in one line (``docs/reliability.md``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=0, metavar="N",
                      help="run chunks on a local Dask cluster of N worker processes")
     run.add_argument("--scheduler", metavar="ADDRESS",
-                     help="run chunks on an existing dask.distributed scheduler")
+                     help="run chunks on an existing dask.distributed scheduler "
+                          "(tcp://host:8786, or tls://host:8786 with Dask's TLS settings, "
+                          "distributed.comm.tls.*). Dask ships tasks and results with "
+                          "pickle: use only a scheduler you trust (docs/reliability.md)")
 
     bench = sub.add_parser("bench", help="benchmark phasekit against a plain per-run loop")
     from phasekit.cli.bench import add_arguments as bench_arguments
@@ -61,34 +65,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _existing_output(path: Path, config_toml: str, overwrite: bool) -> bool:
-    """True when ``path`` already holds this very sweep (nothing to do).
+    """True when ``path`` already holds this very sweep and no rewrite of it is under
+    way (nothing to do); the rule itself is :func:`phasekit.io.parts.refuse_replacing`."""
+    from phasekit.io.parts import PartStore, refuse_replacing
 
-    Refuses to replace a stored sweep of a different config, or a file that is not
-    a sweep, without --overwrite; says so when ``OUT.parts/`` holds chunks of this
-    config (an interrupted --overwrite run, which the same command resumes).
-    """
-    from phasekit.errors import SweepFileError
-    from phasekit.io.netcdf import open_sweep
-    from phasekit.io.parts import PartStore
-
-    if not path.exists() or overwrite:
-        return False
-    store = PartStore(path)
-    if store.stored_config() == config_toml and store.chunk_files():
-        resume = (f"; {store.folder}/ holds {len(store.chunk_files())} finished chunks of "
-                  f"this config (an interrupted run): pass --overwrite to resume them and "
-                  f"replace {path}")
-    else:
-        resume = "; choose another -o, or pass --overwrite to replace it"
-    try:
-        with open_sweep(path, load=False) as old:
-            stored = old.attrs.get("config")
-    except SweepFileError as exc:
-        raise ConfigError(f"output {path} exists and is not a phasekit sweep "
-                          f"({exc}){resume}") from None
-    if stored != config_toml:
-        raise ConfigError(f"output {path} holds a sweep with a different config{resume}")
-    return store.stored_config() is None         # else: parts of a rewrite to finish
+    same = refuse_replacing(path, overwrite, lambda old: old.attrs.get("config") == config_toml,
+                            config_toml)
+    return same and PartStore(path).stored_config() is None
 
 
 def cmd_run(args) -> int:
@@ -106,6 +89,10 @@ def cmd_run(args) -> int:
     config, data = resolve_config(raw, manager)
     if args.workers < 0:
         raise ConfigError(f"--workers must be zero or positive, got {args.workers}")
+    if args.scheduler is not None:
+        from phasekit.runner.dask import check_address
+
+        check_address(args.scheduler)            # an empty or unparsable one: at once
     if args.dry_run:
         print(dry_run_report(config, data, manager))
         return 0
@@ -159,22 +146,39 @@ def cmd_presets(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The ``phasekit`` command.  Every expected failure is one ``phasekit: error:``
     line (exit status 2); Ctrl-C at any moment is one ``phasekit: interrupted;`` line
-    saying what was kept (exit status 130)."""
+    saying what was kept (exit status 130), and SIGTERM the same (exit status 143):
+    the lock is released and every finished chunk kept."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    signals: list[int] = []
+    previous = _catch_signals(signals) if main_thread else {}
     try:
         return _main(argv)
     except KeyboardInterrupt as exc:
-        main_thread = threading.current_thread() is threading.main_thread()
         # A second Ctrl-C while the line is printed: no traceback either.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
-        try:
-            if getattr(sys.stderr, "isatty", lambda: False)():
-                sys.stderr.write("\n")                   # off the progress bar's line
-            what = str(exc) if str(exc) else "nothing was written"
-            print(f"{errors.PROG}: interrupted; {what}", file=sys.stderr)
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGINT, previous)
-        return 130
+        if main_thread:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if getattr(sys.stderr, "isatty", lambda: False)():
+            sys.stderr.write("\n")                   # off the progress bar's line
+        what = str(exc) if str(exc) else "nothing was written"
+        by = " by SIGTERM" if signals == [signal.SIGTERM] else ""
+        print(f"{errors.PROG}: interrupted{by}; {what}", file=sys.stderr)
+        return 128 + (signals[0] if signals else signal.SIGINT)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _catch_signals(signals: list[int]) -> dict[int, object]:
+    """Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` (noted in ``signals``), so that
+    both end as an interrupt does: the lock released, finished chunks kept, one line.
+    Returns the handlers they replace."""
+    def interrupt(signum, frame):
+        signals[:] = [signum]
+        raise KeyboardInterrupt
+
+    return {number: signal.signal(number, interrupt)
+            for number in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _main(argv: list[str] | None) -> int:

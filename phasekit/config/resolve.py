@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from phasekit.config.limits import check_sweep_size
 from phasekit.config.registry import PluginManager, get_plugin_manager
 from phasekit.dataset import Data
 from phasekit.errors import ConfigError, toml_value
@@ -472,6 +473,7 @@ def resolve_config(raw: Mapping[str, Any], manager: PluginManager
                               f"all, {', '.join(sorted(known))}.")
     axes = sweep["axes"]
     _check_axis_names(axes, classes)
+    check_sweep_size(sweep, [len(v) for v in axes.values()])   # before a point is resolved
     points = _axis_points(classes, tables, sweep)
     for key, given in list(axes.items()):  # coordinates hold the resolved values
         axes[key] = list(dict.fromkeys(p.values[key] for p in points))
@@ -517,7 +519,7 @@ def _axis_points(classes: Mapping[str, type], tables: Mapping[str, dict],
     """Every axis point (one without axes): the tables with the point's values written
     in, resolved by the plugins, and its data (one dataset per distinct dataset table).
     An error at a point names the axes and values."""
-    loaded: dict[str, Data] = {}
+    loaded: dict[str, Data] = {}          # one dataset per distinct dataset table
     axes = sweep["axes"]
 
     def point(values: Mapping[str, Any]) -> tuple[dict, dict, Data]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from phasekit.config.limits import record_points
 from phasekit.config.registry import PluginManager
 from phasekit.config.resolve import ResolvedConfig
 from phasekit.dataset import Data
@@ -46,14 +47,19 @@ STATUSES = ("converged", "diverged", "max_steps", "trivial")
 
 def record_schedule(max_steps: int, dense: int, per_decade: int) -> np.ndarray:
     """Steps at which trajectories are recorded: every step below ``dense``, then
-    ``per_decade`` log-spaced steps per decade up to ``max_steps`` (included)."""
-    steps = set(range(min(dense, max_steps + 1)))
-    if per_decade > 0 and max_steps >= dense:
-        start = max(dense, 1)
-        num = max(2, int(math.ceil(per_decade * math.log10(max(max_steps, 2) / start))) + 1)
-        steps.update(int(round(s)) for s in np.geomspace(start, max_steps, num))
-    steps.add(max_steps)
-    return np.array(sorted(steps), dtype=np.int64)
+    ``per_decade`` log-spaced steps per decade up to ``max_steps`` (included); built
+    in numpy (8 bytes a step; its size is checked first,
+    :func:`phasekit.config.limits.recorded_steps_bound`)."""
+    dense_steps, start, num = record_points(max_steps, dense, per_decade)
+    if num and max_steps * math.log(max_steps / start) < 0.5 * (num - 1):
+        # Consecutive log-spaced steps less than half a step apart (the widest gap,
+        # at the top, is below max_steps * log(max_steps / start) / (num - 1)): every
+        # integer from start on is some step's nearest, so none is drawn in vain.
+        logs = np.arange(start, max_steps + 1, dtype=np.int64)
+    else:
+        logs = np.rint(np.geomspace(start, max_steps, num)).astype(np.int64) if num else []
+    return np.unique(np.concatenate([np.arange(dense_steps, dtype=np.int64), logs,
+                                     [max_steps]]).astype(np.int64))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -141,11 +147,13 @@ class Engine:
             lambda0 = initial_lambda_max(H0)                            # sets every eta
             if not (math.isfinite(lambda0) and lambda0 > 0):
                 at = f" at {self.where}" if self.where else ""
-                raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}{at}: the NTK "
-                                  f"vanishes at initialisation (an input x = 0, say), so "
-                                  f"eta = eta_lambda0 / lambda_0 is undefined (docs/theory.md "
-                                  f"§1); change "
-                                  f"the dataset or the model")
+                why = ("the NTK vanishes at initialisation (an input x = 0, say)"
+                       if lambda0 == 0 or (math.isfinite(lambda0) and lambda0 < 0) else
+                       "the NTK is not finite at initialisation (an input or parameter so "
+                       "large that it overflows, say)")
+                raise ConfigError(f"lambda_max(H_0) = {lambda0} for seed {seed}{at}: {why}, "
+                                  f"so eta = eta_lambda0 / lambda_0 is undefined "
+                                  f"(docs/theory.md §1); change the dataset or the model")
             bounds = border.bounds(self.model_who, border.call(
                 self.model_who, "bounds", self.model.bounds, feats, theta0, lambda0))
             hessian = self.sweep.get("normalize", "ntk") == "hessian"   # required then

@@ -13,12 +13,16 @@ the grid the same way; an explicit ``chunk_size`` is checked against the budget.
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from phasekit.config.limits import (  # noqa: F401  (the memory limit lives with the sizes)
+    MEMORY_LIMIT_ENV,
+    describe_memory_limit,
+    machine_memory,
+    memory_limit,
+)
 from phasekit.errors import ConfigError, fmt_bytes
 
 GIB = 2 ** 30
@@ -98,52 +102,3 @@ def seeds_fitting(engine, prepared, chunk_size: int) -> int:
     fixed, per_point = memory_estimate(engine, prepared)
     per_seed = chunk_size * (per_point + fixed) + fixed
     return max(1, int(budget // per_seed)) if per_seed else 1
-
-
-#: Environment variable overriding :func:`memory_limit` (GiB).
-MEMORY_LIMIT_ENV = "PHASEKIT_MEMORY_LIMIT_GIB"
-
-
-def machine_memory() -> int | None:
-    """Bytes of memory this process may use: physical memory, or the cgroup limit
-    where that is lower (a container); ``None`` where unknown."""
-    sizes = []
-    try:
-        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        pass
-    for name in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(name).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) > 0:
-            sizes.append(int(text))
-    sizes = [s for s in sizes if s > 0]
-    return min(sizes) if sizes else None
-
-
-def memory_limit() -> float:
-    """The most bytes phasekit builds or loads as one dataset: half of
-    :func:`machine_memory` (``$PHASEKIT_MEMORY_LIMIT_GIB`` GiB where set)."""
-    text = os.environ.get(MEMORY_LIMIT_ENV)
-    if text:
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise ConfigError(f"{MEMORY_LIMIT_ENV} must be a positive number of GiB, got "
-                              f"{text!r}")
-        return value * 2 ** 30
-    total = machine_memory()
-    return total / 2 if total else float("inf")
-
-
-def describe_memory_limit() -> str:
-    """:func:`memory_limit` in words, saying where it comes from."""
-    if os.environ.get(MEMORY_LIMIT_ENV):
-        return f"{fmt_bytes(memory_limit())}, set by {MEMORY_LIMIT_ENV}"
-    total = fmt_bytes(machine_memory() or 0)
-    return (f"{fmt_bytes(memory_limit())}, half of this machine's {total}; "
-            f"{MEMORY_LIMIT_ENV} sets another limit")

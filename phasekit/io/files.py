@@ -10,6 +10,8 @@
   holder's pid, host, start time and command) while a run writes ``OUT``.  A
   second run on the same output is refused, naming the first; the kernel drops
   the lock of a killed run, so its leftover lock file is simply taken over.
+  The lock file is opened without following links; a link, a non-regular file
+  or a file whose content phasekit did not write is refused and left alone.
   Once the lock is held, stale temporaries of ``OUT`` left by a killed run
   (:func:`clean_temporaries`) are removed.
 - :func:`atomic_write` writes through a temporary file next to the target,
@@ -20,11 +22,13 @@
   deletes only the files phasekit names as its own, never a folder it did not
   make (:func:`is_owned`).
 
-Temporary names are phasekit's own: ``.OUT.XXXXXXXX.part`` (a file being
+Files phasekit creates are created new (``O_EXCL``) and never through a link
+(``O_NOFOLLOW``).  Temporary names are phasekit's own: ``.OUT.XXXXXXXX.part`` (a file being
 written), ``.OUT.XXXXXXXX.probe`` (the writability probe) and
 ``.OUT.XXXXXXXX.new`` (a folder being created), with 8 characters from
 ``[a-z0-9_]``; only names of exactly that form next to ``OUT`` are ever
-cleaned up.
+cleaned up, and a probe only once it is older than :data:`STALE_PROBE_S` (a
+fresh one is another process's, about to remove it itself).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import shutil
 import socket
 import stat
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +58,12 @@ LOCK_SUFFIX = ".lock"
 MARKER = ".phasekit"
 MARKER_TEXT = "made by phasekit; phasekit deletes only its own files here\n"
 TEMP_KINDS = ("part", "probe", "new")
+#: A probe lives for microseconds; one older than this was left by a killed process.
+STALE_PROBE_S = 60.0
+#: bytes phasekit's longest own name adds to ``OUT``'s (``.OUT.parts.XXXXXXXX.new``)
+NAME_ROOM = 20
+#: flags of a file phasekit creates: new (never an existing file), not through a link
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 
 # -- names ------------------------------------------------------------------------------
@@ -128,6 +139,15 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     are created.  Raises :class:`OutputError` with the reason.
     """
     path = Path(path)
+    try:
+        return _check_writable(path, what)
+    except OutputError:
+        raise
+    except OSError as exc:          # a name too long, a loop of links, no permission
+        raise OutputError(f"cannot write {what} {str(path)[:80]}: {_reason(exc)}") from None
+
+
+def _check_writable(path: Path, what: str) -> Path:
     if path.is_symlink():
         path = path.resolve()
     if path.name in ("", ".", "..") or path.is_dir():
@@ -141,16 +161,29 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise OutputError(f"cannot write {what} {path}: {ancestor} is not a folder")
+    if len(os.fsencode(path.name)) + NAME_ROOM > _name_max(ancestor):
+        raise OutputError(f"{what} name {path.name[:40]}... is too long for its file system "
+                          f"({len(os.fsencode(path.name))} bytes, at most "
+                          f"{_name_max(ancestor) - NAME_ROOM}: phasekit's own names add "
+                          f"{NAME_ROOM}); choose a shorter -o")
     probe = temp_name(path, "probe")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(probe, _NEW_FILE, 0o600)
         os.close(fd)
-        os.unlink(probe)
+        os.unlink(probe)           # only this process removes a fresh probe (clean_temporaries)
     except OSError as exc:
         raise OutputError(f"cannot write {what} {path}: cannot create a file in {parent} "
                           f"({_reason(exc)})") from None
     return path
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) in ``folder``'s file system."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 # -- writing ----------------------------------------------------------------------------
@@ -178,7 +211,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None],
     """
     path = Path(path)
     tmp = temp_name(path, "part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, _NEW_FILE, 0o600)
     os.close(fd)
     try:
         write(tmp)
@@ -271,6 +304,8 @@ def clean_temporaries(path: Path, folder_files: Callable[[str], bool] = lambda n
         if not pattern.fullmatch(entry.name) or entry.is_symlink():
             continue
         if entry.is_file():
+            if entry.name.endswith(".probe") and not _stale(entry):
+                continue        # another process's probe, made before it took the lock
             entry.unlink(missing_ok=True)
             removed.append(entry)
         elif entry.is_dir() and all(e.name == MARKER or folder_files(e.name)
@@ -280,20 +315,40 @@ def clean_temporaries(path: Path, folder_files: Callable[[str], bool] = lambda n
     return removed
 
 
+def _stale(entry: Path) -> bool:
+    try:
+        return time.time() - entry.stat().st_mtime > STALE_PROBE_S
+    except OSError:
+        return False
+
+
 # -- the lock --------------------------------------------------------------------------------
+
+def _holder_info(text: str) -> dict | None:
+    """The lock file's content as phasekit writes it (pid, host, ...), else ``None``."""
+    try:
+        info = json.loads(text)
+        return info if isinstance(info, dict) and int(info["pid"]) > 0 and "host" in info \
+            else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
 
 def describe_holder(text: str) -> str:
     """The lock file's content as words: pid, host, start time, command."""
-    try:
-        info = json.loads(text)
-        parts = [f"pid {int(info['pid'])} on {info['host']}"]
-    except (ValueError, KeyError, TypeError):
+    info = _holder_info(text)
+    if info is None:
         return "another process; its lock file gives no details"
+    parts = [f"pid {int(info['pid'])} on {info['host']}"]
     if info.get("started"):
         parts.append(f"started {info['started']}")
     if info.get("command"):
         parts.append(f"command: {info['command']}")
     return ", ".join(parts)
+
+
+_LOCK_FLAGS = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+               | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
 
 
 class OutputLock:
@@ -345,15 +400,38 @@ class OutputLock:
         self._held[self._key] = [1, fd]
         clean_temporaries(self.path)
 
+    def _open_lock_file(self) -> int:
+        """``OUT.lock`` opened (created if missing) without following a link; a link or
+        anything but a regular file is refused, never written through."""
+        try:
+            fd = os.open(self.file, _LOCK_FLAGS, 0o666)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            fd = None
+        if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        if fd is not None:
+            os.close(fd)
+        raise OutputError(f"{self.file} exists and is not a regular file (a symbolic link, "
+                          f"say); phasekit writes its lock only into a file of its own: "
+                          f"remove it or choose another -o")
+
     def _lock_flock(self) -> int:
         for _ in range(20):
-            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = self._open_lock_file()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 text = os.pread(fd, 4096, 0).decode(errors="replace")
                 os.close(fd)
                 self._refuse(text)
+            text = os.pread(fd, 4096, 0).decode(errors="replace")
+            if text.strip() and _holder_info(text) is None:
+                os.close(fd)
+                raise OutputError(f"{self.file} exists but was not written by phasekit; "
+                                  f"phasekit keeps its lock there and will not replace it: "
+                                  f"move it away or choose another -o")
             # The previous holder may have unlinked the file between our open and flock:
             # then we hold a lock on a file nobody else can see; start again.
             try:

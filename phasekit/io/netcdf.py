@@ -426,24 +426,3 @@ def write_output(ds, path: Path, then: Callable[[], str] | None = None) -> Path:
     except (OSError, RuntimeError) as exc:
         after = then() if then is not None else f"{path} is unchanged"
         raise OutputError(f"cannot write {path} ({write_failure(path, exc)}); {after}") from None
-
-
-def refuse_replacing(path: Path, overwrite: bool, same: Callable[[object], bool]) -> None:
-    """Refuse (:class:`OutputError`) to replace an existing ``path`` without
-    ``overwrite``, unless it holds a phasekit sweep for which ``same(ds)`` holds (this
-    very result, written before).  The rule of every subcommand's ``-o``."""
-    path = Path(path)
-    if overwrite or not os.path.lexists(path):
-        return
-    from phasekit.errors import SweepFileError
-    from phasekit.io.netcdf import open_sweep
-
-    try:
-        with open_sweep(path, load=False) as old:
-            if same(old):
-                return
-        what = "holds a different sweep"
-    except SweepFileError:
-        what = "is not a phasekit sweep"
-    raise OutputError(f"output {path} exists and {what}; choose another -o, or pass "
-                      f"--overwrite to replace it")

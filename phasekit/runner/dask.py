@@ -68,6 +68,7 @@ def _connect(workers: int, scheduler: str | None):
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
+        check_address(scheduler)
         try:
             return Client(scheduler, timeout=CONNECT_TIMEOUT), None
         except Exception as exc:  # noqa: BLE001 - whatever the comm layer raises
@@ -77,8 +78,9 @@ def _connect(workers: int, scheduler: str | None):
                                   f"{CONNECT_TIMEOUT} s ({text}); check the address and that "
                                   f"the scheduler runs, or use --workers N for a local "
                                   f"cluster") from None
-            raise ConfigError(f"--scheduler {scheduler}: not a Dask scheduler address "
-                              f"({text}); give one such as tcp://host:8786") from None
+            raise ConfigError(f"--scheduler {scheduler}: something answers there, but not as "
+                              f"a Dask scheduler ({type(exc).__name__}: {text[:200]}); check "
+                              f"the host and port") from None
     # The terminal sends Ctrl-C to the whole process group, workers included.  They
     # are started while this process ignores SIGINT, a disposition they inherit (and
     # keep: Python and asyncio install no handler over an ignored SIGINT), so only
@@ -158,7 +160,41 @@ def dask_results(engines: PointEngines, todo: list[list[Chunk]], workers: int,
         _close(client, cluster, quiet=sys.exc_info()[0] is not None)
 
 
+def check_address(scheduler: str) -> None:
+    """Refuse an empty ``--scheduler`` or one Dask cannot parse (an unknown protocol)."""
+    require_dask()
+    if not scheduler.strip():
+        raise ConfigError("--scheduler needs an address such as tcp://host:8786 or "
+                          "tls://host:8786, got an empty one; leave it out to run here")
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme = parse_address(scheduler)[0]
+        get_backend(scheme)
+    except (ValueError, TypeError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--scheduler {scheduler}: not a Dask scheduler address ({text}); "
+                          f"give one such as tcp://host:8786 or tls://host:8786") from None
+    if scheme in ("tls", "wss"):
+        from distributed.security import Security
+
+        if Security().get_connection_args("client").get("ssl_context") is None:
+            raise ConfigError(
+                f"--scheduler {scheduler}: a {scheme}:// scheduler needs Dask's TLS "
+                f"settings, which are not set: distributed.comm.tls.ca-file, "
+                f"distributed.comm.tls.client.cert and .key in Dask's configuration (or "
+                f"DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ..._CLIENT__CERT, ..._CLIENT__KEY); "
+                f"see docs/reliability.md")
+
+
 def check_scheduler(scheduler: str) -> None:
-    """Connect to ``scheduler`` and close again: an unreachable or wrong address is one
-    :class:`~phasekit.errors.ConfigError` before any work or file."""
+    """Connect to ``scheduler`` and close again: an empty, unparsable, unreachable or
+    wrong address is one :class:`~phasekit.errors.ConfigError` before any work or file.
+
+    Dask ships tasks and results with pickle: a scheduler runs whatever it is sent and
+    this process unpickles what comes back, so give only a scheduler you trust.  A
+    ``tls://`` address uses Dask's own TLS settings (``distributed.comm.tls.*`` in
+    Dask's configuration, docs/reliability.md)."""
+    check_address(scheduler)
     _close(*_connect(0, scheduler), quiet=True)

@@ -33,14 +33,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from phasekit.config.limits import check_sweep_size, check_trajectories
 from phasekit.config.registry import PluginManager
 from phasekit.config.resolve import ResolvedConfig
 from phasekit.dataset import Data
 from phasekit.engine.chunks import Chunk, ChunkResult
-from phasekit.engine.engine import record_schedule
-from phasekit.engine.memory import describe_memory_limit, memory_limit
 from phasekit.engine.points import PointEngines
-from phasekit.errors import ConfigError, Interrupted, OutputError, fmt_bytes
+from phasekit.errors import Interrupted, OutputError
 from phasekit.io.files import (
     OutputLock,
     write_failure,
@@ -67,7 +66,7 @@ def execute(config: ResolvedConfig, data: Data | None, manager: PluginManager,
     command line and :func:`phasekit.api.run` pass
     :func:`phasekit.analysis.phases.add_critical`).
 
-    A sweep whose dataset would not fit :func:`~phasekit.engine.memory.memory_limit` is
+    A sweep whose dataset would not fit :func:`~phasekit.config.limits.memory_limit` is
     refused before any work (:func:`check_dataset_size`); ``output`` is locked
     while the run writes it.  A chunk or final write that fails (a full disk) and
     Ctrl-C keep every finished chunk and say so (:class:`~phasekit.errors.OutputError`,
@@ -76,7 +75,7 @@ def execute(config: ResolvedConfig, data: Data | None, manager: PluginManager,
     """
     engines = PointEngines(config, data, manager)
     check_dataset_size(config, engines)
-    if scheduler:
+    if scheduler is not None:
         check_scheduler(scheduler)          # unreachable: one line, nothing written
     elif workers:
         require_dask()
@@ -94,9 +93,9 @@ def _execute(config: ResolvedConfig, engines: PointEngines, chunks: Iterable[Chu
              overwrite: bool, derive: Derive | None):
     from phasekit.io.netcdf import build_dataset
 
+    whole_grid = chunks is None      # then every run must end with a result
     chunks = engines.chunks() if chunks is None else list(chunks)
-    done = store.open(config.to_toml(), overwrite) if store else {}
-    done = {k: v for k, v in done.items() if k in {chunk_key(c) for c in chunks}}
+    done = store.open(config.to_toml(), overwrite, chunks) if store else {}
     todo = [c for c in chunks if chunk_key(c) not in done]
     if progress is not None:
         progress.start(total_points=sum(len(c.c_values) for c in chunks),
@@ -134,6 +133,10 @@ def _execute(config: ResolvedConfig, engines: PointEngines, chunks: Iterable[Chu
         if progress is not None:
             progress.finish()
         ds = build_dataset(engines, [results[chunk_key(c)] for c in chunks])
+        if whole_grid and (ds["status"] == "pending").any():
+            raise OutputError(f"{int((ds['status'] == 'pending').sum())} run(s) of the grid "
+                              f"came out without a result (status pending); nothing was "
+                              f"written; " + (_kept(store, chunks) if store else "rerun"))
         if derive is not None:
             ds = derive(ds)
         if store is not None:
@@ -168,37 +171,27 @@ def _kept(store: PartStore, chunks: list[Chunk]) -> str:
 
 def check_dataset_size(config: ResolvedConfig, engines: PointEngines | None = None) -> int:
     """Bytes of the sweep's trajectories in the final dataset; refuses (``ConfigError``)
-    a sweep above :func:`~phasekit.engine.memory.memory_limit`, before any work.
+    a sweep above :func:`~phasekit.config.limits.memory_limit`, before any work.
 
     The trajectories are (axis points x seeds x rates x recorded steps x recorded
     values) float64 numbers, each observable's extra dimension (``layer``) padded to
     its union over axis points, as :func:`~phasekit.io.netcdf.build_dataset` stores
     them.  The chunks' results are held as well until the dataset is built, so the
-    peak is about twice this.
+    peak is about twice this.  Without ``engines`` the closed form of the config's
+    parameters (:func:`~phasekit.config.limits.check_sweep_size`, which
+    :func:`~phasekit.config.resolve.resolve_config` has already passed) is used.
     """
     sweep = config.sweep
+    if engines is None:
+        return check_sweep_size(sweep, config.axis_shape if config.axes else ())
     points = math.prod(config.axis_shape) if config.axes else 1
     seeds, rates = len(sweep["seeds"]), len(sweep["eta_lambda0"])
-    recorded = len(record_schedule(sweep["max_steps"], sweep["record_dense"],
-                                   sweep["record_per_decade"]))
-    limit = memory_limit()
+    recorded = len(engines[0].schedule)
 
     def check(values: int) -> int:
-        size = points * seeds * rates * recorded * values * 8
-        if size > limit:
-            raise ConfigError(
-                f"this sweep's trajectories would take {fmt_bytes(size)} in memory ({points} "
-                f"axis point(s) x {seeds} seed(s) x {rates} learning rate(s) x {recorded} "
-                f"recorded steps x {values} recorded values x 8 bytes), more than phasekit "
-                f"builds at once ({describe_memory_limit()}); use fewer seeds or learning "
-                f"rates, record fewer steps (smaller sweep.record_per_decade, "
-                f"sweep.record_dense or sweep.max_steps), or split the sweep over several "
-                f"runs")
-        return size
+        return check_trajectories(points, seeds, rates, recorded, values)
 
-    check(3)                                  # loss, weight norm, sharpness: before any model
-    if engines is None:
-        return check(3)
+    check(3)                                  # loss, weight norm, sharpness
     widths: dict[str, dict[str, set]] = {}
     for i in range(len(engines)):
         engine = engines[i]
