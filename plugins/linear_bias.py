@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from phasekit import hookimpl
-from phasekit.engine.batched import matvec, rows_mm, shared_mm, vecmat
+from phasekit.linalg import matvec, rows_mm, shared_mm, vecmat
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
 from phasekit.options import Option, positive

@@ -4,7 +4,7 @@ the loss Hessian's sharpness."""
 from __future__ import annotations
 
 from phasekit import hookimpl
-from phasekit.engine.hessian import hessian_max
+from phasekit.linalg import hessian_max
 from phasekit.observables import Observable, Snapshot
 
 

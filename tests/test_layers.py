@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).parents[1] / "phasekit"
 
 #: lowest first: the public base, then the internals upwards
 LAYERS = (
-    ("errors", "options", "hookspecs", "dataset", "model", "observables"),
+    ("_startup", "errors", "options", "hookspecs", "dataset", "model", "observables"),
     ("config",),
     ("engine",),
     ("io",),
@@ -30,7 +30,7 @@ LAYERS = (
 )
 
 #: the public entry points over everything: they may import any layer
-ON_TOP = ("api", "accessor", "testing")
+ON_TOP = ("api", "accessor", "testing", "linalg")
 
 
 def modules() -> dict[str, Path]:
@@ -152,3 +152,20 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
                 wrong.append(f"{name} ({'/'.join(LAYERS[mine])}) imports {target} "
                              f"({'/'.join(LAYERS[theirs])}), a higher layer")
     assert wrong == []
+
+
+def test_the_built_in_plugins_use_only_the_public_surface():
+    """The built-in plugins are written as a third-party one would be: they import
+    phasekit's public modules, never its internals (whose layout may change)."""
+    public = {"phasekit", *(f"phasekit.{m}" for m in (
+        "hookspecs", "model", "dataset", "observables", "options", "errors", "linalg",
+        "testing", "api", "accessor"))}
+    plugins = Path(__file__).parents[1] / "plugins"
+    for path in plugins.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     and not node.level else [])
+            for name in names:
+                if name == "phasekit" or name.startswith("phasekit."):
+                    assert name in public, f"{path.name} imports {name}"
