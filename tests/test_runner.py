@@ -291,5 +291,4 @@ def test_tls_scheduler_with_dasks_own_settings(tmp_path):
                               text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert main([*args, "-o", str(tmp_path / "here.nc")]) == 0
-    xr.testing.assert_identical(xr.open_dataset(tmp_path / "tls.nc"),
-                                xr.open_dataset(tmp_path / "here.nc"))
+    xr.testing.assert_identical(stored(tmp_path / "tls.nc"), stored(tmp_path / "here.nc"))
