@@ -6,7 +6,8 @@ import numpy as np
 
 from phasekit.config import merge, resolve_config
 from phasekit.manager import get_plugin_manager
-from phasekit.sweep import run_sweep
+from phasekit.runner import PartStore, chunk_key
+from phasekit.sweep import PointEngines, run_sweep
 
 
 def sweep(raw: dict, manager=None, **sweep_overrides):
@@ -54,3 +55,28 @@ def eq12_series(d) -> tuple[np.ndarray, np.ndarray]:
     last = int(np.flatnonzero(ok).max())
     w, loss, sharp = w[: last + 1], loss[: last + 1], sharp[: last + 1]
     return w, float(d.eta) * 2 * loss[:-1] * (sharp[:-1] - 4)
+
+
+def killed_run(config, data, manager, output, saved, overwrite: bool = False) -> PartStore:
+    """Leave ``output``'s parts folder as a run of ``config`` killed after saving the chunks
+    for which ``saved(chunk)`` is true: each is computed as that run computes it, in the
+    config's batch (``PointEngines.batches``; the batches holding no such chunk are not
+    trained).  ``overwrite``: the run was ``--overwrite``, so other parts are discarded."""
+    store = PartStore(output)
+    store.open(config.to_toml(), overwrite=overwrite)
+    engines = PointEngines(config, data, manager)
+    for batch in engines.batches(engines.chunks()):
+        if any(saved(c) for c in batch):
+            for result in engines[batch[0].point].run_batch(
+                    batch, prepared=engines.prepared_batch(batch)):
+                if saved(result.chunk):
+                    store.save(result)
+    return store
+
+
+def unfinished_batches(config, data, manager, saved) -> list[str]:
+    """The keys of the chunks a resumed run trains when the chunks ``saved(chunk)`` are
+    stored: every chunk of each batch that misses one (``phasekit.runner.execute``)."""
+    engines = PointEngines(config, data, manager)
+    return [chunk_key(c) for batch in engines.batches(engines.chunks())
+            if not all(saved(c) for c in batch) for c in batch]

@@ -19,7 +19,7 @@ from phasekit.config import merge, parse_set, resolve_config
 from phasekit.options import ConfigError
 from phasekit.runner import PartStore, execute
 
-from .helpers import toy_quadratic
+from .helpers import killed_run, toy_quadratic, unfinished_batches
 
 EXE = os.path.join(os.path.dirname(sys.executable), "phasekit")
 
@@ -178,25 +178,25 @@ def test_clash_of_two_axes_on_one_dimension(manager):
 
 def test_resume_across_axes(manager, tmp_path):
     """Chunks of every axis point are saved as they finish; a rerun after a crash
-    computes only the missing ones and equals an uninterrupted run."""
+    trains only the batches that miss a chunk (whole) and equals an uninterrupted run."""
+    from phasekit.runner import chunk_key
     from phasekit.sweep import Engine, PointEngines
 
     raw = merge(quad(chunk_size=2), {"sweep": {"axes": {"model.width": [40, 80]}}})
     config, _ = resolve_config(raw, manager)
     reference = execute(config, None, manager)
     out = tmp_path / "axes.nc"
-    store = PartStore(out)
-    store.open(config.to_toml())
-    engines = PointEngines(config, None, manager)
-    chunks = engines.chunks()
+    chunks = PointEngines(config, None, manager).chunks()
     assert {c.point for c in chunks} == {0, 1}
-    for chunk in chunks[::3]:
-        store.save(engines[chunk.point].run_chunk(chunk))
+    # two whole batches (seeds 0 and 1 of the first rates at each point) and seed 0's
+    # chunk of an unfinished one, which the rerun trains again with seed 1's
+    saved = {chunk_key(c) for c in chunks[::3] + chunks[1:2]}
+    killed_run(config, None, manager, out, lambda c: chunk_key(c) in saved)
     calls = []
     original = Engine.run_batch
 
     def counting(self, batch, progress=None, **kw):
-        calls.extend((chunk.point, chunk.seed, chunk.c_index[0]) for chunk in batch)
+        calls.extend(chunk_key(chunk) for chunk in batch)
         return original(self, batch, progress, **kw)
 
     Engine.run_batch = counting
@@ -204,9 +204,9 @@ def test_resume_across_axes(manager, tmp_path):
         resumed = execute(config, None, manager, out)
     finally:
         Engine.run_batch = original
-    skipped = {(c.point, c.seed, c.c_index[0]) for c in chunks[::3]}
-    assert sorted(calls) == sorted(k for k in ((c.point, c.seed, c.c_index[0]) for c in chunks)
-                                   if k not in skipped)
+    expected = unfinished_batches(config, None, manager, lambda c: chunk_key(c) in saved)
+    assert chunk_key(chunks[1]) in expected and len(expected) == len(chunks) - 4
+    assert calls == expected
     xr.testing.assert_identical(resumed, reference)
     xr.testing.assert_identical(xr.open_dataset(out), reference)
 

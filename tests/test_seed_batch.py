@@ -7,8 +7,10 @@ import pytest
 import xarray as xr
 
 from phasekit.config import resolve_config
-from phasekit.runner import PartStore, chunk_key, execute
+from phasekit.runner import chunk_key, execute
 from phasekit.sweep import Engine, PointEngines
+
+from .helpers import killed_run
 
 GRID = {"start": 0.5, "stop": 4.5, "num": 9}
 
@@ -95,20 +97,31 @@ def test_a_model_that_cannot_stack_keeps_one_seed_per_batch(manager, monkeypatch
         engines[0].run_batch(engines.chunks()[:2])
 
 
-def test_resume_of_a_batched_sweep(manager, tmp_path, monkeypatch):
-    """A crash after one seed's chunk: the rest is batched and the result is the same."""
+def test_batches_are_the_configs_whatever_is_left(manager):
+    """Seed blocks come from the config (seed_batch = 2: seeds {0, 1} and {2}), not from
+    the chunks given: with seed 0 done, seeds 1 and 2 still train apart."""
     model, dataset = CASES["linear_bias"]
-    cfg, data = config(manager, model, dataset, 0)
+    engines = PointEngines(*config(manager, model, dataset, 2), manager)
+    chunks = engines.chunks()
+    assert [[c.seed_index for c in b] for b in engines.batches(chunks)] == [[0, 1], [2]]
+    left = [c for c in chunks if c.seed_index != 0]
+    assert [[c.seed_index for c in b] for b in engines.batches(left)] == [[1], [2]]
+
+
+def test_resume_of_a_batched_sweep(manager, tmp_path, monkeypatch):
+    """A kill after seed 2's batch and seed 1's chunk of the batch {0, 1}: the resumed run
+    trains {0, 1} whole again (seed 1's stored result is kept), never seed 0 alone, so
+    every row is computed with the companions it had and the numbers agree to the bit."""
+    model, dataset = CASES["linear_bias"]
+    cfg, data = config(manager, model, dataset, 2)
     reference = execute(cfg, data, manager)
     out = tmp_path / "r.nc"
-    store = PartStore(out)
-    store.open(cfg.to_toml())
-    engines = PointEngines(cfg, data, manager)
-    first = engines.chunks()[1]                         # seed 1's chunk
-    store.save(engines[0].run_chunk(first))
+    store = killed_run(cfg, data, manager, out, lambda c: c.seed_index in (1, 2))
+    assert len(store.chunk_files()) == 2
     seen = batches_run(monkeypatch)
     resumed = execute(cfg, data, manager, out)
-    assert seen == [[chunk_key(c) for c in engines.chunks() if c.seed_index != 1]]
+    chunks = PointEngines(cfg, data, manager).chunks()
+    assert seen == [[chunk_key(c) for c in chunks if c.seed_index in (0, 1)]]
     assert_bitwise(resumed, reference)
 
 
