@@ -257,7 +257,8 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
                               f"{max_rounds} rounds; raise the tolerance or max_rounds")
         for p in range(n_points):
             # Each round trains every seed's trial rates of an axis point together, in
-            # batches of several seeds where the model stacks them (the same numbers).
+            # batches of several seeds where the model stacks them (the numbers agree
+            # with any other batching within phasekit.batched's bound).
             # c_index is provisional; it is remapped onto the union grid below.
             whole, early_runs = [], []
             for si in range(S):
