@@ -156,8 +156,12 @@ def cluster():
         yield c
 
 
-def test_dask_scheduler_matches_single_process(manager, cluster, tmp_path):
-    config, data = resolve_config(small(), manager)
+@pytest.mark.kernels
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dask_scheduler_matches_single_process(manager, cluster, tmp_path, threads):
+    """Dask's workers run the config's batches with sweep.threads: the same kernels on the
+    same shapes as one process, so the same numbers to the bit, whatever the BLAS."""
+    config, data = resolve_config(small(threads=threads), manager)
     single = execute(config, data, manager)
     out = tmp_path / "dask.nc"
     distributed = execute(config, data, manager, out, scheduler=cluster.scheduler_address)
