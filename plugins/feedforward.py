@@ -97,7 +97,8 @@ from dataclasses import dataclass, field
 import torch
 
 from phasekit.dataset import Data
-from phasekit.linalg import LANCZOS_MAX_ITER, shared_mm
+from phasekit.engine.batched import matvec
+from phasekit.engine.spectrum import LANCZOS_MAX_ITER
 from phasekit.model import Model
 from phasekit.options import Option, positive
 
@@ -151,17 +152,6 @@ def _relu(s: torch.Tensor, a_plus: float) -> torch.Tensor:
     sign of zero)."""
     a = s.clamp_min(0.0)
     return a if a_plus == 1.0 else a.mul_(a_plus)
-
-
-def _rows_mv(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``A x`` row by row, ``A`` (G, M, K), ``x`` (G, K) -> (G, M): one matrix-vector
-    product per grid point, the same kernel whatever G (a batched product of G = 1 would
-    take another kernel, and :func:`phasekit.engine.batched.matvec`'s padded column costs a
-    matrix product: at G = 1, the tail of a sweep, ~200 us a step at width 1024)."""
-    out = A.new_empty(A.shape[:-1])
-    for row in range(A.shape[0]):
-        torch.mv(A[row], x[row], out=out[row])
-    return out
 
 
 def _is_transformed(t: torch.Tensor) -> bool:
@@ -388,13 +378,11 @@ class FeedForward(Model):
         over the (G, D, n) layers: for the ReLU family sigma(s) = a_+ max(s, 0) (eq. 8) is
         one pass and the slopes sigma'(s) are not formed (:meth:`_output_gradients` uses
         sign(s) directly); other activations keep ``sigma'(s)`` (it serves the gradient).
-
-        Products have a fixed shape per row (:mod:`phasekit.engine.batched`), so a run's numbers do
-        not depend on how many runs share its batch."""
+        z = v . a^L is one matrix-vector product per row (:func:`phasekit.linalg.matvec`)."""
         a_plus, a_minus = self.slopes
         U, Ms, v = self.unpack(theta)
         rn = self.layer_divisor
-        s = [shared_mm(feats.x["train"], U.transpose(-1, -2))]      # s^1 = U x, (G, D, n)
+        s = [torch.matmul(feats.x["train"], U.transpose(-1, -2))]       # s^1 = U x, (G, D, n)
         if "train" in feats.offset:                                 # (never: X U_0perp^T = 0)
             s[0].add_(feats.offset["train"])
         a: list[torch.Tensor] = []
@@ -408,7 +396,7 @@ class FeedForward(Model):
                 a.append(s[-1] * slope[-1])                         # sigma(s) = s sigma'(s)
             if layer < len(Ms):                                     # s^(l+1) = M_l a^l/sqrt n
                 s.append(torch.matmul(a[-1], Ms[layer].transpose(-1, -2)).div_(rn))
-        z = _rows_mv(a[-1], v).div_(rn)                             # z = v . a^L / sqrt n
+        z = matvec(a[-1], v).div_(rn)                               # z = v . a^L / sqrt n
         return z, {"split": "train", "s": s, "a": a, "slope": slope}
 
     def split_outputs(self, feats, theta, split) -> torch.Tensor:
@@ -425,9 +413,8 @@ class FeedForward(Model):
         time (512 test points at width 1024), into one reused buffer: the (G, T, n)
         pre-activations of the whole batch (262 MB for 16 runs on 2000 test images) were
         fresh memory at every recorded step, written, clamped and read back from RAM, while
-        a block stays in cache between its product, its ReLU and its reduction.  Each
-        row's products have shapes fixed by T and n alone, so a run's test outputs do not
-        depend on how many runs share its batch (docs/performance.md).
+        a block stays in cache between its product, its ReLU and its reduction
+        (docs/performance.md).
         """
         if theta.requires_grad or _is_transformed(theta):        # in-place ops below
             return self.propagate(feats, theta, split)[0]

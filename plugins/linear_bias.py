@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from phasekit import hookimpl
-from phasekit.linalg import matvec, rows_mm, shared_mm, vecmat
+from phasekit.engine.batched import matvec
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
 from phasekit.options import Option, positive
@@ -87,7 +87,7 @@ class LinearBias(Model):
 
     def forward(self, feats, theta, split="train"):
         U, v, b = self.split(theta)
-        h = shared_mm(feats.x[split], U.transpose(-1, -2))         # (G, D, n), U x
+        h = torch.matmul(feats.x[split], U.transpose(-1, -2))      # (G, D, n), U x
         rn = layer_divisor(self.settings)
         z = matvec(h, v) / rn + b.unsqueeze(-1)                     # eq. 86
         return z, {"split": split, "h": h}
@@ -98,8 +98,8 @@ class LinearBias(Model):
         U, v, b = self.split(theta)
         rn = layer_divisor(self.settings)
         w = eps / eps.shape[-1]                                     # (G, D)
-        grad_v = vecmat(w, cache["h"]) / rn
-        grad_U = v.unsqueeze(-1) * rows_mm(w, feats.x["train"]).unsqueeze(1) / rn
+        grad_v = matvec(cache["h"].transpose(-1, -2), w) / rn      # h^T w
+        grad_U = v.unsqueeze(-1) * (w @ feats.x["train"]).unsqueeze(1) / rn
         grad_b = w.sum(-1, keepdim=True)
         return torch.cat([grad_U.flatten(1), grad_v, grad_b], dim=1)
 

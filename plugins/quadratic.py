@@ -418,7 +418,7 @@ class QuadraticBias(Model):
 
     def loss_gradient(self, feats, theta, cache, eps):
         D = eps.shape[-1]
-        if feats.diagonal:              # one point: eps_1 v_1, no sum (the same for any batch)
+        if feats.diagonal:              # one point: eps_1 v_1, no sum
             grad_psi = feats.zeta / D * (eps.unsqueeze(-1) * cache).sum(1)
         else:
             grad_psi = feats.zeta / D * torch.einsum("ga,gan->gn", eps, cache)

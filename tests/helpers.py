@@ -7,6 +7,8 @@ import numpy as np
 from phasekit.analysis.phases import add_critical
 from phasekit.config.registry import get_plugin_manager
 from phasekit.config.resolve import merge, resolve_config
+from phasekit.engine.points import PointEngines
+from phasekit.io.parts import PartStore, chunk_key
 from phasekit.runner.execute import execute
 
 
@@ -65,3 +67,28 @@ def stored(path):
     ds = open_sweep(path)
     del ds.attrs["history"]
     return ds
+
+
+def killed_run(config, data, manager, output, saved, overwrite: bool = False) -> PartStore:
+    """Leave ``output``'s parts folder as a run of ``config`` killed after saving the chunks
+    for which ``saved(chunk)`` is true: each is computed as that run computes it, in the
+    config's batch (``PointEngines.batches``; the batches holding no such chunk are not
+    trained).  ``overwrite``: the run was ``--overwrite``, so other parts are discarded."""
+    store = PartStore(output)
+    store.open(config.to_toml(), overwrite=overwrite)
+    engines = PointEngines(config, data, manager)
+    for batch in engines.batches(engines.chunks()):
+        if any(saved(c) for c in batch):
+            for result in engines[batch[0].point].run_batch(
+                    batch, prepared=engines.prepared_batch(batch)):
+                if saved(result.chunk):
+                    store.save(result)
+    return store
+
+
+def unfinished_batches(config, data, manager, saved) -> list[str]:
+    """The keys of the chunks a resumed run trains when the chunks ``saved(chunk)`` are
+    stored: every chunk of each batch that misses one (``phasekit.runner.execute``)."""
+    engines = PointEngines(config, data, manager)
+    return [chunk_key(c) for batch in engines.batches(engines.chunks())
+            if not all(saved(c) for c in batch) for c in batch]

@@ -14,14 +14,13 @@ import pytest
 import xarray as xr
 
 from phasekit.analysis.phases import add_critical
-from phasekit.api import build_config
 from phasekit.cli.main import main
-from phasekit.config.resolve import merge, parse_set, resolve_config
+from phasekit.config.resolve import build_config, merge, parse_set, resolve_config
 from phasekit.errors import ConfigError
 from phasekit.io.parts import PartStore
 from phasekit.runner.execute import execute
 
-from .helpers import stored, toy_quadratic
+from .helpers import killed_run, stored, toy_quadratic, unfinished_batches
 
 EXE = os.path.join(os.path.dirname(sys.executable), "phasekit")
 
@@ -61,21 +60,30 @@ def assert_same_run(point: xr.Dataset, alone: xr.Dataset) -> None:
             assert (mine == var.values).all(), name
 
 
+AXIS_CASES = [(quad, "model.width", [50, 100, 300]), (relu, "model.hidden_layers", [0, 1, 2]),
+              (relu, "dataset.num_train", [4, 6])]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("make, key, values", [
-    (quad, "model.width", [50, 100, 300]),
-    (relu, "model.hidden_layers", [0, 1, 2]),
-    (relu, "dataset.num_train", [4, 6]),
+@pytest.mark.parametrize("make, key, values, threads", [
+    # under every kernel family (marked kernels) at 1 and 2 threads: a quadratic and a
+    # network axis; the slowest case at 1 thread only
+    *(pytest.param(*AXIS_CASES[k], threads, marks=pytest.mark.kernels)
+      for k in (0, 2) for threads in (1, 2)),
+    (*AXIS_CASES[1], 1),
 ])
-def test_axis_sweep_equals_separate_sweeps_bitwise(manager, make, key, values):
+def test_axis_sweep_equals_separate_sweeps_bitwise(manager, make, key, values, threads):
+    """An axis point batches its runs as a separate sweep does (the same kernels on the
+    same shapes), so the numbers are the same to the bit at equal threads, whatever the
+    BLAS."""
     kind, option = key.split(".")
-    ds = run(merge(make(), {"sweep": {"axes": {key: values}}}), manager)
+    ds = run(merge(make(threads=threads), {"sweep": {"axes": {key: values}}}), manager)
     assert ds.attrs["axes"] == option and ds[option].attrs["axis_key"] == key
     assert list(ds[option].values) == values
     assert ds.status.dims == (option, "seed", "eta_lambda0")
     assert ds.lambda0.dims == (option, "seed")
     for v in values:
-        alone = run(merge(make(), {kind: {option: v}}), manager)
+        alone = run(merge(make(threads=threads), {kind: {option: v}}), manager)
         assert_same_run(ds.sel({option: v}).drop_vars(option), alone)
 
 
@@ -181,26 +189,26 @@ def test_clash_of_two_axes_on_one_dimension(manager):
 
 def test_resume_across_axes(manager, tmp_path):
     """Chunks of every axis point are saved as they finish; a rerun after a crash
-    computes only the missing ones and equals an uninterrupted run."""
+    trains only the batches that miss a chunk (whole) and equals an uninterrupted run."""
     from phasekit.engine.engine import Engine
     from phasekit.engine.points import PointEngines
+    from phasekit.io.parts import chunk_key
 
     raw = merge(quad(chunk_size=2), {"sweep": {"axes": {"model.width": [40, 80]}}})
     config, _ = resolve_config(raw, manager)
     reference = execute(config, None, manager, derive=add_critical)
     out = tmp_path / "axes.nc"
-    store = PartStore(out)
-    store.open(config.to_toml())
-    engines = PointEngines(config, None, manager)
-    chunks = engines.chunks()
+    chunks = PointEngines(config, None, manager).chunks()
     assert {c.point for c in chunks} == {0, 1}
-    for chunk in chunks[::3]:
-        store.save(engines[chunk.point].run_chunk(chunk))
+    # two whole batches (seeds 0 and 1 of the first rates at each point) and seed 0's
+    # chunk of an unfinished one, which the rerun trains again with seed 1's
+    saved = {chunk_key(c) for c in chunks[::3] + chunks[1:2]}
+    killed_run(config, None, manager, out, lambda c: chunk_key(c) in saved)
     calls = []
     original = Engine.run_batch
 
     def counting(self, batch, progress=None, **kw):
-        calls.extend((chunk.point, chunk.seed, chunk.c_index[0]) for chunk in batch)
+        calls.extend(chunk_key(chunk) for chunk in batch)
         return original(self, batch, progress, **kw)
 
     Engine.run_batch = counting
@@ -208,9 +216,9 @@ def test_resume_across_axes(manager, tmp_path):
         resumed = execute(config, None, manager, out, derive=add_critical)
     finally:
         Engine.run_batch = original
-    skipped = {(c.point, c.seed, c.c_index[0]) for c in chunks[::3]}
-    assert sorted(calls) == sorted(k for k in ((c.point, c.seed, c.c_index[0]) for c in chunks)
-                                   if k not in skipped)
+    expected = unfinished_batches(config, None, manager, lambda c: chunk_key(c) in saved)
+    assert chunk_key(chunks[1]) in expected and len(expected) == len(chunks) - 4
+    assert calls == expected
     xr.testing.assert_identical(resumed, reference)
     xr.testing.assert_identical(stored(out), reference)
 

@@ -169,7 +169,7 @@ def test_a_table_that_is_not_a_table():
 def test_set_replaces_a_table_instead_of_merging_into_it():
     """``--set 'sweep.axes={}'`` on a preset with axes takes effect: the override
     replaces the preset's axes, and ``--set`` of one axis keeps the others."""
-    from phasekit.api import build_config
+    from phasekit.config.resolve import build_config
 
     raw = build_config(preset="uv_width", overrides=["sweep.axes={}", "model.width=1024"])
     assert raw["sweep"]["axes"] == {}

@@ -19,6 +19,8 @@ from phasekit import hookimpl
 from phasekit.api import build_model
 from phasekit.config.registry import PluginManager
 from phasekit.config.resolve import resolve_config
+from phasekit.engine.batched import BATCH_RTOL
+from phasekit.engine.engine import torch_threads
 from phasekit.observables import Snapshot
 from phasekit.testing import CHECKS, check_model, model_checks
 from phasekit_plugins.homogeneous import Homogeneous, ReLU
@@ -88,12 +90,30 @@ def eq79_quantity(model, feats, theta, theta0):
 QUANTITIES = {"quadratic_bias": {"eq77": eq79_quantity}}
 
 
+#: the checks of what sharing a batch does to a row (phasekit.engine.batched.BATCH_RTOL): run
+#: at 1 and 2 threads, and marked ``kernels`` so that they run under every kernel family
+#: torch can select (``ATEN_CPU_CAPABILITY``)
+BATCH_CHECKS = ("batching", "stack_seeds")
+
+
 @pytest.mark.parametrize("check", [
     pytest.param(check, id=f"{model}-{name}")
     for model, config in BUILTIN.items()
-    for name, check in model_checks(config, quantities=QUANTITIES.get(model))])
+    for name, check in model_checks(config, quantities=QUANTITIES.get(model))
+    if name not in BATCH_CHECKS])
 def test_builtin_models_honour_the_contract(check):
     check()
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("check", [
+    pytest.param(check, id=f"{model}-{name}")
+    for model, config in BUILTIN.items()
+    for name, check in model_checks(config) if name in BATCH_CHECKS])
+def test_builtin_models_keep_rows_within_the_batch_bound(check, threads):
+    with torch_threads(threads):
+        check()
 
 
 def test_every_builtin_model_is_checked(manager):
@@ -213,6 +233,31 @@ class OutputsOverG(Quadratic):
         return z / theta.shape[0], v                     # G where D was meant
 
 
+class OutputsRoundedByBatch(Quadratic):
+    """Outputs of a batch off by ``drift`` relative to the same rows alone."""
+    name = "broken_batch_rounding"
+    drift = 10 * BATCH_RTOL
+
+    def forward(self, feats, theta, split="train"):
+        z, v = super().forward(feats, theta, split)
+        return (z * (1.0 + self.drift) if theta.shape[0] > 1 else z), v
+
+
+class OutputsRoundedWithinBound(OutputsRoundedByBatch):
+    name = "batch_rounding_within_bound"
+    drift = 0.5 * BATCH_RTOL
+
+
+class StackFirstSeed(ReLU):
+    name = "broken_stack_seeds"
+
+    def stack_seeds(self, features, rows):
+        return features[0]           # every row gets seed 0's U_0perp x and |U_0perp|^2
+
+    def take_rows(self, features, keep):
+        return features
+
+
 class NTKDiagonal(Quadratic):
     name = "broken_shapes"
 
@@ -304,7 +349,10 @@ BROKEN = [
     (GradientTimesD, "gradient_autograd", "loss_gradient must equal the autograd gradient"),
     (DescendOutOfPlace, "descend", "descend updates theta in place"),
     (DescendOneEta, "descend", "eta per row"),
-    (OutputsOverG, "batching", "a batch of G points must equal G one-point calls"),
+    (OutputsOverG, "batching", "a batch of G points must give what G one-point calls give"),
+    (OutputsRoundedByBatch, "batching", r"\(forward\).*more than BATCH_RTOL"),
+    (StackFirstSeed, "stack_seeds", "a row of a batch of stacked seeds must give what it "
+                                    "gives alone on its own seed's features"),
     (NTKDiagonal, "shapes", r"ntk must have shape \(\d, 3, 3\)"),
     (WeightNormTwiceV, "weight_norm", "only by a constant"),
     (SetupGlobalRNG, "setup_deterministic", "bit-identical theta0"),
@@ -324,6 +372,7 @@ class BrokenModels:
     def phasekit_register_models(self, register):
         for cls, _, _ in BROKEN:
             register(cls)
+        register(OutputsRoundedWithinBound)
 
 
 @pytest.fixture
@@ -350,6 +399,8 @@ def broken_config(cls) -> dict:
         model["a_minus"] = 0.6
     if cls is DivergenceBoundTooLow:          # eq. 102 is stated for d = 1
         return {"model": model, "dataset": random_data(3, 1)}
+    if cls is StackFirstSeed:                 # D < d: input-span coordinates, per-seed offsets
+        return {"model": model, "dataset": random_data(3, 5)}
     return {"model": model, "dataset": random_data(3, 2)}
 
 
@@ -359,6 +410,13 @@ def test_broken_model_fails_the_right_check(broken_manager, no_shrinking, cls, c
     with pytest.raises(AssertionError, match=rf"^\[{check}\] .*{rule}") as info:
         checks[check]()
     assert info.value.args[0].startswith(f"[{check}]")
+
+
+def test_rows_off_by_less_than_the_bound_pass(broken_manager, no_shrinking):
+    """The kit holds a model to BATCH_RTOL, not to the bit: a batch's outputs off by half
+    the bound pass ``batching`` (twenty times that fails, above)."""
+    dict(model_checks(broken_config(OutputsRoundedWithinBound), manager=broken_manager,
+                      max_examples=4))["batching"]()
 
 
 def test_check_model_lists_exactly_the_checks_that_fail(broken_manager, no_shrinking):

@@ -18,11 +18,10 @@ import pytest
 import xarray as xr
 
 from phasekit.analysis.phases import add_critical
-from phasekit.api import build_config
 from phasekit.cli.analysis import main as analysis_main
 from phasekit.cli.main import main
 from phasekit.config.limits import MEMORY_LIMIT_ENV
-from phasekit.config.resolve import resolve_config
+from phasekit.config.resolve import build_config, resolve_config
 from phasekit.engine.chunks import make_chunks
 from phasekit.engine.engine import Engine
 from phasekit.engine.points import PointEngines
@@ -33,7 +32,7 @@ from phasekit.io.netcdf import open_sweep, write_sweep
 from phasekit.io.parts import PartStore, save_result
 from phasekit.runner.execute import check_dataset_size, execute
 
-from .helpers import stored
+from .helpers import killed_run, stored
 
 EXE = os.path.join(os.path.dirname(sys.executable), "phasekit")
 
@@ -234,24 +233,23 @@ def test_killed_overwrite_run_resumes(manager, tmp_path, cfg, capsys, counted):
     out = tmp_path / "r.nc"
     assert run(cfg, out, "--set", "sweep.max_steps=50") == 0          # an older sweep
     before = out.read_bytes()
-    # `run cfg --overwrite` killed after two chunks: their files exist, nothing else.
+    # `run cfg --overwrite` killed after four chunks: the first batch (three seeds) and
+    # seed 0's chunk of the second; their files exist, nothing else.
     config, data = resolve_config(build_config(str(cfg)), manager)
-    store = PartStore(out)
-    store.open(config.to_toml(), overwrite=True)
-    engine = Engine(config, data, manager)
-    for chunk in make_chunks(config.sweep)[:2]:
-        save_result(engine.run_chunk(chunk), store.folder / f"{_key(chunk)}.npz")
+    first = make_chunks(config.sweep)[1]                     # seed 0, the second batch
+    store = killed_run(config, data, manager, out,
+                       lambda c: c.c_index[0] == 0 or _key(c) == _key(first), overwrite=True)
     counted.clear()
     capsys.readouterr()
 
     assert run(cfg, out) == 2                        # the old output is not replaced silently
     line = one_line(capsys.readouterr().err)
     assert "holds a sweep of a different config (sweep.max_steps: stored 50, now 2000)" in line
-    assert "holds 2 finished chunks of this config" in line and "--overwrite to resume" in line
-    assert out.read_bytes() == before and len(store.chunk_files()) == 2 and not counted
+    assert "holds 4 finished chunks of this config" in line and "--overwrite to resume" in line
+    assert out.read_bytes() == before and len(store.chunk_files()) == 4 and not counted
 
     assert run(cfg, out, "--overwrite") == 0        # the same command resumes
-    assert len(counted) == N_CHUNKS - 2
+    assert len(counted) == 3                         # the unfinished batch, trained whole
     xr.testing.assert_identical(stored(out),
                                 execute(config, data, manager, derive=add_critical))
     assert not store.folder.exists()
@@ -532,11 +530,13 @@ def test_parts_folder_of_an_earlier_version_is_resumed(manager, tmp_path, cfg, c
     folder = PartStore(out).folder
     folder.mkdir()
     (folder / "config.toml").write_text(config.to_toml())
-    chunk = make_chunks(config.sweep)[0]
-    save_result(Engine(config, data, manager).run_chunk(chunk), folder / f"{_key(chunk)}.npz")
+    engines = PointEngines(config, data, manager)
+    batch = engines.batches(engines.chunks())[0]                 # three seeds' chunks
+    for result in engines[0].run_batch(batch):
+        save_result(result, folder / f"{_key(result.chunk)}.npz")
     counted.clear()
     assert run(cfg, out) == 0
-    assert len(counted) == N_CHUNKS - 1 and not folder.exists()
+    assert len(counted) == N_CHUNKS - len(batch) == 3 and not folder.exists()
 
 
 # -- beyond the list: sizes, full disks, crafted files ------------------------------------------
@@ -591,7 +591,9 @@ def test_full_disk_during_a_chunk_write_keeps_the_finished_chunks(tmp_path, cfg,
     monkeypatch.setattr(np, "savez", savez)
     counted.clear()
     assert run(cfg, out) == 0
-    assert len(counted) == N_CHUNKS - 2
+    # the two chunks kept belong to the first batch (three seeds), which is trained whole
+    # again with the third, as the uninterrupted run trained it; then the second batch
+    assert len(counted) == N_CHUNKS
     xr.testing.assert_identical(stored(out), reference)
 
 

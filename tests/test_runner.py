@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import subprocess
@@ -14,16 +15,15 @@ import pytest
 import xarray as xr
 
 from phasekit.analysis.phases import add_critical
-from phasekit.api import build_config
 from phasekit.cli.main import main
-from phasekit.config.resolve import merge, resolve_config
+from phasekit.config.resolve import build_config, merge, resolve_config
 from phasekit.engine.chunks import make_chunks
 from phasekit.engine.engine import Engine
 from phasekit.errors import ResumeError
 from phasekit.io.parts import PartStore, chunk_key, save_result
 from phasekit.runner.execute import execute
 
-from .helpers import stored, toy_quadratic
+from .helpers import killed_run, stored, toy_quadratic, unfinished_batches
 
 EXE = os.path.join(os.path.dirname(sys.executable), "phasekit")
 
@@ -34,22 +34,23 @@ def small(**sweep_kw):
                                  "chunk_size": 2, "max_steps": 2000, **sweep_kw}})
 
 
-def test_resume_computes_only_missing_chunks(manager, tmp_path):
+def test_resume_computes_only_unfinished_batches(manager, tmp_path):
     config, data = resolve_config(small(), manager)
     reference = execute(config, data, manager, derive=add_critical)   # uninterrupted, in memory
     out = tmp_path / "r.nc"
-    # A crash after two chunks: their files exist, nothing else does.
-    store = PartStore(out)
-    store.open(config.to_toml())
-    engine = Engine(config, data, manager)
+    # The three seeds share a batch per pair of rates (the toy quadratic model stacks
+    # seeds).  A kill after the first batch and one chunk of the second: the resumed run
+    # trains the second batch whole, its stored chunk included, as the uninterrupted run
+    # did, and keeps the stored result.
     chunks = make_chunks(config.sweep)
-    for chunk in chunks[:2]:
-        store.save(engine.run_chunk(chunk))
+    saved = {chunk_key(c) for c in chunks if c.c_index[0] == 0} | {chunk_key(chunks[1])}
+    store = killed_run(config, data, manager, out, lambda c: chunk_key(c) in saved)
+    assert len(store.chunk_files()) == 4
     calls = []
     original = Engine.run_batch
 
     def counting(self, batch, progress=None, **kw):
-        calls.extend(chunk_key(c) for c in batch)
+        calls.append([chunk_key(c) for c in batch])
         return original(self, batch, progress, **kw)
 
     Engine.run_batch = counting
@@ -57,7 +58,8 @@ def test_resume_computes_only_missing_chunks(manager, tmp_path):
         resumed = execute(config, data, manager, out, derive=add_critical)
     finally:
         Engine.run_batch = original
-    assert sorted(calls) == sorted(chunk_key(c) for c in chunks[2:])
+    assert calls == [[chunk_key(c) for c in chunks if c.c_index[0] == 2]]
+    assert calls == [unfinished_batches(config, data, manager, lambda c: chunk_key(c) in saved)]
     xr.testing.assert_identical(resumed, reference)
     xr.testing.assert_identical(stored(out), reference)
     assert not store.folder.exists()                              # cleaned up
@@ -112,11 +114,17 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     proc.wait()
     done_before = _count_chunks(parts)
     assert 2 <= done_before < 16 and not out.exists()
+    # the four seeds of a rate share a batch; a kill between two of its saves leaves it
+    # unfinished, and the resumed run trains it whole again
+    per_rate = collections.Counter(p.stem[-6:] for p in parts.glob("chunk-*.npz"))
+    finished = sum(n for n in per_rate.values() if n == 4)
 
     resumed = subprocess.run([EXE, *args, "-o", str(out)], capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming: {done_before} of 16 grid points already done" in resumed.stderr
+    again = (f"; {done_before - finished} stored with an unfinished batch are trained again "
+             f"with it" if finished < done_before else "\n")
+    assert f"resuming: {finished} of 16 grid points already done{again}" in resumed.stderr
     whole = tmp_path / "whole.nc"
     subprocess.run([EXE, *args, "-q", "-o", str(whole)], check=True, timeout=300)
     xr.testing.assert_identical(stored(out), stored(whole))
@@ -180,8 +188,12 @@ def cluster():
 
 
 @pytest.mark.slow
-def test_dask_scheduler_matches_single_process(manager, cluster, tmp_path):
-    config, data = resolve_config(small(), manager)
+@pytest.mark.kernels
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dask_scheduler_matches_single_process(manager, cluster, tmp_path, threads):
+    """Dask's workers run the config's batches with sweep.threads: the same kernels on the
+    same shapes as one process, so the same numbers to the bit, whatever the BLAS."""
+    config, data = resolve_config(small(threads=threads), manager)
     single = execute(config, data, manager, derive=add_critical)
     out = tmp_path / "dask.nc"
     distributed = execute(config, data, manager, out, scheduler=cluster.scheduler_address,

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phasekit.engine.spectrum import LANCZOS_ABOVE_D, eigvalsh_max, lambda_max, lanczos_max
+from phasekit.config.resolve import LANCZOS_ABOVE_D
+from phasekit.engine.spectrum import eigvalsh_max, lambda_max, lanczos_max
 
 from .helpers import sweep
 

@@ -281,7 +281,8 @@ def _check_search(tol, points, c_floor, c_limit) -> None:
 def _run_round(engines: PointEngines, short: PointEngines, search: _Search, p: int,
                round_: int, trial, early_trial) -> None:
     """Train axis point ``p``'s trial rates of one round: every seed's together, in
-    batches of several seeds where the model stacks them (the same numbers), whole runs
+    batches of several seeds where the model stacks them (the numbers agree with any
+    other batching within phasekit.engine.batched's bound), whole runs
     on ``engines`` and early-window runs on ``short``.  ``c_index`` is provisional; it
     is remapped onto the union grid when the dataset is assembled."""
     seeds, S = search.seeds, len(search.seeds)

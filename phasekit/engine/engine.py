@@ -207,8 +207,9 @@ class Engine:
     def run_batch(self, chunks: list[Chunk], progress: Callable[..., None] | None = None,
                   prepared: list[Prepared] | None = None) -> list[ChunkResult]:
         """Train several seeds' chunks of one axis point as one batch (rows chunk by
-        chunk) and return each chunk's result: the same numbers as running them one by
-        one.  More than one chunk needs a model that stacks seeds
+        chunk) and return each chunk's result: what running them one by one gives,
+        within the bound of :mod:`phasekit.engine.batched`.  More than one chunk needs a
+        model that stacks seeds
         (:meth:`phasekit.model.Model.can_stack_seeds`)."""
         if not chunks:
             return []

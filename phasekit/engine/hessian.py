@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 
 import torch
 
-from phasekit.engine.batched import matvec, vecmat
 from phasekit.errors import ConfigError, HessianError
 
 #: relative residual (to the estimated ||A||) at which a Ritz value counts as converged
@@ -101,7 +100,8 @@ def lanczos_top(operator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         alphas.append((q * w).sum(-1))
         V = torch.stack(basis, dim=-1)                                 # (g, P, k+1)
         for _ in range(2):                                  # full reorthogonalisation, twice
-            w = w - matvec(V, vecmat(w, V))
+            coef = torch.matmul(w.unsqueeze(-2), V)                    # (g, 1, k+1)
+            w = w - torch.matmul(coef, V.transpose(-1, -2)).squeeze(-2)
         beta = torch.linalg.vector_norm(w, dim=-1)
         theta, S = _ritz(alphas, betas)
         top = theta[:, -1]

@@ -120,24 +120,21 @@ class PointEngines:
                 for c in make_chunks(self.config.sweep, i, self.chunk_size(i))]
 
     def batches(self, chunks: Iterable[Chunk]) -> list[list[Chunk]]:
-        """``chunks`` grouped into batches of the same axis point and learning rates,
-        :meth:`seeds_per_batch` seeds each: axis point by axis point, then block of
-        seeds by block, then rates, so that a seed's fixed objects are prepared once.
-        Which chunks share a batch never changes their numbers."""
-        by_point: dict[int, dict[int, list[Chunk]]] = {}
+        """``chunks`` grouped into the config's batches: the chunks of one axis point and
+        learning rates whose seeds fall in one block of :meth:`seeds_per_batch` seeds
+        (seed indices ``0..s-1``, ``s..2s-1``, ...); axis point by axis point, then block
+        by block, then rates, so that a seed's fixed objects are prepared once.
+
+        The blocks are the config's, never cut from the chunks given: a chunk's companions
+        in its batch do not depend on which other chunks are left (a resumed run,
+        :func:`phasekit.runner.execute.execute`, trains them as the uninterrupted run
+        did).  A row's rounding may depend on its batch, within
+        :data:`phasekit.engine.batched.BATCH_RTOL` per step (docs/scale.md)."""
+        out: dict[tuple, list[Chunk]] = {}
         for chunk in chunks:
-            by_point.setdefault(chunk.point, {}).setdefault(chunk.seed_index, []).append(chunk)
-        out = []
-        for point, by_seed in by_point.items():
-            size = self.seeds_per_batch(point)
-            seeds = list(by_seed)
-            for k in range(0, len(seeds), size):
-                block: dict[tuple, list[Chunk]] = {}
-                for si in seeds[k:k + size]:
-                    for chunk in by_seed[si]:
-                        block.setdefault(tuple(chunk.c_index), []).append(chunk)
-                out.extend(block.values())
-        return out
+            block = chunk.seed_index // self.seeds_per_batch(chunk.point)
+            out.setdefault((chunk.point, block, tuple(chunk.c_index)), []).append(chunk)
+        return list(out.values())
 
     def point_toml(self, i: int) -> str:
         """The one-point config of axis point ``i`` as TOML (what a Dask worker runs)."""

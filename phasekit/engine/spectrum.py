@@ -26,7 +26,7 @@ import math
 import torch
 
 from phasekit.config.resolve import LANCZOS_ABOVE_D
-from phasekit.engine.batched import matvec, vecmat
+from phasekit.engine.batched import matvec
 
 #: relative residual at which a Lanczos Ritz value counts as converged, per dtype
 LANCZOS_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -35,31 +35,11 @@ LANCZOS_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 LANCZOS_MAX_ITER = 200
 
 
-def _aligned(H: torch.Tensor) -> torch.Tensor:
-    """``H`` (G, D, D) with zero rows and columns appended up to a multiple of 4.
-
-    LAPACK's result for one matrix of a batch depends on where the matrix starts in
-    memory (its vectorised kernels take other paths at other alignments), so with D^2
-    not a multiple of 8 the same matrix gave eigenvalues differing in the last bit at
-    different positions of a batch.  Padded, every matrix starts on a 64-byte boundary:
-    the numbers no longer depend on the batch (:mod:`phasekit.engine.batched`).  The padding
-    adds eigenvalues 0 and changes no other (the matrices are block diagonal)."""
-    G, D, _ = H.shape
-    size = -(-D // 4) * 4
-    if size == D:
-        return H
-    out = H.new_zeros(G, size, size)
-    out[:, :D, :D] = H
-    return out
-
-
 def eigvalsh_max(H: torch.Tensor) -> torch.Tensor:
-    """lambda_max of each finite symmetric matrix of ``H`` (G, D, D) by ``eigvalsh``
-    (positive semi-definite matrices, as NTKs are, above D = 1: the padding of
-    :func:`_aligned` adds eigenvalues 0)."""
+    """lambda_max of each finite symmetric matrix of ``H`` (G, D, D) by ``eigvalsh``."""
     if H.shape[-1] == 1:
         return H[:, 0, 0].clone()
-    return torch.linalg.eigvalsh(_aligned(H))[..., -1]
+    return torch.linalg.eigvalsh(H)[..., -1]
 
 
 def _start_vector(G: int, D: int, dtype, device) -> torch.Tensor:
@@ -99,7 +79,8 @@ def lanczos_max(H: torch.Tensor, rtol: float | None = None,
         alpha = (q * w).sum(-1)
         V = torch.stack(basis, dim=-1)                                     # (g, D, k+1)
         for _ in range(2):                                     # full reorthogonalisation, twice
-            w = w - matvec(V, vecmat(w, V))
+            coef = torch.matmul(w.unsqueeze(-2), V)                        # (g, 1, k+1)
+            w = w - torch.matmul(coef, V.transpose(-1, -2)).squeeze(-2)
         beta = torch.linalg.vector_norm(w, dim=-1)
         alphas.append(alpha)
         # the tridiagonal T_k = V^T H V and its top Ritz pair
@@ -107,7 +88,7 @@ def lanczos_max(H: torch.Tensor, rtol: float | None = None,
         if betas:
             off = torch.stack(betas, -1)
             T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-        theta, S = torch.linalg.eigh(_aligned(T))             # padded: T's spectrum and 0s
+        theta, S = torch.linalg.eigh(T)
         top = theta[:, -1]
         residual = beta * S[:, k, -1].abs()                    # |H y - theta y| (exact arithmetic)
         done = (residual <= rtol * top.abs()) | (k + 1 == D)

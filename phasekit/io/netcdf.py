@@ -364,7 +364,7 @@ def open_sweep(path: str | os.PathLike, *, load: bool = True) -> xr.Dataset:
     read; netCDF groups are ignored.  With ``load=False`` the file stays open,
     read lazily (close it, e.g. ``with open_sweep(p, load=False) as ds``).
     """
-    from phasekit.engine.memory import describe_memory_limit, memory_limit
+    from phasekit.config.limits import describe_memory_limit, memory_limit
     from phasekit.errors import fmt_bytes
 
     path = Path(path)

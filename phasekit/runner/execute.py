@@ -18,10 +18,15 @@ failed chunk or final write and Ctrl-C end in one line saying what was kept.
 
 Chunks are the unit of saving and resuming; they run in *batches*
 (:meth:`~phasekit.engine.points.PointEngines.batches`: the chunks of several seeds with the
-same learning rates, where the model stacks seeds), which never changes their
-numbers.  With Dask (``workers`` or ``scheduler``) each batch is one task running
-the batched engine; results are saved as they arrive, so a lost worker's chunks
-are simply recomputed (by Dask, or by the next run).
+same learning rates, where the model stacks seeds), whose composition the config
+alone decides.  A resumed run trains every batch that still misses a chunk whole,
+the chunks stored from it included (their stored results are kept): each chunk is
+computed with the same companions as in an uninterrupted run, so the same kernels
+run on the same shapes and the numbers agree to the bit at equal threads (a row's
+rounding may depend on its batch, docs/scale.md).  With Dask (``workers`` or
+``scheduler``) each batch is one task running the batched engine; results are saved
+as they arrive, so a lost worker's chunks are simply recomputed (by Dask, or by the
+next run).
 """
 
 from __future__ import annotations
@@ -96,14 +101,12 @@ def _execute(config: ResolvedConfig, engines: PointEngines, chunks: Iterable[Chu
     whole_grid = chunks is None      # then every run must end with a result
     chunks = engines.chunks() if chunks is None else list(chunks)
     done = store.open(config.to_toml(), overwrite, chunks) if store else {}
-    todo = [c for c in chunks if chunk_key(c) not in done]
-    if progress is not None:
-        progress.start(total_points=sum(len(c.c_values) for c in chunks),
-                       already=[s for r in done.values() for s in r.status],
-                       max_steps=config.sweep["max_steps"])
+    batches = _batches_to_train(engines, chunks, done, progress, config.sweep["max_steps"])
     results = dict(done)
 
     def finished(result: ChunkResult) -> None:
+        if chunk_key(result.chunk) in done:          # stored: kept as it is
+            return
         results[chunk_key(result.chunk)] = result
         if store is not None:
             try:
@@ -114,7 +117,6 @@ def _execute(config: ResolvedConfig, engines: PointEngines, chunks: Iterable[Chu
                                   f"{_kept(store, chunks)}") from None
 
     try:
-        batches = engines.batches(todo)     # several seeds' chunks together where possible
         if workers or scheduler:
             with contextlib.closing(dask_results(engines, batches, workers, scheduler,
                                                   progress)) as arriving:
@@ -153,6 +155,22 @@ def _execute(config: ResolvedConfig, engines: PointEngines, chunks: Iterable[Chu
     if store is not None:
         store.remove()
     return ds
+
+
+def _batches_to_train(engines: PointEngines, chunks: list[Chunk], done: dict, progress,
+                      max_steps: int) -> list[list[Chunk]]:
+    """The config's batches (:meth:`PointEngines.batches`) that still miss a chunk, each to
+    be trained whole: a stored chunk of an unfinished batch (a kill between two saves) is
+    trained again with it and its stored result kept, so that every chunk is computed in
+    the batch an uninterrupted run computes it in -- the same kernels on the same shapes,
+    hence the same numbers to the bit (docs/scale.md).  Starts ``progress``."""
+    batches = [b for b in engines.batches(chunks) if any(chunk_key(c) not in done for c in b)]
+    again = {chunk_key(c) for b in batches for c in b} & set(done)
+    if progress is not None:
+        progress.start(total_points=sum(len(c.c_values) for c in chunks),
+                       already=[s for k, r in done.items() if k not in again for s in r.status],
+                       max_steps=max_steps, again=sum(len(done[k].status) for k in again))
+    return batches
 
 
 def _kept(store: PartStore, chunks: list[Chunk]) -> str:

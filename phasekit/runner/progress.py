@@ -138,9 +138,12 @@ class Progress:
 
     # -- the engine-facing API -----------------------------------------------------
 
-    def start(self, total_points: int, already: Iterable[str] = (), max_steps: int = 1) -> None:
+    def start(self, total_points: int, already: Iterable[str] = (), max_steps: int = 1,
+              again: int = 0) -> None:
         """A sweep of ``total_points`` grid points of at most ``max_steps`` updates each;
-        ``already`` holds the statuses of the points resumed from stored chunks."""
+        ``already`` holds the statuses of the points resumed from stored chunks, ``again``
+        counts the stored points trained again with the rest of an unfinished batch
+        (:func:`phasekit.runner.execute`; they count as work to do)."""
         already = list(already)
         with self._lock:
             self.local = Tally(max_steps)
@@ -153,9 +156,11 @@ class Progress:
             self.initial = self.resumed * self.local.max_steps
             self._finished = False
             self._first = self._shown = None
-            if self.resumed:
+            if self.resumed or again:
                 self.stream.write(f"resuming: {self.resumed} of {total_points} grid points "
-                                  f"already done\n")
+                                  f"already done" + (f"; {again} stored with an unfinished "
+                                                     f"batch are trained again with it"
+                                                     if again else "") + "\n")
             self._t0 = self.clock()
             if self.tty:
                 self._bar = _Bar(total=self.total or None, initial=self.initial,
