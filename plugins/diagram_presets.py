@@ -19,6 +19,12 @@ RELU_WIDTHS = [64, 128, 256, 512, 1024]
 #: 32-256 rather than 128-1024: the same depth/width ratios shifted up (where the
 #: sharpness-reduction phase is expected), at a cost a 2-core CPU can pay
 DEPTH_WIDTHS = [32, 64, 128, 256]
+#: kb_depth_width: d = hidden_layers + 2 weight layers (U, W_1..W_k, v) over widths
+#: 32-512, so d/w runs from 2/512 = 1/256 to 4/32 = 1/8
+KB_WIDTHS = [32, 64, 128, 256, 512]
+KB_HIDDEN_LAYERS = [0, 2]
+#: c in steps of 0.25 up to 8 (c_loss, c_sharp and, at most points, c_max), then coarser
+KB_GRID = [0.25 * i for i in range(1, 33)] + [9.0, 10.0, 12.0, 16.0, 20.0]
 
 
 def _grid(start: float, stop: float, num: int) -> dict:
@@ -69,6 +75,25 @@ PRESETS = {
         _fmnist({"name": "deep_relu", "width": 1024, "hidden_layers": 1}, DEPTH_WIDTHS,
                 [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0], max_steps=1000,
                 max_test=512, **{"model.hidden_layers": [0, 1, 2, 3]}),
+    ),
+    "kb_depth_width": (
+        "Kalra & Barkeshli 2023's set-up: deep ReLU in standard parameterisation with He "
+        "variance (weight_variance = 2), d = hidden_layers + 2 = 2 or 4 layers x widths "
+        "32-512 (d/w = 1/256 to 1/8), full-batch descent on two-class Fashion-MNIST (128 "
+        "images), c = eta lambda^H_0 (sweep.normalize = hessian), 4 seeds; 20-step runs "
+        "(tol = 0): c_loss and c_sharp per seed and seed-averaged from the early window "
+        "t = 1-10, c_max only seed-averaged (the largest c at which no seed diverged within "
+        "20 steps; no run converges, so the per-seed c_max is NaN); plot against "
+        "(hidden_layers+2)/width",
+        {"model": {"name": "deep_relu", "width": 64, "hidden_layers": 0,
+                   "weight_variance": 2.0, "parameterization": "standard"},
+         "dataset": {"name": "fmnist", "num_train": 128},
+         # Only the early window is read: record it densely (steps 0-10) and nothing after
+         # but the last step; tol = 0 so that no run stops inside the window.
+         "sweep": {"eta_lambda0": KB_GRID, "seeds": 4, "max_steps": 20, "tol": 0.0,
+                   "normalize": "hessian", "early_window": 10, "record_dense": 11,
+                   "record_per_decade": 0, "observables": [], "threads": 0,
+                   "axes": {"model.width": KB_WIDTHS, "model.hidden_layers": KB_HIDDEN_LAYERS}}},
     ),
 }
 
