@@ -38,6 +38,7 @@ from phasekit.plot.style import (
     TIE_STYLE,
     bound_color,
     bound_label,
+    c_label,
     coincident,
     legend_in,
     plain,
@@ -348,4 +349,4 @@ def _frame(ax, ds: xr.Dataset, pts: _Points, cs: np.ndarray, x_axes: tuple[str, 
     label = (plain(axes_text(ds, list(x_axes))) if getattr(x_axes, "expression", None) is None
              else plain(x_axes.text))
     ax.set_xlabel(label)
-    ax.set_ylabel(r"$c = \eta\,\lambda_0$")
+    ax.set_ylabel(c_label(ds))

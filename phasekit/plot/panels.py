@@ -57,6 +57,7 @@ from phasekit.plot.style import (
     bound_color,
     bound_dash,
     bound_label,
+    c_label,
     coincident,
     legend_in,
     plain,
@@ -245,7 +246,7 @@ def draw_panels(ds: xr.Dataset, traj: list[str], final: list[str], c_values) -> 
                    for ax, p in zip(axes, traj, strict=True)][0]
         if "c" in traj:
             handles.append(_level_line(axes[traj.index("c")], "c"))
-        head = r"$c=\eta\,\lambda_0$" + (": median and range over seeds"
+        head = c_label(ds, spaced=False) + (": median and range over seeds"
                                           if ds.sizes["seed"] > 1 else "")
         legend_in(fig.add_subplot(grid[row, ncols]), handles, [h.get_label() for h in handles],
                   head)
@@ -470,7 +471,7 @@ def _final_panel(ax, ds: xr.Dataset, panel: str, status, handles: dict) -> None:
     span = cs[evaluated] if evaluated.any() else cs
     pad = 0.03 * (span.max() - span.min() if span.max() > span.min() else 1.0)
     ax.set_xlim(span.min() - pad, span.max() + pad)
-    ax.set_xlabel(r"$c = \eta\,\lambda_0$")
+    ax.set_xlabel(c_label(ds))
     ax.set_ylabel(ylabel)
     ax.set_title(TITLES[panel], loc="left")
 

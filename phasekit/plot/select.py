@@ -165,7 +165,8 @@ def parse_x(ds: xr.Dataset, x: str) -> XAxis:
     if _AXIS_NAME.fullmatch(text):
         return XAxis((_find_axis(ds, text, what),), text, None)
     tree = _parse(text.replace("model.", "model__").replace("dataset.", "dataset__"), what)
-    found = list(dict.fromkeys(n.id for n in ast.walk(tree) if isinstance(n, ast.Name)))
+    found = list(dict.fromkeys(n.id for n in sorted(            # in the order written
+        (n for n in ast.walk(tree) if isinstance(n, ast.Name)), key=lambda n: n.col_offset)))
     if not found:
         raise ConfigError(f"{what}: the expression names no axis")
     axes = [_find_axis(ds, n.replace("__", ".", 1), what) for n in found]

@@ -165,3 +165,11 @@ def legend_in(ax, handles, labels, title: str) -> None:
     ax.set_axis_off()
     ax.legend(handles, labels, loc="upper left", borderaxespad=0, frameon=False, title=title,
               alignment="left")
+
+
+def c_label(ds, spaced: bool = True) -> str:
+    """``c = eta lambda_0``, or ``c = eta lambda^H_0`` where the sweep measured c in the
+    loss Hessian's top eigenvalue (``sweep.normalize = "hessian"``)."""
+    unit = r"\lambda^H_0" if ds["eta_lambda0"].attrs.get("normalized_by") == \
+        "lambda0_hessian" else r"\lambda_0"
+    return rf"$c = \eta\,{unit}$" if spaced else rf"$c=\eta\,{unit}$"
