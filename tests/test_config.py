@@ -180,3 +180,14 @@ def test_set_replaces_a_table_instead_of_merging_into_it():
     base = build_config(preset="uv_width")
     kept = build_config(preset="uv_width", axes=["model.a_minus=[0.5]"])
     assert kept["sweep"]["axes"] == {**base["sweep"]["axes"], "model.a_minus": [0.5]}
+
+
+def test_the_early_window_must_be_recorded_at_every_step():
+    """Steps 1..early_window must all be recorded: record_dense = 10 records steps 0..9
+    (and max_steps), so early_window = 10 needs record_dense >= 11 unless the run ends
+    at step 10."""
+    with pytest.raises(ConfigError, match="sweep.early_window = 10 needs sweep.record_dense "
+                                          ">= 11"):
+        resolve_sweep({"early_window": 10, "record_dense": 10, "max_steps": 20})
+    assert resolve_sweep({"early_window": 10, "record_dense": 10, "max_steps": 10})
+    assert resolve_sweep({"early_window": 10, "record_dense": 11, "max_steps": 20})

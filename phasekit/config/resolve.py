@@ -91,7 +91,7 @@ SWEEP_OPTIONS: dict[str, Option] = {
                                 "this many per decade", check=non_negative),
     "early_window": Option(10, "steps t = 1..early_window that count as early training for the "
                            "critical learning rates c_loss and c_sharp (docs/phases.md); must be "
-                           "recorded at every step (early_window <= record_dense)",
+                           "recorded at every step (early_window < record_dense)",
                            check=positive),
     "loss_rise": Option(0.0, "c_loss: the loss counts as risen when L_t > (1 + loss_rise) L_0 "
                         "for some t in the early window", check=non_negative),
@@ -436,10 +436,13 @@ def resolve_sweep(table: Mapping[str, Any]) -> dict[str, Any]:
     device = out["device"]
     if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
         raise ConfigError(f"sweep.device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
-    if out["early_window"] > out["record_dense"]:
-        raise ConfigError(f"sweep.early_window = {out['early_window']} exceeds "
-                          f"sweep.record_dense = {out['record_dense']}: the early window must "
-                          f"be recorded at every step; raise record_dense or lower early_window")
+    # steps 1..early_window must be recorded: every t < record_dense is, and max_steps
+    if out["record_dense"] <= min(out["early_window"], out["max_steps"] - 1):
+        raise ConfigError(f"sweep.early_window = {out['early_window']} needs sweep.record_dense "
+                          f">= {out['early_window'] + 1} (steps 0..record_dense-1 are recorded "
+                          f"at every step, and the early window is steps 1..early_window), "
+                          f"got {out['record_dense']}; raise record_dense or lower "
+                          f"early_window")
     order = list(SWEEP_OPTIONS)
     return {k: out[k] for k in order}
 
