@@ -8,6 +8,9 @@ import torch
 from phasekit.batched import matvec, rows_mm, shared_mm, vecmat
 from phasekit.sweep import torch_threads
 
+# run under each ATEN_CPU_CAPABILITY by tox's kernels-* envs (pytest -m kernels)
+pytestmark = pytest.mark.kernels
+
 SHAPES = [(1, 1, 1000), (8, 5, 64), (128, 128, 1024)]      # (D, d, n): toy, small, images
 
 

@@ -27,6 +27,9 @@ from phasekit_plugins.quadratic import Quadratic, bias_quantity
 
 from .test_plugins import install_fake_distribution
 
+# run under each ATEN_CPU_CAPABILITY by tox's kernels-* envs (pytest -m kernels)
+pytestmark = pytest.mark.kernels
+
 DOCS = Path(__file__).parents[1] / "docs"
 EXAMPLE = DOCS / "examples" / "phasekit-tanh-net"
 

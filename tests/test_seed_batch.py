@@ -10,6 +10,9 @@ from phasekit.config import resolve_config
 from phasekit.runner import PartStore, chunk_key, execute
 from phasekit.sweep import Engine, PointEngines
 
+# run under each ATEN_CPU_CAPABILITY by tox's kernels-* envs (pytest -m kernels)
+pytestmark = pytest.mark.kernels
+
 GRID = {"start": 0.5, "stop": 4.5, "num": 9}
 
 #: one stacking configuration per model family (small, fast)
