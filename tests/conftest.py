@@ -25,6 +25,24 @@ settings.load_profile(os.environ.get("PHASEKIT_HYPOTHESIS_PROFILE", "ci"))
 torch.set_num_threads(1)
 
 
+def pytest_configure(config):
+    """Under ATEN_CPU_CAPABILITY (tox's kernels-* envs), refuse to run on other kernels
+    than the ones asked for: torch quietly falls back to the best the CPU has."""
+    requested = os.environ.get("ATEN_CPU_CAPABILITY")
+    in_effect = torch.backends.cpu.get_cpu_capability()
+    if requested and requested.lower() != in_effect.lower():
+        raise pytest.UsageError(
+            f"ATEN_CPU_CAPABILITY={requested} but torch runs its {in_effect} CPU kernels (this "
+            f"CPU lacks {requested}, or the value is not one of default, avx2, avx512); run "
+            f"this on a machine that has {requested}, or leave ATEN_CPU_CAPABILITY unset")
+
+
+def pytest_report_header(config):
+    requested = os.environ.get("ATEN_CPU_CAPABILITY")
+    return (f"torch {torch.__version__}, CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+            + (f" (ATEN_CPU_CAPABILITY={requested})" if requested else ""))
+
+
 @pytest.fixture(scope="session")
 def manager():
     return get_plugin_manager()

@@ -15,6 +15,9 @@ from phasekit.engine.batched import BATCH_RTOL, matvec
 from phasekit.engine.engine import torch_threads
 from phasekit.engine.spectrum import lambda_max
 
+# run under each ATEN_CPU_CAPABILITY by tox's kernels-* envs (pytest -m kernels)
+pytestmark = pytest.mark.kernels
+
 SHAPES = [(1, 1, 1000), (8, 5, 64), (128, 128, 1024)]      # (D, d, n): toy, small, images
 
 

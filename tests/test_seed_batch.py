@@ -28,6 +28,9 @@ from phasekit.runner.execute import execute
 
 from .helpers import killed_run
 
+# run under each ATEN_CPU_CAPABILITY by tox's kernels-* envs (pytest -m kernels)
+pytestmark = pytest.mark.kernels
+
 GRID = {"start": 0.5, "stop": 4.5, "num": 9}
 
 #: one stacking configuration per model family (small, fast)

@@ -24,13 +24,14 @@ import argparse
 import dataclasses
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from phasekit.config.registry import PluginManager, get_plugin_manager
-from phasekit.errors import ConfigError
+from phasekit.errors import ConfigError, error_line, suggest
 
 # torch, the config and the engine load inside the functions that use them, so that
 # building the command line's parser (add_arguments) stays light (docs/performance.md).
@@ -189,13 +190,17 @@ def baseline_rate(engine: Engine, seed: int, points: int, steps: int) -> float:
 
 def bench_one(work: Workload, dtype: str, manager: PluginManager, threads: int,
               device: str = "cpu") -> dict:
-    from phasekit.config.resolve import merge, resolve_config
+    from phasekit.config.resolve import SWEEP_OPTIONS, merge, resolve_config
     from phasekit.engine.engine import Engine, torch_threads
 
+    # every step recorded: record_dense past the last step (any value beyond it records
+    # the same steps), and at least the early window, which must lie in the dense part
+    window = work.config["sweep"].get("early_window", SWEEP_OPTIONS["early_window"].default)
     raw = merge(work.config, {"sweep": {"eta_lambda0": _grid(work.grid_points), "seeds": [0],
                                         "device": device,
                                         "max_steps": work.steps, "tol": 0.0,
-                                        "record_dense": work.steps + 1, "dtype": dtype,
+                                        "record_dense": max(work.steps + 1, window),
+                                        "dtype": dtype,
                                         "observables": [],
                                         "threads": threads, "divergence_loss": 1e300}})
     config, data = resolve_config(raw, manager)
@@ -378,9 +383,64 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from phasekit.errors import DataError
+
     parser = argparse.ArgumentParser(prog="phasekit bench", description=__doc__.split("\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except (ConfigError, DataError) as exc:                # as the phasekit command does
+        print(error_line(exc), file=sys.stderr)
+        return 2
+
+
+#: what --workloads takes (W2 also runs W2-full, W3 W3-full; 'presets' all P- rows)
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5")
+
+
+def wanted_workloads(text: str) -> set[str]:
+    """The names of --workloads, each checked: a ConfigError names an empty list, an
+    empty entry or an unknown workload, with the known ones."""
+    known = [*WORKLOAD_NAMES, *(f"P-{p}" for p in PRESET_ROWS), "presets"]
+    listing = f"choose from {', '.join(known)}, comma-separated"
+    names = [w.strip() for w in text.split(",")]
+    if not any(names):
+        raise ConfigError(f"--workloads is empty; {listing}")
+    for name in names:
+        if not name:
+            raise ConfigError(f"--workloads {text!r} has an empty entry; {listing}")
+        if name not in known:
+            close = suggest(name, known)
+            hint = f" (did you mean '{close}'?)" if close else ""
+            raise ConfigError(f"--workloads: unknown workload '{name}'{hint}; {listing}")
+    return set(names)
+
+
+def missing_device(name: str) -> str | None:
+    """Why ``--device name`` is not on this machine (every row is then skipped), or
+    None when it is; a ConfigError when ``name`` is no device phasekit runs on."""
+    import torch
+
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", name):
+        raise ConfigError(f"--device must be cpu, cuda or cuda:N (a CUDA device number), "
+                          f"got {name!r}")
+    if name == "cpu":
+        return None
+    if not torch.cuda.is_available():
+        return f"missing device: no CUDA device on this machine (--device {name})"
+    index, count = int(name.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= count:
+        return f"missing device: no {name} on this machine ({count} CUDA device(s))"
+    return None
+
+
+def missing_dataset(exc: Exception) -> str:
+    """The skip reason of a row whose dataset files are not on this machine: which
+    dataset, and how to obtain it (the first and last sentences of the error)."""
+    lines = str(exc).splitlines()
+    what = lines[0].split(". Expected")[0]
+    how = next((line for line in lines if line.startswith("To obtain them: ")), "")
+    return f"missing dataset: {what}" + (f"; to obtain them: {how[16:]}" if how else "")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -406,35 +466,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "P-fig1, P-default, P-fig12 or 'presets' time whole presets "
                              "end to end, fig12 capped at 200 steps with --quick)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads for both sides and the peak (default: 1 for W1, "
-                             "all cores for W2 and W3)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+                        help="torch threads for both sides and the peak (default 0: 1 for W1 "
+                             "and W4, all cores for W2, W3 and W5); P- rows run with their "
+                             "preset's sweep.threads")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (rows are "
+                        "skipped, saying so, where the device is missing)")
 
 
 def run(args) -> int:
+    """Print the rows of ``args.workloads``.  Bad arguments raise ConfigError before
+    anything is printed; a row says "skipped" only where its dataset's files or the
+    device are missing on this machine, naming which."""
     import torch
 
+    from phasekit_plugins.images import DataFilesMissing
+
+    wanted = wanted_workloads(args.workloads)
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be 0 (each workload's default) or a positive "
+                          f"number of torch threads, got {args.threads}")
+    no_device = missing_device(args.device)
     manager = get_plugin_manager()
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
-    wanted = {w.strip() for w in args.workloads.split(",")}
-    gpu = (f", GPU {torch.cuda.get_device_name()}" if args.device.startswith("cuda")
-           and torch.cuda.is_available() else "")
+    gpu = (f", GPU {torch.cuda.get_device_name(args.device)}"
+           if args.device.startswith("cuda") and not no_device else "")
     print(f"machine: {machine()}{gpu}; device {args.device}")
-    _print_workloads(args, wanted, dtypes, manager)
-    presets = [p for p in PRESET_ROWS if f"P-{p}" in wanted or "presets" in wanted]
-    if presets:
-        _print_presets(args, presets, dtypes, manager)
-    if "W5" in wanted:
-        _print_w5(args, dtypes, manager)
-    if "W4" in wanted:
-        _print_w4(args, dtypes, manager)
-    return 0
-
-
-def _print_workloads(args, wanted: set[str], dtypes: list[str], manager) -> None:
-    """W1-W3: phasekit's run-steps/s against the per-run loop, and the step's rate."""
-    from phasekit.errors import DataError
-
     header = (f"{'workload':8} {'dtype':8} {'threads':>7} {'phasekit run-steps/s':>20} "
               f"{'baseline run-steps/s':>20} {'ratio':>8} {'step GFLOP/s':>12} "
               f"{'matmul peak':>11} {'% peak':>7}")
@@ -444,74 +500,75 @@ def _print_workloads(args, wanted: set[str], dtypes: list[str], manager) -> None
         if work.name.split("-")[0] not in wanted:
             continue
         for dtype in dtypes:
+            if no_device:
+                print(f"{work.name:8} {dtype:8} skipped: {no_device}")
+                continue
             try:
                 threads = args.threads or work.threads or os.cpu_count() or 1
                 r = bench_one(work, dtype, manager, threads, args.device)
-            except (ConfigError, DataError) as exc:      # model or data not available here
-                print(f"{work.name:8} {dtype:8} skipped: {exc}")
+            except DataFilesMissing as exc:                 # the images are not here
+                print(f"{work.name:8} {dtype:8} skipped: {missing_dataset(exc)}")
                 continue
             print(f"{r['workload']:8} {r['dtype']:8} {threads:>7} {r['phasekit']:>20,.0f} "
                   f"{r['baseline']:>20,.1f} {r['ratio']:>7.1f}x {r['gflops']:>12.1f} "
                   f"{r['peak']:>11.1f} {100 * r['gflops'] / r['peak']:>6.1f}%")
             sys.stdout.flush()
-
-
-def _print_presets(args, presets: list[str], dtypes: list[str], manager) -> None:
-    """Whole presets, end to end in process."""
-    from phasekit.errors import DataError
-
-    print("whole presets, end to end in process (resolve, train to convergence, assemble)")
-    print(f"{'preset':10} {'dtype':8} {'wall s':>9} {'run-steps':>11} {'run-steps/s':>12}")
-    for name in presets:
+    presets = [p for p in PRESET_ROWS if f"P-{p}" in wanted or "presets" in wanted]
+    if presets:
+        print("whole presets, end to end in process (resolve, train to convergence, assemble)")
+        print(f"{'preset':10} {'dtype':8} {'wall s':>9} {'run-steps':>11} {'run-steps/s':>12}")
+        for name in presets:
+            for dtype in dtypes:
+                if no_device:
+                    print(f"{name:10} {dtype:8} skipped: {no_device}")
+                    continue
+                try:
+                    r = preset_times(name, args.quick, dtype, manager, args.device)
+                except DataFilesMissing as exc:             # the images are not here
+                    print(f"{name:10} {dtype:8} skipped: {missing_dataset(exc)}")
+                    continue
+                cap = f" (max_steps {PRESET_ROWS[name]}, --quick)" if r["capped"] else ""
+                print(f"{name:10} {dtype:8} {r['wall']:>9.2f} {r['run_steps']:>11,} "
+                      f"{r['rate']:>12,.0f}{cap}")
+                sys.stdout.flush()
+    if "W5" in wanted:
+        steps = W5_STEPS[1] if args.quick else W5_STEPS[0]
+        print(f"W5: one grid point (c = 1), two-layer ReLU, width 1024, 128 two-class "
+              f"Fashion-MNIST images, default observables and record schedule, {steps} steps")
+        print(f"{'workload':8} {'dtype':8} {'threads':>7} {'run-steps/s':>11} {'wall s':>7} "
+              f"{'recorded':>8} {'MFLOP plain':>11} {'MFLOP rec.':>10} {'MFLOP avg':>9} "
+              f"{'GFLOP/s':>8} {'matmul peak':>11} {'% peak':>7}")
         for dtype in dtypes:
-            try:
-                r = preset_times(name, args.quick, dtype, manager, args.device)
-            except (ConfigError, DataError) as exc:     # data not available here
-                print(f"{name:10} {dtype:8} skipped: {exc}")
+            if no_device:
+                print(f"{'W5':8} {dtype:8} skipped: {no_device}")
                 continue
-            cap = f" (max_steps {PRESET_ROWS[name]}, --quick)" if r["capped"] else ""
-            print(f"{name:10} {dtype:8} {r['wall']:>9.2f} {r['run_steps']:>11,} "
-                  f"{r['rate']:>12,.0f}{cap}")
+            threads = args.threads or os.cpu_count() or 1
+            try:
+                r = single_run_times(args.quick, dtype, manager, threads, args.device)
+            except DataFilesMissing as exc:                 # the images are not here
+                print(f"{'W5':8} {dtype:8} skipped: {missing_dataset(exc)}")
+                continue
+            print(f"{'W5':8} {dtype:8} {threads:>7} {r['rate']:>11,.1f} {r['wall']:>7.2f} "
+                  f"{r['recorded']:>8} {r['plain'] / 1e6:>11,.1f} "
+                  f"{r['recorded_flops'] / 1e6:>10,.1f} {r['average'] / 1e6:>9,.1f} "
+                  f"{r['gflops']:>8.1f} {r['peak']:>11.1f} "
+                  f"{100 * r['gflops'] / r['peak']:>6.1f}%")
             sys.stdout.flush()
-
-
-def _print_w5(args, dtypes: list[str], manager) -> None:
-    """W5: one run's steps/s and FLOPs against the matmul peak."""
-    from phasekit.errors import DataError
-
-    steps = W5_STEPS[1] if args.quick else W5_STEPS[0]
-    print(f"W5: one grid point (c = 1), two-layer ReLU, width 1024, 128 two-class "
-          f"Fashion-MNIST images, default observables and record schedule, {steps} steps")
-    print(f"{'workload':8} {'dtype':8} {'threads':>7} {'run-steps/s':>11} {'wall s':>7} "
-          f"{'recorded':>8} {'MFLOP plain':>11} {'MFLOP rec.':>10} {'MFLOP avg':>9} "
-          f"{'GFLOP/s':>8} {'matmul peak':>11} {'% peak':>7}")
-    for dtype in dtypes:
-        threads = args.threads or os.cpu_count() or 1
-        try:
-            r = single_run_times(args.quick, dtype, manager, threads, args.device)
-        except (ConfigError, DataError) as exc:          # data not available here
-            print(f"{'W5':8} {dtype:8} skipped: {exc}")
-            continue
-        print(f"{'W5':8} {dtype:8} {threads:>7} {r['rate']:>11,.1f} {r['wall']:>7.2f} "
-              f"{r['recorded']:>8} {r['plain'] / 1e6:>11,.1f} "
-              f"{r['recorded_flops'] / 1e6:>10,.1f} {r['average'] / 1e6:>9,.1f} "
-              f"{r['gflops']:>8.1f} {r['peak']:>11.1f} "
-              f"{100 * r['gflops'] / r['peak']:>6.1f}%")
-        sys.stdout.flush()
-
-
-def _print_w4(args, dtypes: list[str], manager) -> None:
-    """W4: one sweep with a width axis against five separate sweeps."""
-    print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
-          f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")
-    print(f"{'workload':8} {'dtype':8} {'threads':>7} {'axis sweep s':>13} "
-          f"{'5 separate s':>13} {'separate/axis':>13}")
-    for dtype in dtypes:
-        threads = args.threads or 1
-        r = axis_sweep_times(args.quick, dtype, manager, threads, args.device)
-        print(f"{'W4':8} {dtype:8} {threads:>7} {r['axis']:>13.2f} {r['separate']:>13.2f} "
-              f"{r['ratio']:>12.2f}x")
-        sys.stdout.flush()
+    if "W4" in wanted:
+        print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
+              f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")
+        print(f"{'workload':8} {'dtype':8} {'threads':>7} {'axis sweep s':>13} "
+              f"{'5 separate s':>13} {'separate/axis':>13}")
+        for dtype in dtypes:
+            if no_device:
+                print(f"{'W4':8} {dtype:8} skipped: {no_device}")
+                continue
+            threads = args.threads or 1
+            r = axis_sweep_times(args.quick, dtype, manager, threads, args.device)
+            print(f"{'W4':8} {dtype:8} {threads:>7} {r['axis']:>13.2f} {r['separate']:>13.2f} "
+                  f"{r['ratio']:>12.2f}x")
+            sys.stdout.flush()
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,12 @@ hook raises, is reported as a warning naming it and the distribution it came
 from, and listed in :attr:`PluginManager.failures`; everything else keeps
 working.  What a failing hook registered before raising is discarded.
 
+``PluginManager(distributions=[...])`` looks only at the entry points of the
+named distributions (names compared as pip compares them; ``"phasekit"`` for the
+built-ins), as if nothing else were installed; the two variables then apply to
+those.  Tests use it so that whatever else is installed cannot change what they
+see; ``phasekit`` itself always looks at every installed distribution.
+
 Warnings are :class:`PluginWarning`, a :class:`phasekit.errors.PhasekitWarning`.
 """
 
@@ -31,7 +37,7 @@ import importlib.metadata as md
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,18 +136,24 @@ def _origin_text(distribution: str, version: str) -> str:
 class PluginManager:
     """A typed wrapper around :class:`pluggy.PluginManager` (one method per hook)."""
 
-    def __init__(self, load_entry_points: bool = True):
+    def __init__(self, load_entry_points: bool = True,
+                 distributions: Iterable[str] | None = None):
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._origin: dict[str, tuple[str, str]] = {}
         self._from_entry_points: set[str] = set()
         self.failures: list[PluginFailure] = []
         self._registry: dict[str, dict[str, Registration]] | None = None
+        if isinstance(distributions, str):
+            raise TypeError("distributions must be a list of distribution names, not one "
+                            "string")
+        only = (None if distributions is None
+                else {normalize_distribution(d) for d in distributions})
         if load_entry_points:
-            self._load_entry_points()
+            self._load_entry_points(only)
 
     # -- loading ------------------------------------------------------------------
-    def _load_entry_points(self) -> None:
+    def _load_entry_points(self, only: set[str] | None = None) -> None:
         disabled = _entries(ENV_DISABLE) or []
         allowed = _entries(ENV_ALLOW)
         used: set[str] = set()
@@ -149,6 +161,8 @@ class PluginManager:
         by_name: dict[str, list[_Candidate]] = {}
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
             cand = _Candidate(ep, _dist_name(ep), _dist_version(ep))
+            if only is not None and normalize_distribution(cand.distribution) not in only:
+                continue                        # not looked at: as if not installed
             installed.append(cand)
             hits = {e for e in disabled if entry_matches(e, ep.name, cand.distribution)}
             used |= hits
