@@ -121,7 +121,7 @@ def test_builtin_models_keep_rows_within_the_batch_bound(check, threads):
 
 def test_every_builtin_model_is_checked(manager):
     builtin = {r.name for r in manager.registrations("model")
-               if r.distribution == phasekit.manager.BUILTIN_DISTRIBUTION}
+               if r.distribution == phasekit.config.registry.BUILTIN_DISTRIBUTION}
     assert {config["model"]["name"] for config in BUILTIN.values()} == builtin
 
 

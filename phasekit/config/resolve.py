@@ -71,7 +71,7 @@ SWEEP_OPTIONS: dict[str, Option] = {
                          "the pure quadratic model on one training point); 0 = every seed of "
                          "an axis point as far as the batch fits memory_budget (1 GiB "
                          "without one); the results depend on it only within the bound of "
-                         "docs/scale.md (phasekit.batched.BATCH_RTOL per step)",
+                         "docs/scale.md (phasekit.engine.batched.BATCH_RTOL per step)",
                          check=non_negative),
     "memory_budget": Option(0.0, "GiB a chunk may use on the device (estimated from the "
                             "model at each axis point); with chunk_size = 0 each axis point's "
