@@ -97,8 +97,7 @@ from dataclasses import dataclass, field
 import torch
 
 from phasekit.dataset import Data
-from phasekit.engine.batched import matvec
-from phasekit.engine.spectrum import LANCZOS_MAX_ITER
+from phasekit.linalg import LANCZOS_MAX_ITER, matvec
 from phasekit.model import Model
 from phasekit.options import Option, positive
 

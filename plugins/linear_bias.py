@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from phasekit import hookimpl
-from phasekit.engine.batched import matvec
+from phasekit.linalg import matvec
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
 from phasekit.options import Option, positive

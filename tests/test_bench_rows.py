@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from phasekit.cli import main
+from phasekit.cli.main import main
 from phasekit.dataset import DataError
 from phasekit_plugins import images
 from phasekit_plugins.images import FMNIST_SOURCE, locate
