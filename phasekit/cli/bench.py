@@ -428,6 +428,8 @@ def run(args) -> int:
         _print_w5(args, dtypes, manager)
     if "W4" in wanted:
         _print_w4(args, dtypes, manager)
+    if "DRY" in wanted:
+        _print_dry(args, manager)
     return 0
 
 
@@ -511,6 +513,35 @@ def _print_w4(args, dtypes: list[str], manager) -> None:
         r = axis_sweep_times(args.quick, dtype, manager, threads, args.device)
         print(f"{'W4':8} {dtype:8} {threads:>7} {r['axis']:>13.2f} {r['separate']:>13.2f} "
               f"{r['ratio']:>12.2f}x")
+        sys.stdout.flush()
+
+
+#: DRY: the quick presets whose dry-run estimate is compared with their run (--quick: two)
+DRY_PRESETS = ("default", "fig1", "fig2", "fig4", "fig6", "fig8", "fig9", "fig10", "uv_width",
+               "quadratic_width")
+
+
+def _print_dry(args, manager) -> None:
+    """DRY: the dry run's estimate of each quick preset against its run, back to back in
+    this process (start-up left out of both; docs/scale.md, dry run)."""
+    from phasekit.analysis.phases import add_critical
+    from phasekit.cli.dryrun import estimate_run
+    from phasekit.config.resolve import build_config, resolve_config
+    from phasekit.runner.execute import execute
+
+    print("DRY: --dry-run's estimate against the run, in process (no start-up either side)")
+    print(f"{'preset':16} {'estimate s':>10} {'run s':>8} {'ratio':>6} {'dry run s':>9} "
+          f"{'load':>5}")
+    for name in DRY_PRESETS[:2] if args.quick else DRY_PRESETS:
+        config, data = resolve_config(build_config(None, preset=name), manager)
+        started = time.perf_counter()
+        estimate = estimate_run(config, data, manager)
+        dry = time.perf_counter() - started
+        started = time.perf_counter()
+        execute(config, data, manager, derive=add_critical)
+        wall = time.perf_counter() - started
+        print(f"{name:16} {estimate.work:>10.2f} {wall:>8.2f} {estimate.work / wall:>6.2f} "
+              f"{dry:>9.2f} {os.getloadavg()[0]:>5.1f}")
         sys.stdout.flush()
 
 
