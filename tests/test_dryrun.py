@@ -7,7 +7,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 
+from phasekit.analysis.boundary import find_boundary
+from phasekit.cli.boundary_dryrun import boundary_dry_run, rounds_to
 from phasekit.cli.dryrun import (
     Linear,
     StepCosts,
@@ -17,6 +20,7 @@ from phasekit.cli.dryrun import (
     estimate_run,
     step_counts,
 )
+from phasekit.cli.main import main
 from phasekit.config.resolve import merge, resolve_config
 from phasekit.engine.engine import Engine
 from phasekit.engine.points import PointEngines
@@ -134,3 +138,69 @@ def test_calibration_times_the_batch_the_run_trains(manager):
     assert costs.batch == 6
     assert costs.unrecorded(6) >= costs.unrecorded(1) > 0
     assert costs.recording(6) >= costs.recording(1) >= 0
+
+
+# -- phasekit boundary --dry-run -------------------------------------------------------------
+
+def test_rounds_to_divides_the_bracket_by_points_plus_one():
+    assert rounds_to(0.2, 0.01, 1) == 5            # 0.1, 0.05, 0.025, 0.0125, 0.00625
+    assert rounds_to(0.2, 0.01, 3) == 3            # 0.05, 0.0125, 0.003125
+    assert rounds_to(0.01, 0.01, 1) == 0
+
+
+def _numbers(text: str) -> tuple[int, int, int]:
+    rounds = int(re.search(r"^rounds: up to (\d+)", text, re.M).group(1))
+    whole, early = re.search(r"^runs: (\d+) whole and (\d+) early-window", text, re.M).groups()
+    return rounds, int(whole), int(early)
+
+
+def test_boundary_dry_run_counts_what_the_search_does(manager):
+    """On a uniform grid whose brackets lie inside it, with a pilot that runs every
+    run to its stop, the estimate's rounds and whole runs are the search's; its
+    early-window runs bound the search's from above (c_loss and c_sharp share a trial
+    point where their brackets coincide)."""
+    raw = merge(toy_quadratic(40, 1.0, 2.0), {"sweep": {
+        "eta_lambda0": {"start": 0.5, "stop": 6.5, "num": 13}, "seeds": [0, 1],
+        "max_steps": 400}})
+    config, _ = resolve_config(raw, manager)
+    text = boundary_dry_run(config, manager, tol=0.05, points=1, early=True,
+                            budget=float("inf"))
+    ds = find_boundary(raw, manager, tol=0.05)
+    rounds, whole, early = _numbers(text)
+    assert rounds == ds.attrs["boundary_rounds"]
+    assert whole == int((ds.boundary_round >= 0).sum())
+    assert ds.attrs["boundary_early_runs"] <= early <= 1.2 * ds.attrs["boundary_early_runs"]
+
+
+def test_boundary_dry_run_on_the_command_line(tmp_path, monkeypatch, capsys):
+    """One line per quantity plus the totals; no output file, no lock, nothing at all
+    written."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["boundary", "--preset", "fig1", "--set", "sweep.seeds=[0, 1]", "--set",
+                 "sweep.eta_lambda0=[1.0, 2.5, 3.5, 4.5]", "--dry-run", "-o", "b.nc"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for start in ("grid (round 0): 8 whole run(s)", "c_max: up to", "c_trivial:",
+                  "c_loss: up to", "c_sharp: up to", "rounds: up to", "runs: ",
+                  "estimated time: "):
+        assert re.search(f"^{re.escape(start)}", out, re.M), (start, out)
+    assert "nothing was written" in out
+    assert list(tmp_path.iterdir()) == []
+    main(["boundary", "--preset", "fig1", "--set", "sweep.seeds=[0]", "--no-early",
+          "--dry-run"])
+    out = capsys.readouterr().out
+    assert "c_loss: not searched (--no-early)" in out and "early-window run" not in out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tol", "0"], "--tol must be a positive number"),
+    (["--points", "0"], "points must be a positive integer"),
+    (["--set", "sweep.max_steps=-1"], "sweep.max_steps"),
+])
+def test_boundary_dry_run_bad_flags_one_line(flags, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["boundary", "--preset", "fig1", *flags, "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("phasekit: error: ") and message in err[0]
+    assert list(tmp_path.iterdir()) == []
