@@ -15,15 +15,17 @@ with):
   converged rate below the first that did not converge, as the search brackets
   it); when no rate fails, one doubling round first and a bracket as wide as the
   top rate (when every rate fails, one halving round); then the rounds that narrow
-  it to ``tol`` with ``points`` interior points each, every trial taking the steps
-  of the run at ``lo`` (the slowest: runs converge more slowly towards c_max);
+  it to ``tol`` with ``points`` interior points each, every trial taking the mean
+  of the steps of the runs at ``lo`` and ``hi`` (a trial lands on either side about
+  as often);
 * **c_trivial**: the same, where a piloted run ended trivial;
 * **c_loss**, **c_sharp**: the early windows are not piloted, so the bracket is
   taken as the widest gap of the grid (an upper bound while the onset lies inside
   the grid; each doubling or halving beyond it adds a round).
 
 The search stops when every bracket is narrower than ``tol``: its rounds are the
-most any quantity needs.  Assembling and writing the output are not modelled.
+most any quantity needs.  Assembling the dataset is timed as for ``run --dry-run``
+on stand-ins of the initial grid; writing it is not modelled.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from phasekit.cli.dryrun import (
     _variant,
     calibrate,
     chunk_seconds,
+    finishing_seconds,
     plan_point,
 )
 from phasekit.config.registry import PluginManager
@@ -75,9 +78,10 @@ class Quantity:
 
 
 def _bracket_rounds(ev: dict[float, str], fails, tol: float, points: int
-                    ) -> tuple[int, float | None, str]:
-    """Rounds after the grid for the pilot's statuses ``ev``, the rate whose steps a
-    trial takes (``None``: the slowest) and the bracket in words."""
+                    ) -> tuple[int, tuple[float, float] | None, str]:
+    """Rounds after the grid for the pilot's statuses ``ev``, the bracket whose ends'
+    steps a trial takes on average (``None``: none; the slowest run then) and the
+    bracket in words."""
     lo, hi = _bracket(ev, fails)
     if hi is None:
         top = max(ev)
@@ -86,7 +90,7 @@ def _bracket_rounds(ev: dict[float, str], fails, tol: float, points: int
         bottom = min(ev)
         return (1 + rounds_to(bottom / 2, tol, points), None,
                 f"all in the grid: halving from {bottom:g}")
-    return rounds_to(hi - lo, tol, points), lo, f"[{lo:g}, {hi:g}]"
+    return rounds_to(hi - lo, tol, points), (lo, hi), f"[{lo:g}, {hi:g}]"
 
 
 def _cell_batches(per_cell: list, seeds: int, together: int) -> list[list]:
@@ -124,7 +128,10 @@ def _point_search(engines: PointEngines, i: int, plan: PointPlan, opts: SearchOp
                 cells.append((0, 0))
                 continue
             rounds, at, why = _bracket_rounds(ev, fails, opts.tol, opts.points)
-            steps = whole[s].max() if at is None else whole[s][rates.index(at)]
+            # A trial lands on either side of the onset about as often: the mean of
+            # the bracket's ends (a run converging slowly near c_max, one failing).
+            steps = (whole[s].max() if at is None else
+                     np.mean([whole[s][rates.index(c)] for c in at]))
             cells.append((rounds, int(steps)))
             out[name].why = out[name].why or f"{why} for the first cell"
         for block in _cell_batches(cells, seeds, together):
@@ -181,16 +188,18 @@ def boundary_dry_run(config: ResolvedConfig, manager: PluginManager, *, tol: flo
              f"{len(engines) * n_seeds} cell(s), initial grid of {len(rates)} rates; tol "
              f"{tol:g}, {points} point(s) per bracket and round"]
     startup = _startup_seconds()
-    preparing = 0.0
+    preparing, stand_ins = 0.0, []
     for i in range(len(engines)):
         plan = plan_point(engines, i, budget / len(engines))
+        stand_ins += plan.stand_ins
         if config.axes:
             lines.append(f"axis point {describe_point(engines.points[i])}:")
         lines += plan.lines[2:4]                  # calibration and pilot
         preparing += plan.prepare_s * n_seeds
         _point_search(engines, i, plan, opts, out)
+    finishing = finishing_seconds(engines, stand_ins)
     return "\n".join(lines + _quantity_lines(out, sweep["early_window"], early) + _total_lines(
-        out, startup, preparing))
+        out, startup, preparing, finishing))
 
 
 def _quantity_lines(out: dict[str, Quantity], window: int, early: bool) -> list[str]:
@@ -212,18 +221,19 @@ def _quantity_lines(out: dict[str, Quantity], window: int, early: bool) -> list[
     return lines
 
 
-def _total_lines(out: dict[str, Quantity], startup: float | None, preparing: float
-                 ) -> list[str]:
+def _total_lines(out: dict[str, Quantity], startup: float | None, preparing: float,
+                 finishing: float) -> list[str]:
     rounds = 1 + max(q.rounds for q in out.values())
     whole = sum(out[n].runs for n in ("grid", "c_max", "c_trivial"))
     short = sum(out[n].runs for n in ("grid early", "c_loss", "c_sharp") if n in out)
     training = sum(q.seconds for q in out.values())
-    total = training + preparing + (startup or 0.0)
+    total = training + preparing + finishing + (startup or 0.0)
     parts = ([f"{_fmt_time(startup)} start-up"] if startup is not None else []) + [
-        f"{_fmt_time(preparing)} preparing seeds", f"{_fmt_time(training)} training"]
+        f"{_fmt_time(preparing)} preparing seeds", f"{_fmt_time(training)} training",
+        f"{_fmt_time(finishing)} assembling the dataset"]
     return [f"rounds: up to {rounds} (the grid, then until every bracket is narrower than "
             f"tol)",
             f"runs: {whole} whole" + (f" and {short} early-window run(s)" if "c_loss" in out
                                       else " run(s)"),
             f"estimated time: {_fmt_time(total)} in one process ({', '.join(parts)}; "
-            f"assembling and writing the output not modelled); nothing was written"]
+            f"writing the output not modelled); nothing was written"]

@@ -55,6 +55,8 @@ MIN_PILOT_STEPS = 10
 #: step of many runs is the expensive one) and one run
 CALIBRATION_FULL = (1, 4)
 CALIBRATION_ONE = (2, 5)
+#: the rate c of the calibration's runs
+CALIBRATION_RATE = 0.01
 #: seconds one calibration may fill with repeated steps: a cheap step (a fraction of a
 #: millisecond on small models) is timed up to 8 times as often, since single timings
 #: of a loaded machine scatter by more than the step itself
@@ -142,7 +144,9 @@ def _step_times(engine: Engine, chunks: list[Chunk], prepared, recorded: int, pl
                 ) -> tuple[float, float]:
     """One timing of :func:`_time_steps`."""
     last = recorded + plain + 1
-    calib = _variant(engine, schedule=np.array([*range(1, recorded + 1), last]),
+    # Step 0 is recorded too, untimed: the batch's first evaluation pays one-off costs
+    # (a network's copy of the test split per row, say) that the run pays once a batch.
+    calib = _variant(engine, schedule=np.array([*range(recorded + 1), last]),
                      max_steps=last, tol=0.0)
     clock = _StepClock()
     calib.run_batch(chunks, clock, prepared=[prepared] * len(chunks))
@@ -158,9 +162,9 @@ def calibrate(engine: Engine, chunk: Chunk, prepared, seeds: int = 1) -> StepCos
     """Step costs of ``engine`` from a full batch (``seeds`` copies of the full ``chunk``
     stacked, as the run batches that many seeds; the first seed's objects stand in for
     the others) and from the chunk's first run alone, after a warm-up."""
-    # Runs that never stop (tol = 0, a stable rate c <= 1), as many as the batch holds;
-    # a step costs the same at any rate.
-    c = min(min(chunk.c_values), 1.0)
+    # Runs that never stop (tol = 0, a small rate: c = 1 diverges on narrow deep ReLU
+    # nets), as many as the batch holds; a step costs the same at any rate.
+    c = CALIBRATION_RATE
     full = [dataclasses.replace(chunk, seed_index=k, c_values=[c] * len(chunk.c_values))
             for k in range(seeds)]
     one = dataclasses.replace(chunk, c_index=chunk.c_index[:1], c_values=[c])
