@@ -41,6 +41,7 @@ from phasekit.cli.dryrun import (
     _fmt_time,
     _startup_seconds,
     _variant,
+    axes_text,
     calibrate,
     chunk_seconds,
     finishing_seconds,
@@ -182,7 +183,7 @@ def boundary_dry_run(config: ResolvedConfig, manager: PluginManager, *, tol: flo
                                                               else [])
     out = {name: Quantity() for name in names}
     n_seeds, rates = len(sweep["seeds"]), sorted(set(sweep["eta_lambda0"]))
-    axes = " x ".join(f"{len(v)} {k.split('.', 1)[1]}" for k, v in config.axes.items())
+    axes = axes_text(config)
     lines = [f"boundary search of model {config.model['name']} on dataset "
              f"{config.dataset['name']}: {axes + ' x ' if axes else ''}{n_seeds} seed(s) = "
              f"{len(engines) * n_seeds} cell(s), initial grid of {len(rates)} rates; tol "

@@ -7,23 +7,26 @@ The time of a sweep run in one process is modelled as
   ``phasekit`` command;
 * **preparing** each (axis point, seed): features, initialisation, ``lambda_0`` and the
   bounds, timed once per axis point;
-* **training** every chunk: at step ``t`` the ``a_t`` runs still training make one
-  update, costing ``U(a) = u0 + u1 a`` seconds; at a recorded step (the
-  ``record_schedule`` of the config) and at a step where runs stop, the NTK, the
-  sharpness and the observables add ``R(a) = r0 + r1 a``.  ``U`` and ``R`` are
-  calibrated per axis point by timing single steps of a full chunk and of one run,
-  recorded and unrecorded, through the engine's progress callback;
+* **training** every batch the run will train (:meth:`PointEngines.batches`: blocks of
+  seeds stacked): at step ``t`` the ``a_t`` runs still training make one update,
+  costing ``U(a) = u0 + u1 a`` seconds; at a recorded step (the ``record_schedule`` of
+  the config) and at a step where runs stop, the NTK, the sharpness and the
+  observables add ``R(a) = r0 + r1 a``; where some runs stop and others go on, the
+  kept runs' forward pass is recomputed, one more ``U``.  ``U`` and ``R`` are
+  calibrated per axis point by timing steps of a full batch and of one run, recorded
+  and unrecorded, through the engine's progress callback (:func:`calibrate`);
 * the steps each run takes, the expensive unknown: a **pilot** runs every learning
-  rate of the first seed with the real stopping rule for as many steps as fit a time
-  budget (the whole run when it fits).  Runs that stop within it (early divergence,
-  fast convergence) take that many steps.  For the others, gradient descent on the
-  model linearised at initialisation (:func:`linear_stop`: the residual along each
-  eigenvector of ``H_0`` shrinks by ``1 - eta lam`` per step; the directions the
-  catapult removes, ``eta lam >= 2``, left out) gives the step where ``|L_t -
-  L_(t-1)|`` falls below ``tol``.  Every seed is assumed to take the first seed's
-  steps;
+  rate of the first batch's seeds (as many as fit its budget) with the real stopping
+  rule for as many steps as fit a time budget (the whole run when it fits), then the
+  runs still training alone, longer, while they fit (:func:`_pilot_chunk`).  Runs
+  that stop within it (early divergence, fast convergence) take that many steps.
+  For the others, gradient descent on the model linearised at initialisation
+  (:func:`linear_stop`: the residual along each eigenvector of ``H_0`` shrinks by
+  ``1 - eta lam`` per step; the directions the catapult removes, ``eta lam >= 2``,
+  left out) gives the step where ``|L_t - L_(t-1)|`` falls below ``tol``.  The seeds
+  beyond the piloted ones are assumed to take the piloted seeds' steps;
 * **assembling** the dataset and its critical learning rates, timed on stand-in
-  results of the sweep's shape (writing the file is not modelled).
+  results of the sweep's shape after a warm-up (writing the file is not modelled).
 """
 
 from __future__ import annotations
@@ -456,6 +459,11 @@ class Estimate:
         return self.work + (self.startup or 0.0)
 
 
+def axes_text(config: ResolvedConfig) -> str:
+    """``2 width x 4 hidden_layers``: the axes and their sizes (empty without axes)."""
+    return " x ".join(f"{len(v)} {k.split('.', 1)[1]}" for k, v in config.axes.items())
+
+
 def estimate_run(config: ResolvedConfig, data: Data | None, manager: PluginManager,
                  budget: float = PILOT_BUDGET) -> Estimate:
     """The grid, then per axis point its chunks, memory, calibration and pilot, and the
@@ -463,7 +471,7 @@ def estimate_run(config: ResolvedConfig, data: Data | None, manager: PluginManag
     sweep = config.sweep
     engines = PointEngines(config, data, manager)
     n_rates, n_seeds = len(sweep["eta_lambda0"]), len(sweep["seeds"])
-    axes = " x ".join(f"{len(v)} {k.split('.', 1)[1]}" for k, v in config.axes.items())
+    axes = axes_text(config)
     lines = [
         f"model {config.model['name']} on dataset {config.dataset['name']}, device "
         f"{sweep['device']}, {sweep['dtype']}",
