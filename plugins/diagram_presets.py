@@ -47,7 +47,7 @@ PRESETS = {
     "uv_width": (
         "uv model (homogeneous net a_+ = a_- = 1, the two-layer linear net of Lewkowycz et "
         "al. 2020) on one point (1, 0), widths 16-4096, 4 seeds: lazy below c = 2, "
-        "catapult up to c_max -> 4 (bounds eq. 95 = eq. 102 = 4); about 10 s on 2 CPU cores",
+        "catapult up to c_max -> 4 (bounds eq. 95 = eq. 102 = 4)",
         {"model": {"name": "homogeneous", "width": 1024, "a_plus": 1.0, "a_minus": 1.0},
          "dataset": {"name": "toy", "x": [1.0], "y": 0.0},
          "sweep": {"eta_lambda0": _grid(0.1, 6.0, 60), "seeds": 4, "max_steps": 5000,
@@ -55,8 +55,7 @@ PRESETS = {
     ),
     "quadratic_width": (
         "pure quadratic model of figure 1 (toy data, eigenvalues +/-U[1,2]) over widths "
-        "n = 50-1600, 4 seeds; the eq. 60 bound as a curve against n; about 6 s on 2 CPU "
-        "cores",
+        "n = 50-1600, 4 seeds; the eq. 60 bound as a curve against n",
         {"model": {"name": "quadratic", "width": 1000, "eigen_low": 1.0, "eigen_high": 2.0,
                    "activation": "identity"},
          "dataset": {"name": "toy", "x": [1.0], "y": 0.0},
@@ -64,14 +63,13 @@ PRESETS = {
                    "axes": {"model.width": QUADRATIC_WIDTHS}}},
     ),
     "relu_width": (
-        "two-layer ReLU net on two-class Fashion-MNIST (128 images), widths 64-1024; about 40 "
-        "min on 2 busy CPU cores",
+        "two-layer ReLU net on two-class Fashion-MNIST (128 images), widths 64-1024",
         _fmnist({"name": "relu", "width": 1024}, RELU_WIDTHS, _grid(0.5, 8.0, 16)),
     ),
     "depth_width": (
         "deep ReLU net (hidden_layers k = 0-3, i.e. 1-4 hidden layers) x widths 32-256 on "
         "two-class Fashion-MNIST (512 test images), 1000 steps; plot against "
-        "hidden_layers/width (Kalra & Barkeshli 2023); about 10 min on 2 busy CPU cores",
+        "hidden_layers/width (Kalra & Barkeshli 2023)",
         _fmnist({"name": "deep_relu", "width": 1024, "hidden_layers": 1}, DEPTH_WIDTHS,
                 [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0], max_steps=1000,
                 max_test=512, **{"model.hidden_layers": [0, 1, 2, 3]}),

@@ -16,8 +16,7 @@ FIG1 = {
 
 PRESETS = {
     "default": (
-        "fig1's setting on a coarse grid, 8 seeds x 46 rates (about 5 s on 2 CPU cores, most "
-        "of it start-up)",
+        "fig1's setting on a coarse grid, 8 seeds x 46 rates",
         {**FIG1, "sweep": {**FIG1["sweep"], "eta_lambda0": {"start": 0.1, "stop": 4.6,
                                                              "num": 46}}},
     ),

@@ -219,11 +219,12 @@ def test_dask_workers_stream_progress(manager, tmp_path):
 
 def test_chunk_seconds_counts_active_runs_and_recorded_steps():
     """Runs stopping after 2 and 4 updates, recorded at steps 0, 1 and 4: every step
-    costs U(active), steps 0, 1, 2 (a stop) and 4 add R(active)."""
+    costs U(active), steps 0, 1, 2 (a stop) and 4 add R(active), and step 2 evaluates
+    the one run going on once more (U(1))."""
     costs = StepCosts(Linear(1.0, 10.0), Linear(100.0, 1000.0), 2)
     active = [2, 2, 2, 1, 1]                            # runs evaluated at t = 0..4
     expected = sum(1 + 10 * a for a in active) + sum(100 + 1000 * active[t]
-                                                     for t in (0, 1, 2, 4))
+                                                     for t in (0, 1, 2, 4)) + (1 + 10 * 1)
     assert chunk_seconds(np.array([4, 2]), np.array([0, 1, 4, 10]), costs) == expected
 
 
@@ -295,6 +296,6 @@ def test_dry_run_report_states_the_model(planned, manager):
     text = dry_run_report(config, data, manager, budget=float("inf"))
     assert "ran every run to its stop" in text
     assert "steps per run: median" in text and "of 400" in text
-    assert "ms per step of a full chunk (4 runs)" in text and "to prepare a seed" in text
+    assert "ms per step of a full batch (8 runs)" in text and "to prepare a seed" in text
     assert "estimated time:" in text and "preparing seeds" in text and "training" in text
     assert "at most" in text and "if every run went to max_steps = 400" in text

@@ -115,6 +115,10 @@ def _add_boundary(subparsers) -> None:
     boundary.add_argument("--overwrite", action="store_true",
                           help="replace an existing output of a different search")
     boundary.add_argument("-q", "--quiet", action="store_true", help="no per-round lines")
+    boundary.add_argument("--dry-run", action="store_true",
+                          help="estimate the rounds, runs and time of the search (per "
+                               "quantity and in all) from a calibration and a short pilot, "
+                               "then stop; nothing is written")
     boundary.set_defaults(handler=cmd_boundary)
 
 
@@ -218,6 +222,8 @@ def cmd_boundary(args) -> int:
     manager = get_plugin_manager()
     raw = build_config(args.config, preset=args.preset, overrides=args.overrides,
                        axes=args.axes, manager=manager)
+    if args.dry_run:
+        return _boundary_dry_run(args, raw, manager)
     out = check_writable(args.output)
     started = time.perf_counter()
     with OutputLock(out):
@@ -229,6 +235,20 @@ def cmd_boundary(args) -> int:
                                            "search")
     print(boundary_report(ds))
     print(f"wrote {out} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _boundary_dry_run(args, raw, manager) -> int:
+    """``phasekit boundary --dry-run``: the search's options and the config checked as
+    the search checks them, then the estimate; no output touched."""
+    from phasekit.analysis.boundary import DEFAULT_C_FLOOR, DEFAULT_C_LIMIT, _check_search
+    from phasekit.cli.boundary_dryrun import boundary_dry_run
+    from phasekit.config.resolve import resolve_config
+
+    _check_search(args.tol, args.points, DEFAULT_C_FLOOR, DEFAULT_C_LIMIT)
+    config, _ = resolve_config(raw, manager)
+    print(boundary_dry_run(config, manager, tol=args.tol, points=args.points,
+                           early=args.early))
     return 0
 
 

@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: what --workloads takes (W2 also runs W2-full, W3 W3-full; 'presets' all P- rows)
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "DRY")
 
 
 def wanted_workloads(text: str) -> set[str]:
@@ -479,8 +479,6 @@ def run(args) -> int:
     device are missing on this machine, naming which."""
     import torch
 
-    from phasekit_plugins.images import DataFilesMissing
-
     wanted = wanted_workloads(args.workloads)
     if args.threads < 0:
         raise ConfigError(f"--threads must be 0 (each workload's default) or a positive "
@@ -491,84 +489,155 @@ def run(args) -> int:
     gpu = (f", GPU {torch.cuda.get_device_name(args.device)}"
            if args.device.startswith("cuda") and not no_device else "")
     print(f"machine: {machine()}{gpu}; device {args.device}")
-    header = (f"{'workload':8} {'dtype':8} {'threads':>7} {'phasekit run-steps/s':>20} "
-              f"{'baseline run-steps/s':>20} {'ratio':>8} {'step GFLOP/s':>12} "
-              f"{'matmul peak':>11} {'% peak':>7}")
-    if any(work.name.split("-")[0] in wanted for work in workloads(args.quick)):
-        print(header)
-    for work in workloads(args.quick):
-        if work.name.split("-")[0] not in wanted:
-            continue
-        for dtype in dtypes:
-            if no_device:
-                print(f"{work.name:8} {dtype:8} skipped: {no_device}")
+    rows = _Rows(args, wanted, dtypes, manager, no_device)
+    rows.workloads()
+    rows.presets()
+    rows.w5()
+    rows.w4()
+    if "DRY" in wanted:
+        _print_dry(args, manager)
+    return 0
+
+
+class _Rows:
+    """The rows of one ``phasekit bench``, group by group; a row is skipped, saying so,
+    only where the device or the dataset's files are missing."""
+
+    def __init__(self, args, wanted: set[str], dtypes: list[str], manager, no_device):
+        self.args, self.wanted, self.dtypes = args, wanted, dtypes
+        self.manager, self.no_device = manager, no_device
+
+    def workloads(self) -> None:
+        """W1-W3: phasekit's run-steps/s against the per-run loop, and the step's rate."""
+        from phasekit_plugins.images import DataFilesMissing
+
+        args, wanted, dtypes, manager, no_device = (self.args, self.wanted, self.dtypes,
+                                                    self.manager, self.no_device)
+        header = (f"{'workload':8} {'dtype':8} {'threads':>7} {'phasekit run-steps/s':>20} "
+                  f"{'baseline run-steps/s':>20} {'ratio':>8} {'step GFLOP/s':>12} "
+                  f"{'matmul peak':>11} {'% peak':>7}")
+        if any(work.name.split("-")[0] in wanted for work in workloads(args.quick)):
+            print(header)
+        for work in workloads(args.quick):
+            if work.name.split("-")[0] not in wanted:
                 continue
-            try:
-                threads = args.threads or work.threads or os.cpu_count() or 1
-                r = bench_one(work, dtype, manager, threads, args.device)
-            except DataFilesMissing as exc:                 # the images are not here
-                print(f"{work.name:8} {dtype:8} skipped: {missing_dataset(exc)}")
-                continue
-            print(f"{r['workload']:8} {r['dtype']:8} {threads:>7} {r['phasekit']:>20,.0f} "
-                  f"{r['baseline']:>20,.1f} {r['ratio']:>7.1f}x {r['gflops']:>12.1f} "
-                  f"{r['peak']:>11.1f} {100 * r['gflops'] / r['peak']:>6.1f}%")
-            sys.stdout.flush()
-    presets = [p for p in PRESET_ROWS if f"P-{p}" in wanted or "presets" in wanted]
-    if presets:
-        print("whole presets, end to end in process (resolve, train to convergence, assemble)")
-        print(f"{'preset':10} {'dtype':8} {'wall s':>9} {'run-steps':>11} {'run-steps/s':>12}")
-        for name in presets:
             for dtype in dtypes:
                 if no_device:
-                    print(f"{name:10} {dtype:8} skipped: {no_device}")
+                    print(f"{work.name:8} {dtype:8} skipped: {no_device}")
                     continue
                 try:
-                    r = preset_times(name, args.quick, dtype, manager, args.device)
-                except DataFilesMissing as exc:             # the images are not here
-                    print(f"{name:10} {dtype:8} skipped: {missing_dataset(exc)}")
+                    threads = args.threads or work.threads or os.cpu_count() or 1
+                    r = bench_one(work, dtype, manager, threads, args.device)
+                except DataFilesMissing as exc:                 # the images are not here
+                    print(f"{work.name:8} {dtype:8} skipped: {missing_dataset(exc)}")
                     continue
-                cap = f" (max_steps {PRESET_ROWS[name]}, --quick)" if r["capped"] else ""
-                print(f"{name:10} {dtype:8} {r['wall']:>9.2f} {r['run_steps']:>11,} "
-                      f"{r['rate']:>12,.0f}{cap}")
+                print(f"{r['workload']:8} {r['dtype']:8} {threads:>7} {r['phasekit']:>20,.0f} "
+                      f"{r['baseline']:>20,.1f} {r['ratio']:>7.1f}x {r['gflops']:>12.1f} "
+                      f"{r['peak']:>11.1f} {100 * r['gflops'] / r['peak']:>6.1f}%")
                 sys.stdout.flush()
-    if "W5" in wanted:
-        steps = W5_STEPS[1] if args.quick else W5_STEPS[0]
-        print(f"W5: one grid point (c = 1), two-layer ReLU, width 1024, 128 two-class "
-              f"Fashion-MNIST images, default observables and record schedule, {steps} steps")
-        print(f"{'workload':8} {'dtype':8} {'threads':>7} {'run-steps/s':>11} {'wall s':>7} "
-              f"{'recorded':>8} {'MFLOP plain':>11} {'MFLOP rec.':>10} {'MFLOP avg':>9} "
-              f"{'GFLOP/s':>8} {'matmul peak':>11} {'% peak':>7}")
-        for dtype in dtypes:
-            if no_device:
-                print(f"{'W5':8} {dtype:8} skipped: {no_device}")
-                continue
-            threads = args.threads or os.cpu_count() or 1
-            try:
-                r = single_run_times(args.quick, dtype, manager, threads, args.device)
-            except DataFilesMissing as exc:                 # the images are not here
-                print(f"{'W5':8} {dtype:8} skipped: {missing_dataset(exc)}")
-                continue
-            print(f"{'W5':8} {dtype:8} {threads:>7} {r['rate']:>11,.1f} {r['wall']:>7.2f} "
-                  f"{r['recorded']:>8} {r['plain'] / 1e6:>11,.1f} "
-                  f"{r['recorded_flops'] / 1e6:>10,.1f} {r['average'] / 1e6:>9,.1f} "
-                  f"{r['gflops']:>8.1f} {r['peak']:>11.1f} "
-                  f"{100 * r['gflops'] / r['peak']:>6.1f}%")
-            sys.stdout.flush()
-    if "W4" in wanted:
-        print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
-              f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")
-        print(f"{'workload':8} {'dtype':8} {'threads':>7} {'axis sweep s':>13} "
-              f"{'5 separate s':>13} {'separate/axis':>13}")
-        for dtype in dtypes:
-            if no_device:
-                print(f"{'W4':8} {dtype:8} skipped: {no_device}")
-                continue
-            threads = args.threads or 1
-            r = axis_sweep_times(args.quick, dtype, manager, threads, args.device)
-            print(f"{'W4':8} {dtype:8} {threads:>7} {r['axis']:>13.2f} {r['separate']:>13.2f} "
-                  f"{r['ratio']:>12.2f}x")
-            sys.stdout.flush()
-    return 0
+
+    def presets(self) -> None:
+        """Whole presets, end to end in process."""
+        from phasekit_plugins.images import DataFilesMissing
+
+        args, wanted, dtypes, manager, no_device = (self.args, self.wanted, self.dtypes,
+                                                    self.manager, self.no_device)
+        presets = [p for p in PRESET_ROWS if f"P-{p}" in wanted or "presets" in wanted]
+        if presets:
+            print("whole presets, end to end in process (resolve, train to convergence, assemble)")
+            print(f"{'preset':10} {'dtype':8} {'wall s':>9} {'run-steps':>11} {'run-steps/s':>12}")
+            for name in presets:
+                for dtype in dtypes:
+                    if no_device:
+                        print(f"{name:10} {dtype:8} skipped: {no_device}")
+                        continue
+                    try:
+                        r = preset_times(name, args.quick, dtype, manager, args.device)
+                    except DataFilesMissing as exc:             # the images are not here
+                        print(f"{name:10} {dtype:8} skipped: {missing_dataset(exc)}")
+                        continue
+                    cap = f" (max_steps {PRESET_ROWS[name]}, --quick)" if r["capped"] else ""
+                    print(f"{name:10} {dtype:8} {r['wall']:>9.2f} {r['run_steps']:>11,} "
+                          f"{r['rate']:>12,.0f}{cap}")
+                    sys.stdout.flush()
+
+    def w5(self) -> None:
+        """W5: one run's steps/s and FLOPs against the matmul peak."""
+        from phasekit_plugins.images import DataFilesMissing
+
+        args, wanted, dtypes, manager, no_device = (self.args, self.wanted, self.dtypes,
+                                                    self.manager, self.no_device)
+        if "W5" in wanted:
+            steps = W5_STEPS[1] if args.quick else W5_STEPS[0]
+            print(f"W5: one grid point (c = 1), two-layer ReLU, width 1024, 128 two-class "
+                  f"Fashion-MNIST images, default observables and record schedule, {steps} steps")
+            print(f"{'workload':8} {'dtype':8} {'threads':>7} {'run-steps/s':>11} {'wall s':>7} "
+                  f"{'recorded':>8} {'MFLOP plain':>11} {'MFLOP rec.':>10} {'MFLOP avg':>9} "
+                  f"{'GFLOP/s':>8} {'matmul peak':>11} {'% peak':>7}")
+            for dtype in dtypes:
+                if no_device:
+                    print(f"{'W5':8} {dtype:8} skipped: {no_device}")
+                    continue
+                threads = args.threads or os.cpu_count() or 1
+                try:
+                    r = single_run_times(args.quick, dtype, manager, threads, args.device)
+                except DataFilesMissing as exc:                 # the images are not here
+                    print(f"{'W5':8} {dtype:8} skipped: {missing_dataset(exc)}")
+                    continue
+                print(f"{'W5':8} {dtype:8} {threads:>7} {r['rate']:>11,.1f} {r['wall']:>7.2f} "
+                      f"{r['recorded']:>8} {r['plain'] / 1e6:>11,.1f} "
+                      f"{r['recorded_flops'] / 1e6:>10,.1f} {r['average'] / 1e6:>9,.1f} "
+                      f"{r['gflops']:>8.1f} {r['peak']:>11.1f} "
+                      f"{100 * r['gflops'] / r['peak']:>6.1f}%")
+                sys.stdout.flush()
+
+    def w4(self) -> None:
+        """W4: one sweep with a width axis against five separate sweeps."""
+        args, wanted, dtypes, manager, no_device = (self.args, self.wanted, self.dtypes,
+                                                    self.manager, self.no_device)
+        if "W4" in wanted:
+            print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
+                  f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")
+            print(f"{'workload':8} {'dtype':8} {'threads':>7} {'axis sweep s':>13} "
+                  f"{'5 separate s':>13} {'separate/axis':>13}")
+            for dtype in dtypes:
+                if no_device:
+                    print(f"{'W4':8} {dtype:8} skipped: {no_device}")
+                    continue
+                threads = args.threads or 1
+                r = axis_sweep_times(args.quick, dtype, manager, threads, args.device)
+                print(f"{'W4':8} {dtype:8} {threads:>7} {r['axis']:>13.2f} {r['separate']:>13.2f} "
+                      f"{r['ratio']:>12.2f}x")
+                sys.stdout.flush()
+
+
+#: DRY: the quick presets whose dry-run estimate is compared with their run (--quick: two)
+DRY_PRESETS = ("default", "fig1", "fig2", "fig4", "fig6", "fig8", "fig9", "fig10", "uv_width",
+               "quadratic_width")
+
+
+def _print_dry(args, manager) -> None:
+    """DRY: the dry run's estimate of each quick preset against its run, back to back in
+    this process (start-up left out of both; docs/scale.md, dry run)."""
+    from phasekit.analysis.phases import add_critical
+    from phasekit.cli.dryrun import estimate_run
+    from phasekit.config.resolve import build_config, resolve_config
+    from phasekit.runner.execute import execute
+
+    print("DRY: --dry-run's estimate against the run, in process (no start-up either side)")
+    print(f"{'preset':16} {'estimate s':>10} {'run s':>8} {'ratio':>6} {'dry run s':>9} "
+          f"{'load':>5}")
+    for name in DRY_PRESETS[:2] if args.quick else DRY_PRESETS:
+        config, data = resolve_config(build_config(None, preset=name), manager)
+        started = time.perf_counter()
+        estimate = estimate_run(config, data, manager)
+        dry = time.perf_counter() - started
+        started = time.perf_counter()
+        execute(config, data, manager, derive=add_critical)
+        wall = time.perf_counter() - started
+        print(f"{name:16} {estimate.work:>10.2f} {wall:>8.2f} {estimate.work / wall:>6.2f} "
+              f"{dry:>9.2f} {os.getloadavg()[0]:>5.1f}")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover

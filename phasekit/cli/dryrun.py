@@ -7,23 +7,26 @@ The time of a sweep run in one process is modelled as
   ``phasekit`` command;
 * **preparing** each (axis point, seed): features, initialisation, ``lambda_0`` and the
   bounds, timed once per axis point;
-* **training** every chunk: at step ``t`` the ``a_t`` runs still training make one
-  update, costing ``U(a) = u0 + u1 a`` seconds; at a recorded step (the
-  ``record_schedule`` of the config) and at a step where runs stop, the NTK, the
-  sharpness and the observables add ``R(a) = r0 + r1 a``.  ``U`` and ``R`` are
-  calibrated per axis point by timing single steps of a full chunk and of one run,
-  recorded and unrecorded, through the engine's progress callback;
+* **training** every batch the run will train (:meth:`PointEngines.batches`: blocks of
+  seeds stacked): at step ``t`` the ``a_t`` runs still training make one update,
+  costing ``U(a) = u0 + u1 a`` seconds; at a recorded step (the ``record_schedule`` of
+  the config) and at a step where runs stop, the NTK, the sharpness and the
+  observables add ``R(a) = r0 + r1 a``; where some runs stop and others go on, the
+  kept runs' forward pass is recomputed, one more ``U``.  ``U`` and ``R`` are
+  calibrated per axis point by timing steps of a full batch and of one run, recorded
+  and unrecorded, through the engine's progress callback (:func:`calibrate`);
 * the steps each run takes, the expensive unknown: a **pilot** runs every learning
-  rate of the first seed with the real stopping rule for as many steps as fit a time
-  budget (the whole run when it fits).  Runs that stop within it (early divergence,
-  fast convergence) take that many steps.  For the others, gradient descent on the
-  model linearised at initialisation (:func:`linear_stop`: the residual along each
-  eigenvector of ``H_0`` shrinks by ``1 - eta lam`` per step; the directions the
-  catapult removes, ``eta lam >= 2``, left out) gives the step where ``|L_t -
-  L_(t-1)|`` falls below ``tol``.  Every seed is assumed to take the first seed's
-  steps;
+  rate of the first batch's seeds (as many as fit its budget) with the real stopping
+  rule for as many steps as fit a time budget (the whole run when it fits), then the
+  runs still training alone, longer, while they fit (:func:`_pilot_chunk`).  Runs
+  that stop within it (early divergence, fast convergence) take that many steps.
+  For the others, gradient descent on the model linearised at initialisation
+  (:func:`linear_stop`: the residual along each eigenvector of ``H_0`` shrinks by
+  ``1 - eta lam`` per step; the directions the catapult removes, ``eta lam >= 2``,
+  left out) gives the step where ``|L_t - L_(t-1)|`` falls below ``tol``.  The seeds
+  beyond the piloted ones are assumed to take the piloted seeds' steps;
 * **assembling** the dataset and its critical learning rates, timed on stand-in
-  results of the sweep's shape (writing the file is not modelled).
+  results of the sweep's shape after a warm-up (writing the file is not modelled).
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ MIN_PILOT_STEPS = 10
 #: step of many runs is the expensive one) and one run
 CALIBRATION_FULL = (1, 4)
 CALIBRATION_ONE = (2, 5)
+#: the rate c of the calibration's runs
+CALIBRATION_RATE = 0.01
+#: seconds one calibration may fill with repeated steps: a cheap step (a fraction of a
+#: millisecond on small models) is timed up to 8 times as often, since single timings
+#: of a loaded machine scatter by more than the step itself
+CALIBRATION_SECONDS = 0.2
 
 
 def _fmt_time(s: float) -> str:
@@ -121,36 +130,53 @@ class StepCosts:
     batch: int                # the full chunk's runs
 
 
-def _time_steps(engine: Engine, chunk: Chunk, prepared, recorded: int, plain: int
+def _time_steps(engine: Engine, chunks: list[Chunk], prepared, recorded: int, plain: int
                 ) -> tuple[float, float]:
-    """Median seconds of a recorded and of an unrecorded step of ``chunk``'s runs
+    """Mean seconds of a recorded and of an unrecorded step of the batch ``chunks``
     advancing together (no run stops: ``tol = 0``): steps ``1..recorded`` are recorded,
     the ``plain`` steps after them not."""
+    first = _step_times(engine, chunks, prepared, recorded, plain)
+    repeat = min(int(CALIBRATION_SECONDS / max(first[0] * recorded + first[1] * plain, 1e-9)),
+                 8)
+    if repeat <= 1:
+        return first
+    return _step_times(engine, chunks, prepared, recorded * repeat, plain * repeat)
+
+
+def _step_times(engine: Engine, chunks: list[Chunk], prepared, recorded: int, plain: int
+                ) -> tuple[float, float]:
+    """One timing of :func:`_time_steps`."""
     last = recorded + plain + 1
-    calib = _variant(engine, schedule=np.array([*range(1, recorded + 1), last]),
+    # Step 0 is recorded too, untimed: the batch's first evaluation pays one-off costs
+    # (a network's copy of the test split per row, say) that the run pays once a batch.
+    calib = _variant(engine, schedule=np.array([*range(recorded + 1), last]),
                      max_steps=last, tol=0.0)
     clock = _StepClock()
-    calib.run_chunk(chunk, clock, prepared=prepared)
+    calib.run_batch(chunks, clock, prepared=[prepared] * len(chunks))
     dt = np.diff(clock.stamps)          # dt[k]: step k + 1 (forward, record?, update)
     if len(dt) < recorded + plain:
         raise RuntimeError(f"calibration runs stopped early ({len(dt)} steps timed)")
-    return float(np.median(dt[:recorded])), float(np.median(dt[recorded:]))
+    # Means, not medians: on a shared machine a step now and then waits for a core, and
+    # the run pays those waits too.
+    return float(np.mean(dt[:recorded])), float(np.mean(dt[recorded:]))
 
 
-def calibrate(engine: Engine, chunk: Chunk, prepared) -> StepCosts:
-    """Step costs of ``engine`` from a full ``chunk`` and from its first run alone,
-    after a warm-up."""
-    # Runs that never stop (tol = 0, a stable rate c <= 1), as many as the chunk holds;
-    # a step costs the same at any rate.
-    c = min(min(chunk.c_values), 1.0)
-    full = dataclasses.replace(chunk, c_values=[c] * len(chunk.c_values))
+def calibrate(engine: Engine, chunk: Chunk, prepared, seeds: int = 1) -> StepCosts:
+    """Step costs of ``engine`` from a full batch (``seeds`` copies of the full ``chunk``
+    stacked, as the run batches that many seeds; the first seed's objects stand in for
+    the others) and from the chunk's first run alone, after a warm-up."""
+    # Runs that never stop (tol = 0, a small rate: c = 1 diverges on narrow deep ReLU
+    # nets), as many as the batch holds; a step costs the same at any rate.
+    c = CALIBRATION_RATE
+    full = [dataclasses.replace(chunk, seed_index=k, c_values=[c] * len(chunk.c_values))
+            for k in range(seeds)]
     one = dataclasses.replace(chunk, c_index=chunk.c_index[:1], c_values=[c])
     _variant(engine, max_steps=2, tol=0.0).run_chunk(one, prepared=prepared)      # warm-up
     rec_g, plain_g = _time_steps(engine, full, prepared, *CALIBRATION_FULL)
-    g = len(full.c_values)
+    g = len(chunk.c_values) * seeds
     if g == 1:
         return StepCosts(Linear(0.0, plain_g), Linear(0.0, max(rec_g - plain_g, 0.0)), 1)
-    rec_1, plain_1 = _time_steps(engine, one, prepared, *CALIBRATION_ONE)
+    rec_1, plain_1 = _time_steps(engine, [one], prepared, *CALIBRATION_ONE)
 
     def line(at_g: float, at_1: float) -> Linear:
         per_run = max((at_g - at_1) / (g - 1), 0.0)
@@ -161,11 +187,13 @@ def calibrate(engine: Engine, chunk: Chunk, prepared) -> StepCosts:
 
 
 def chunk_seconds(stops: np.ndarray, schedule: np.ndarray, costs: StepCosts) -> float:
-    """Seconds to train one chunk whose runs stop after ``stops`` updates.
+    """Seconds to train one batch whose runs stop after ``stops`` updates.
 
     In closed form over the runs' stops ``s_0 <= ... <= s_(n-1)`` (never a per-step
     array: ``max_steps`` may be astronomically large): during the ``s_k - s_(k-1)``
-    steps after ``s_(k-1)`` (``s_(-1) = -1``), ``n - k`` runs are evaluated."""
+    steps after ``s_(k-1)`` (``s_(-1) = -1``), ``n - k`` runs are evaluated.  A step
+    where some runs stop and others go on evaluates the kept runs once more (the
+    engine recomputes their forward pass for the smaller batch): one more ``U``."""
     stops = np.sort(np.asarray(stops, dtype=np.int64))
     last = int(stops[-1])
     lengths = np.diff(stops, prepend=-1).astype(np.float64)          # steps per stretch
@@ -173,7 +201,9 @@ def chunk_seconds(stops: np.ndarray, schedule: np.ndarray, costs: StepCosts) -> 
     seconds = float((lengths * costs.unrecorded(active)).sum())
     recorded = np.union1d(schedule[schedule <= last], stops)
     at = len(stops) - np.searchsorted(stops, recorded, side="left")   # runs evaluated there
-    return seconds + float(costs.recording(at).sum())
+    stopping = np.unique(stops)[:-1]                                  # runs go on after them
+    kept = len(stops) - np.searchsorted(stops, stopping, side="right")
+    return seconds + float(costs.recording(at).sum()) + float(costs.unrecorded(kept).sum())
 
 
 def initial_modes(engine: Engine, prepared) -> tuple[np.ndarray, np.ndarray]:
@@ -224,48 +254,100 @@ def linear_stop(lam: np.ndarray, r2: np.ndarray, eta: float, tol: float,
 
 @dataclasses.dataclass
 class Pilot:
-    steps: np.ndarray         # predicted updates per learning rate (first seed)
+    by_seed: np.ndarray       # predicted updates (piloted seed, learning rate)
+    status: np.ndarray        # their status: the pilot's where the run stopped in it, else
+    #                           'converged' (or 'max_steps' where predicted to reach it)
     pilot_steps: int          # how far the pilot ran
     stopped: int              # runs that stopped within it
     modelled: int             # runs whose stop the linearised model predicts
     at_max: int               # runs predicted to reach max_steps
     seconds: float
 
+    @property
+    def steps(self) -> np.ndarray:
+        """The first seed's predicted updates per learning rate."""
+        return self.by_seed[0]
+
 
 def pilot(engine: Engine, chunks: list[Chunk], prepared, costs: StepCosts,
           budget: float) -> Pilot:
-    """Predicted updates of every learning rate of the first seed (see the module
-    docstring): run its chunks with the real stopping rule for as many steps as
-    ``budget`` seconds allow; runs still training then get :func:`linear_stop`."""
+    """Predicted updates of every learning rate of the first seed, or of the first
+    seeds with ``prepared`` a list (their chunks batched as the run batches them; see
+    the module docstring): run ``chunks`` (the first seed's) with the real stopping
+    rule as far as ``budget`` seconds allow (:func:`_pilot_chunk`); runs still training
+    then get :func:`linear_stop`."""
     sweep = engine.sweep
     max_steps, tol = sweep["max_steps"], sweep["tol"]
-    steps = np.zeros(len(sweep["eta_lambda0"]), dtype=np.int64)
+    seeds = prepared if isinstance(prepared, list) else [prepared]
+    steps = np.zeros((len(seeds), len(sweep["eta_lambda0"])), dtype=np.int64)
+    status = np.full(steps.shape, "converged", dtype=object)
     started = time.perf_counter()
     stopped = modelled = length = 0
-    modes = None
-    share = budget / max(len(chunks), 1)
-    for chunk in chunks:
-        g = len(chunk.c_values)
-        length = int(min(max_steps, max((share - costs.recording(g))
-                                        / max(costs.unrecorded(g), 1e-9), MIN_PILOT_STEPS)))
+    modes: dict[int, tuple] = {}
+    for n, chunk in enumerate(chunks):
+        share = (budget - (time.perf_counter() - started)) / (len(chunks) - n)
+        length, going = _pilot_chunk(engine, chunk, seeds, costs, share, steps, status)
+        stopped += len(seeds) * len(chunk.c_values) - len(going)
+        for k, j in going:
+            ci = chunk.c_index[j]
+            if k not in modes:
+                modes[k] = initial_modes(engine, seeds[k])
+            eta = chunk.c_values[j] / engine.c_unit(seeds[k])
+            steps[k, ci] = max(linear_stop(*modes[k], eta, tol, max_steps), length + 1)
+            status[k, ci] = "max_steps" if steps[k, ci] >= max_steps else "converged"
+            modelled += 1
+    steps = np.minimum(steps, max_steps)
+    return Pilot(steps, status.astype(str), length, stopped, modelled,
+                 int((steps >= max_steps).sum()), time.perf_counter() - started)
+
+
+def _pilot_chunk(engine: Engine, chunk: Chunk, seeds: list, costs: StepCosts, share: float,
+                 steps: np.ndarray, status: np.ndarray) -> tuple[int, list]:
+    """Run ``chunk``'s rates for every prepared seed in ``seeds`` (one batch) with the
+    real stopping rule for as many steps as ``share`` seconds allow, then again, longer,
+    for the runs still training, while they fit what is left (few runs step faster than
+    many: a lone slow run near a critical rate is followed far); fills ``steps`` and
+    ``status`` (piloted seed, rate) of the runs that stopped (at ``max_steps`` too), and
+    returns the steps the last pass ran and the ``(seed, run)`` still training then."""
+    max_steps = engine.sweep["max_steps"]
+    deadline = time.perf_counter() + share
+    going = [(k, j) for k in range(len(seeds)) for j in range(len(chunk.c_values))]
+    length = 0
+    while going and length < max_steps:
+        g = len(going)
+        left = deadline - time.perf_counter()
+        fit = min((left - costs.recording(g)) / max(costs.unrecorded(g), 1e-9), max_steps)
+        if length and fit < 2 * length:
+            break
+        length = int(max(fit, MIN_PILOT_STEPS))
         # Recorded only where runs stop, without observables: only the stopping rule
         # matters here.
         run = _variant(engine, schedule=np.array([length]), max_steps=length)
         run.observables = []
-        result = run.run_chunk(chunk, prepared=prepared)
-        for j, ci in enumerate(chunk.c_index):
-            if result.status[j] != "max_steps" or length == max_steps:
-                steps[ci] = result.steps[j]
-                stopped += result.status[j] != "max_steps"
-                continue
-            if modes is None:
-                modes = initial_modes(engine, prepared)
-            eta = chunk.c_values[j] / engine.c_unit(prepared)
-            steps[ci] = max(linear_stop(*modes, eta, tol, max_steps), length + 1)
-            modelled += 1
-    steps = np.minimum(steps, max_steps)
-    return Pilot(steps, length, stopped, modelled, int((steps >= max_steps).sum()),
-                 time.perf_counter() - started)
+        rows = {k: [j for kk, j in going if kk == k] for k, _ in going}
+        batch = [dataclasses.replace(chunk, seed_index=k, seed=engine.sweep["seeds"][k],
+                                     c_index=[chunk.c_index[j] for j in js],
+                                     c_values=[chunk.c_values[j] for j in js])
+                 for k, js in rows.items()]
+        results = run.run_batch(batch, prepared=[seeds[k] for k in rows])
+        going = []
+        for (k, js), result in zip(rows.items(), results, strict=True):
+            for j, done, st in zip(js, result.steps, result.status, strict=True):
+                if st != "max_steps" or length == max_steps:
+                    steps[k, chunk.c_index[j]], status[k, chunk.c_index[j]] = done, st
+                else:
+                    going.append((k, j))
+    return length, going
+
+
+def pilot_seeds(prepare_s: float, together: int, budget: float) -> int:
+    """How many seeds the pilot runs: the first batch's (``together``), as far as
+    preparing them fits half the pilot's ``budget``.  The batch trains until its last run
+    stops, and which run is last differs from seed to seed (a run near a critical rate
+    converges slowly), so the first seed alone underestimates a batch of several."""
+    if together == 1 or budget / 2 >= prepare_s * (together - 1):
+        return together
+    return 1 + int(budget / 2 / max(prepare_s, 1e-9))
 
 
 def _stand_in(engine: Engine, chunk: Chunk, prepared, steps: np.ndarray) -> ChunkResult:
@@ -283,23 +365,113 @@ def _stand_in(engine: Engine, chunk: Chunk, prepared, steps: np.ndarray) -> Chun
 
 def finishing_seconds(engines: PointEngines, results: list[ChunkResult]) -> float:
     """Seconds to assemble the dataset and its critical learning rates from ``results``
-    (what the run does after its last chunk, writing the file aside)."""
+    (what the run does after its last chunk, writing the file aside).  Timed after a
+    warm-up on the first result alone: the first assembly in a process pays one-off
+    costs (xarray's and pandas' lazy set-up) that the run, timed on its own, pays once."""
     from phasekit.analysis.phases import add_critical
     from phasekit.io.netcdf import build_dataset
 
+    def assemble(some: list[ChunkResult]) -> None:
+        add_critical(build_dataset(engines, some))
+
+    assemble(results[:1])                    # the rest of the grid stays pending
     started = time.perf_counter()
-    add_critical(build_dataset(engines, results))
+    assemble(results)
     return time.perf_counter() - started
 
 
-def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginManager,
-                   budget: float = PILOT_BUDGET) -> str:
-    """What ``phasekit run --dry-run`` prints: the grid, then per axis point its chunks,
-    memory, calibration and pilot, then the estimated time of the whole sweep."""
+@dataclasses.dataclass
+class StepCounts:
+    """What a batch does, in closed form (:func:`step_counts`)."""
+
+    steps: int                # steps of the batch and forward passes after stops
+    run_steps: int            # the runs in them, summed (each run's stop + 1, and more)
+    recorded: int             # recorded steps (schedule and stops)
+    recorded_runs: int        # runs evaluated at them, summed
+
+
+def step_counts(stops: np.ndarray, schedule: np.ndarray) -> StepCounts:
+    """The counts :func:`chunk_seconds` charges, by :func:`chunk_seconds` itself with
+    unit costs (one rule for counts and seconds)."""
+    zero, fixed, per_run = Linear(0.0, 0.0), Linear(1.0, 0.0), Linear(0.0, 1.0)
+    count = [round(chunk_seconds(stops, schedule, StepCosts(u, r, 1)))
+             for u, r in ((fixed, zero), (per_run, zero), (zero, fixed), (zero, per_run))]
+    return StepCounts(*count)
+
+
+def batch_stops(steps: np.ndarray, chunks: list[Chunk], seeds: int, together: int
+                ) -> list[np.ndarray]:
+    """The stops of every batch of one axis point, as the run cuts them
+    (:meth:`PointEngines.batches`): blocks of ``together`` seeds, each block's chunks of
+    the same rates in one batch.  ``steps`` (piloted seed, rate) are the updates of the
+    piloted seeds (or ``(rate,)``, of the first); the ``k``-th seed of every block takes
+    those of piloted seed ``k`` (modulo their number).  ``chunks`` are the first seed's."""
+    steps = np.atleast_2d(steps)
+    blocks = [min(together, seeds - k) for k in range(0, seeds, together)]
+    return [np.concatenate([steps[k % len(steps), c.c_index] for k in range(size)])
+            for size in blocks for c in chunks]
+
+
+@dataclasses.dataclass
+class PointPlan:
+    """One axis point's share of the estimate (:func:`plan_point`)."""
+
+    lines: list[str]
+    prepare_s: float          # seconds to prepare one seed
+    costs: StepCosts
+    pilot: Pilot
+    schedule: np.ndarray
+    batches: list[np.ndarray]     # the stops of every batch, all seeds
+    stand_ins: list[ChunkResult]
+
+    def training(self) -> float:
+        return sum(chunk_seconds(b, self.schedule, self.costs) for b in self.batches)
+
+    def longest(self, max_steps: int) -> float:
+        return sum(chunk_seconds(np.full(len(b), max_steps), self.schedule, self.costs)
+                   for b in self.batches)
+
+    def counts(self) -> StepCounts:
+        each = [step_counts(b, self.schedule) for b in self.batches]
+        return StepCounts(*(sum(getattr(c, f.name) for c in each)
+                            for f in dataclasses.fields(StepCounts)))
+
+
+@dataclasses.dataclass
+class Estimate:
+    """The dry run's estimate of a whole sweep (:func:`estimate_run`)."""
+
+    lines: list[str]
+    points: list[PointPlan]
+    startup: float | None
+    preparing: float
+    training: float
+    finishing: float
+    worst: float
+
+    @property
+    def work(self) -> float:
+        """Seconds after start-up: what a run inside a running process takes."""
+        return self.preparing + self.training + self.finishing
+
+    @property
+    def total(self) -> float:
+        return self.work + (self.startup or 0.0)
+
+
+def axes_text(config: ResolvedConfig) -> str:
+    """``2 width x 4 hidden_layers``: the axes and their sizes (empty without axes)."""
+    return " x ".join(f"{len(v)} {k.split('.', 1)[1]}" for k, v in config.axes.items())
+
+
+def estimate_run(config: ResolvedConfig, data: Data | None, manager: PluginManager,
+                 budget: float = PILOT_BUDGET) -> Estimate:
+    """The grid, then per axis point its chunks, memory, calibration and pilot, and the
+    time of the whole sweep in one process."""
     sweep = config.sweep
     engines = PointEngines(config, data, manager)
     n_rates, n_seeds = len(sweep["eta_lambda0"]), len(sweep["seeds"])
-    axes = " x ".join(f"{len(v)} {k.split('.', 1)[1]}" for k, v in config.axes.items())
+    axes = axes_text(config)
     lines = [
         f"model {config.model['name']} on dataset {config.dataset['name']}, device "
         f"{sweep['device']}, {sweep['dtype']}",
@@ -307,73 +479,90 @@ def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginMan
         f"= {len(engines) * n_seeds * n_rates} runs",
     ]
     startup = _startup_seconds()
-    preparing = training = worst = 0.0
-    stand_ins = []
-    for i in range(len(engines)):
-        point_lines, prepare_s, per_seed, longest, point_stand_ins = _point_estimate(
-            engines, i, budget / len(engines))
-        lines += point_lines
-        stand_ins += point_stand_ins
-        preparing += prepare_s * n_seeds
-        training += per_seed * n_seeds
-        worst += (prepare_s + longest) * n_seeds
-    finishing = finishing_seconds(engines, stand_ins)
-    total = preparing + training + finishing + (startup or 0.0)
+    plans = [plan_point(engines, i, budget / len(engines)) for i in range(len(engines))]
+    for plan in plans:
+        lines += plan.lines
+    finishing = finishing_seconds(engines, [r for p in plans for r in p.stand_ins])
+    return Estimate(lines, plans, startup, sum(p.prepare_s * n_seeds for p in plans),
+                    sum(p.training() for p in plans), finishing,
+                    sum(p.prepare_s * n_seeds + p.longest(sweep["max_steps"]) for p in plans))
+
+
+def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginManager,
+                   budget: float = PILOT_BUDGET) -> str:
+    """What ``phasekit run --dry-run`` prints: :func:`estimate_run`'s lines, then the
+    estimated time of the whole sweep and its worst case."""
+    est = estimate_run(config, data, manager, budget)
+    startup = est.startup
     parts = ([f"{_fmt_time(startup)} start-up"] if startup is not None else []) + [
-        f"{_fmt_time(preparing)} preparing seeds", f"{_fmt_time(training)} training",
-        f"{_fmt_time(finishing)} assembling the dataset"]
-    lines += [
-        f"estimated time: {_fmt_time(total)} in one process ({', '.join(parts)}; each seed "
-        f"assumed to take the pilot seed's steps)",
-        f"at most {_fmt_time(worst + finishing + (startup or 0.0))} if every run went to "
-        f"max_steps = {sweep['max_steps']}",
-    ]
-    return "\n".join(lines)
+        f"{_fmt_time(est.preparing)} preparing seeds", f"{_fmt_time(est.training)} training",
+        f"{_fmt_time(est.finishing)} assembling the dataset"]
+    return "\n".join(est.lines + [
+        f"estimated time: {_fmt_time(est.total)} in one process ({', '.join(parts)}; the "
+        f"seeds beyond the piloted ones assumed to take their steps)",
+        f"at most {_fmt_time(est.worst + est.finishing + (startup or 0.0))} if every run "
+        f"went to max_steps = {config.sweep['max_steps']}",
+    ])
 
 
-def _point_estimate(engines: PointEngines, i: int, budget: float
-                    ) -> tuple[list[str], float, float, float, list]:
-    """Axis point ``i``: its report lines, the seconds to prepare a seed, to train one
-    seed (pilot seed's steps) and at most (every run to max_steps), and the stand-in
-    results of its chunks (for the assembly time)."""
-    config, engine, point = engines.config, engines[i], engines.points[i]
+def plan_point(engines: PointEngines, i: int, budget: float) -> PointPlan:
+    """Axis point ``i``: prepare its first seed, calibrate a full batch, run the pilot,
+    and cut its batches as the run will (every seed taking the pilot seed's steps)."""
+    config, engine = engines.config, engines[i]
     sweep = config.sweep
     started = time.perf_counter()
     prepared = engines.prepared(i, sweep["seeds"][0])
     prepare_s = time.perf_counter() - started
-    size = engines.chunk_size(i)
-    together = engines.seeds_per_batch(i)
+    size, together = engines.chunk_size(i), engines.seeds_per_batch(i)
     chunks = make_chunks(sweep, i, size)
     first_seed = [c for c in chunks if c.seed_index == 0]
+    costs = calibrate(engine, chunks[0], prepared, together)
+    n_pilot = pilot_seeds(prepare_s, together, budget)
+    seeds = [engines.prepared(i, s, keep=sweep["seeds"][:n_pilot])
+             for s in sweep["seeds"][:n_pilot]]
+    pil = pilot(engine, first_seed, seeds, costs, budget)
+    batches = batch_stops(pil.by_seed, first_seed, len(sweep["seeds"]), together)
+    plan = PointPlan([], prepare_s, costs, pil, engine.schedule, batches,
+                     [_stand_in(engine, c, prepared, pil.steps[c.c_index]) for c in chunks])
+    plan.lines = _point_lines(engines, i, plan, size, together, prepared)
+    return plan
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+
+
+def _point_lines(engines: PointEngines, i: int, plan: PointPlan, size: int, together: int,
+                 prepared) -> list[str]:
+    """The report lines of axis point ``i``."""
+    config, engine, point = engines.config, engines[i], engines.points[i]
+    sweep = config.sweep
     fixed, per_point = memory_estimate(engine, prepared)
-    costs = calibrate(engine, chunks[0], prepared)
-    pil = pilot(engine, first_seed, prepared, costs, budget)
-    per_seed = sum(chunk_seconds(pil.steps[c.c_index], engine.schedule, costs)
-                   for c in first_seed)
-    longest = sum(chunk_seconds(np.full(len(c.c_values), sweep["max_steps"]),
-                                engine.schedule, costs) for c in first_seed)
-    stand_ins = [_stand_in(engine, c, prepared, pil.steps[c.c_index]) for c in chunks]
-    g = costs.batch
+    costs, pil, g = plan.costs, plan.pilot, plan.costs.batch
     head = f"axis point {describe_point(point)}: " if config.axes else ""
     exact = pil.pilot_steps >= sweep["max_steps"]
-    lines = [
+    counts = plan.counts()
+    return [
         f"{head}D = {point.data.num_train}, {prepared.theta0.numel():,} parameters per run; "
-        f"{len(chunks)} chunk(s) of up to {size} runs, "
+        f"{len(make_chunks(sweep, i, size))} chunk(s) of up to {size} runs, "
         + (f"{together} seeds per batch (up to {together * size} runs advancing together)"
            if together > 1 else "each advancing on its own (one seed per batch)"),
         f"  memory per chunk: about {fmt_bytes(fixed + size * per_point)} "
         f"({fmt_bytes(fixed)} fixed + {fmt_bytes(per_point)} per run; "
         f"sweep.memory_budget caps it)",
-        f"  calibration: {costs.unrecorded(g) * 1e3:.2f} ms per step of a full chunk "
+        f"  calibration: {costs.unrecorded(g) * 1e3:.2f} ms per step of a full batch "
         f"({g} runs), {(costs.unrecorded(g) + costs.recording(g)) * 1e3:.2f} ms per "
-        f"recorded step (NTK, sharpness, observables); {prepare_s:.2f} s to prepare a seed",
-        f"  pilot (seed {sweep['seeds'][0]}, every rate, {pil.seconds:.1f} s): "
+        f"recorded step (NTK, sharpness, observables); {plan.prepare_s:.2f} s to prepare a "
+        f"seed",
+        f"  pilot ({_seeds_text(sweep['seeds'][:len(pil.by_seed)])}, every rate, "
+        f"{pil.seconds:.1f} s): "
         + ("ran every run to its stop" if exact else
            f"{pil.pilot_steps} steps; {pil.stopped} run(s) stopped within them, "
            f"{pil.modelled} predicted by the model linearised at initialisation, "
            f"{pil.at_max} of them to reach max_steps")
-        + f"; steps per run: median {int(np.median(pil.steps))}, max "
-          f"{int(pil.steps.max())} of {sweep['max_steps']}",
-        f"  estimate: {_fmt_time(per_seed)} of training per seed",
+        + f"; steps per run: median {int(np.median(pil.by_seed))}, max "
+          f"{int(pil.by_seed.max())} of {sweep['max_steps']}",
+        f"  estimate: {_fmt_time(plan.training())} of training in {len(plan.batches)} "
+        f"batch(es): {counts.steps:,} batch steps, {counts.run_steps:,} run-steps, "
+        f"{counts.recorded:,} recorded steps evaluating {counts.recorded_runs:,} runs",
     ]
-    return lines, prepare_s, per_seed, longest, stand_ins
