@@ -34,7 +34,7 @@ def rows(out: str, dtype: str = "float64") -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("argv, message", [
     (["--workloads", "W9"], "--workloads: unknown workload 'W9'; choose from W1, W2, W3, W4, "
-                            "W5, P-fig1, P-default, P-fig12, presets, comma-separated"),
+                            "W5, DRY, P-fig1, P-default, P-fig12, presets, comma-separated"),
     (["--workloads", "w5"], "--workloads: unknown workload 'w5' (did you mean 'W5'?); "),
     (["--workloads", "W2-full"], "--workloads: unknown workload 'W2-full'"),
     (["--workloads", ""], "--workloads is empty; choose from W1, "),

@@ -51,7 +51,7 @@ def test_the_time_pattern_finds_the_old_descriptions():
 def _config(manager, **sweep):
     raw = merge(toy_quadratic(40, 1.0, 2.0), {"sweep": {
         "eta_lambda0": [0.5, 1.5, 2.5, 3.5, 6.0], "seeds": [0], "max_steps": 300,
-        "record_dense": 10, "record_per_decade": 4, **sweep}})
+        "record_dense": 11, "record_per_decade": 4, **sweep}})
     return resolve_config(raw, manager)
 
 
