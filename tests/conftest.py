@@ -20,6 +20,11 @@ settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("PHASEKIT_HYPOTHESIS_PROFILE", "ci"))
 
+# The user's choice of plugins is not the suite's: every test sees what is installed
+# (the tests of these variables set them themselves, subprocesses included).
+for _var in ("PHASEKIT_PLUGINS", "PHASEKIT_DISABLE_PLUGINS"):
+    os.environ.pop(_var, None)
+
 # Small matrices: one BLAS thread is faster than two, and much faster on a busy
 # machine (sweeps pin their own threads through sweep.threads anyway).
 torch.set_num_threads(1)
