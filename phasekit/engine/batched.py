@@ -14,9 +14,11 @@ The contract is therefore a bound (docs/scale.md, "Batches: several seeds
 together"): every value one step computes for a row inside a batch -- outputs on
 every split, NTK, gradient, weight norm, the updated parameters -- is within
 :data:`BATCH_RTOL` of the same row computed alone, relative to the largest
-magnitude of that value for that row.  The contract kit's ``stack_seeds`` and
-``batching`` checks (:mod:`phasekit.testing`) test it for each model, and the
-tests marked ``kernels`` run them under every kernel family torch can select.
+magnitude of that value over the batch's rows (a row whose values cancel, a
+quadratic form near 0, is rounded relative to its terms, not to its value).  The
+contract kit's ``stack_seeds`` and ``batching`` checks (:mod:`phasekit.testing`)
+test it for each model, and the tests marked ``kernels`` run them under every
+kernel family torch can select.
 Over a whole run these differences grow with the dynamics, at most to
 :func:`run_rtol` (a bound computed from the run's own sharpness and loss; the growth
 measured for each built-in family is in docs/scale.md).
@@ -33,8 +35,8 @@ import numpy as np
 import torch
 
 #: Per step, a row computed in a batch is within this of the same row computed alone,
-#: relative to the row's largest magnitude of the value compared (outputs, NTK,
-#: gradient, weight norm, updated parameters).  Measured at most 2.2e-15 over every
+#: relative to the largest magnitude of the value compared over the batch's rows
+#: (outputs, NTK, gradient, weight norm, updated parameters).  Measured at most 2.2e-15 over every
 #: built-in family, ATEN_CPU_CAPABILITY, MKL code path and 1-2 threads on an AVX-512
 #: EPYC; the Xeon's 2.7e-14 is within it too (docs/scale.md).
 BATCH_RTOL = 1e-13
