@@ -34,7 +34,7 @@ def rows(out: str, dtype: str = "float64") -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("argv, message", [
     (["--workloads", "W9"], "--workloads: unknown workload 'W9'; choose from W1, W2, W3, W4, "
-                            "W5, DRY, P-fig1, P-default, P-fig12, presets, comma-separated"),
+                            "W5, DRY, START, P-fig1, P-default, P-fig12, presets, comma-separated"),
     (["--workloads", "w5"], "--workloads: unknown workload 'w5' (did you mean 'W5'?); "),
     (["--workloads", "W2-full"], "--workloads: unknown workload 'W2-full'"),
     (["--workloads", ""], "--workloads is empty; choose from W1, "),
@@ -141,3 +141,15 @@ def test_every_workload_runs_under_quick(capsys):
             assert number[1] > 0 and number[2] > 0, fields
         else:                                              # phasekit, ratio, peak
             assert number[1] > 0 and number[3] > 0 and number[5] > 0, fields
+
+
+@pytest.mark.slow
+def test_start_row_prints_its_three_times_and_their_gap(capsys):
+    """START times fresh interpreters; the row's gap is whole - import torch - in process
+    as printed (no speed is asserted)."""
+    assert main(["bench", "--quick", "--workloads", "START"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    row = next(fields for fields in lines if fields and fields[0] == "START" and len(fields) == 6)
+    torch_s, whole, in_process, gap, _load = map(float, row[1:])
+    assert 0 < torch_s < whole and 0 < in_process < whole
+    assert gap == pytest.approx(whole - torch_s - in_process, abs=0.015)   # printed to 0.01

@@ -136,8 +136,10 @@ def outputs(tmp_path_factory):
     return {name: {**reports[str(path)], "path": path} for name, path in paths.items()}
 
 
-def test_every_preset_was_checked(outputs):
-    assert set(builtin_presets()) <= set(outputs)
+def test_outside_tools_read_the_files_without_phasekit(outputs):
+    """The checks run in an interpreter that never imports phasekit: plain xarray,
+    cf_xarray and netCDF4 read every file (the import hook of ``import phasekit``
+    plays no part)."""
     assert not any(r["phasekit_imported"] for r in outputs.values())
 
 

@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: what --workloads takes (W2 also runs W2-full, W3 W3-full; 'presets' all P- rows)
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "DRY")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "DRY", "START")
 
 
 def wanted_workloads(text: str) -> set[str]:
@@ -464,7 +464,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "one run with the default observables, 2000 steps (100 with "
                              "--quick); "
                              "P-fig1, P-default, P-fig12 or 'presets' time whole presets "
-                             "end to end, fig12 capped at 200 steps with --quick)")
+                             "end to end, fig12 capped at 200 steps with --quick; DRY the "
+                             "dry run's estimates against the runs; START the start-up of a "
+                             "whole 'phasekit run --preset fig1' process against 'import "
+                             "torch' and the run in a warm process)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for both sides and the peak (default 0: 1 for W1 "
                              "and W4, all cores for W2, W3 and W5); P- rows run with their "
@@ -496,6 +499,10 @@ def run(args) -> int:
     rows.w4()
     if "DRY" in wanted:
         _print_dry(args, manager)
+    if "START" in wanted:
+        from phasekit.cli.bench_startup import print_startup
+
+        print_startup(args.quick)
     return 0
 
 
