@@ -104,7 +104,8 @@ class PhasekitAccessor:
         ds = self._check()
         text = summary_text(ds, catapult_factor, early_window=early_window,
                             sharpness_drop=sharpness_drop, loss_rise=loss_rise)
-        if "c_max" in ds.variables and "fail_status" in ds.variables:
+        if ("c_max" in ds.variables and "fail_status" in ds.variables
+                or ds.attrs.get("boundary_average") == "seeds"):
             from phasekit.analysis.report import boundary_report
 
             text += "\n\n" + boundary_report(ds)

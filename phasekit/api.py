@@ -80,10 +80,12 @@ def classify(sweep: xr.Dataset | str | os.PathLike, *, catapult_factor: float = 
 def boundary(config: Mapping | str | os.PathLike | None = None, *, preset: str | None = None,
              overrides: Iterable[str] | Mapping = (), axes: Iterable[str] = (),
              tol: float = 0.01, points: int = 1, early: bool = True,
-             output: str | os.PathLike | None = None, log=None,
+             average: str | None = None, output: str | os.PathLike | None = None, log=None,
              manager: PluginManager | None = None) -> xr.Dataset:
     """Find ``c_loss``, ``c_sharp``, ``c_max`` and the trivial onset for every axis point
-    and seed (``phasekit boundary``); ``early=False`` skips c_loss and c_sharp.
+    and seed (``phasekit boundary``); ``early=False`` skips c_loss and c_sharp;
+    ``average="seeds"`` finds those of the seed-averaged trajectories per axis point
+    instead (``<name>_mean_traj``; ``phasekit boundary --average seeds``).
 
     Returns every evaluated whole run in the usual schema plus ``c_max(*axes, seed)`` etc.;
     ``print(ds.phasekit.summary())`` reports them.  See ``docs/boundary.md``.
@@ -94,7 +96,8 @@ def boundary(config: Mapping | str | os.PathLike | None = None, *, preset: str |
 
     manager = manager or get_plugin_manager()
     raw = build_config(config, preset=preset, overrides=overrides, axes=axes, manager=manager)
-    ds = find_boundary(raw, manager, tol=tol, points=points, early=early, log=log)
+    ds = find_boundary(raw, manager, tol=tol, points=points, early=early, average=average,
+                       log=log)
     if output is not None:
         write_sweep(ds, Path(output))
     return ds

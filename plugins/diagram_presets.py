@@ -23,8 +23,11 @@ DEPTH_WIDTHS = [32, 64, 128, 256]
 #: 32-512, so d/w runs from 2/512 = 1/256 to 4/32 = 1/8
 KB_WIDTHS = [32, 64, 128, 256, 512]
 KB_HIDDEN_LAYERS = [0, 2]
-#: c in steps of 0.25 up to 8 (c_loss, c_sharp and, at most points, c_max), then coarser
-KB_GRID = [0.25 * i for i in range(1, 33)] + [9.0, 10.0, 12.0, 16.0, 20.0]
+#: c in steps of 0.25 up to 8 (c_loss, c_sharp and the deep nets' c_max), then coarser
+#: to 20, then a geometric tail (ratios 4/3 and 3/2) to 512: the two-layer nets (k = 0)
+#: first diverge at c = 96-192, so the tail brackets their seed-averaged c_max
+KB_TAIL = [24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0, 384.0, 512.0]
+KB_GRID = [0.25 * i for i in range(1, 33)] + [9.0, 10.0, 12.0, 16.0, 20.0] + KB_TAIL
 
 
 def _grid(start: float, stop: float, num: int) -> dict:
@@ -79,9 +82,11 @@ PRESETS = {
         "variance (weight_variance = 2), d = hidden_layers + 2 = 2 or 4 layers x widths "
         "32-512 (d/w = 1/256 to 1/8), full-batch descent on two-class Fashion-MNIST (128 "
         "images), c = eta lambda^H_0 (sweep.normalize = hessian), 4 seeds; 20-step runs "
-        "(tol = 0): c_loss and c_sharp per seed and seed-averaged from the early window "
-        "t = 1-10, c_max only seed-averaged (the largest c at which no seed diverged within "
-        "20 steps; no run converges, so the per-seed c_max is NaN); plot against "
+        "(tol = 0) at c = 0.25-8 in steps of 0.25, 9-20, then a geometric tail 24-512: "
+        "c_loss and c_sharp per seed and seed-averaged from the early window t = 1-10, "
+        "c_max only seed-averaged (the largest c at which no seed diverged within 20 "
+        "steps: 3.5-7.75 for the 4-layer nets, 64-128 in the tail for the 2-layer ones; "
+        "no run converges, so the per-seed c_max is NaN); plot against "
         "(hidden_layers+2)/width",
         {"model": {"name": "deep_relu", "width": 64, "hidden_layers": 0,
                    "weight_variance": 2.0, "parameterization": "standard"},

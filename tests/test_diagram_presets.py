@@ -45,6 +45,10 @@ def test_kb_preset_grid_early_window_and_seeds(kb):
     fine = grid[grid <= 8.0]
     assert fine[0] <= 0.25 and fine[-1] == 8.0
     assert np.diff(fine).max() <= 0.25 + 1e-12
+    # the two-layer nets first diverge at c = 96-192 (docs/phases.md): a geometric tail
+    # of ratio <= 1.5 up to 512 brackets their seed-averaged c_max
+    tail = grid[grid >= 20.0]
+    assert tail[-1] >= 512 and (tail[1:] / tail[:-1]).max() <= 1.5
 
 
 def test_kb_ingredients_change_one_option_at_a_time(manager):

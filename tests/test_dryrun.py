@@ -154,18 +154,20 @@ def _numbers(text: str) -> tuple[int, int, int]:
     return rounds, int(whole), int(early)
 
 
-def test_boundary_dry_run_counts_what_the_search_does(manager):
+@pytest.mark.parametrize("average", [None, "seeds"])
+def test_boundary_dry_run_counts_what_the_search_does(manager, average):
     """On a uniform grid whose brackets lie inside it, with a pilot that runs every
     run to its stop, the estimate's rounds and whole runs are the search's; its
     early-window runs bound the search's from above (c_loss and c_sharp share a trial
-    point where their brackets coincide)."""
+    point where their brackets coincide).  So with ``--average seeds``, where one
+    bracket per axis point has every seed run every trial rate."""
     raw = merge(toy_quadratic(40, 1.0, 2.0), {"sweep": {
         "eta_lambda0": {"start": 0.5, "stop": 6.5, "num": 13}, "seeds": [0, 1],
         "max_steps": 400}})
     config, _ = resolve_config(raw, manager)
     text = boundary_dry_run(config, manager, tol=0.05, points=1, early=True,
-                            budget=float("inf"))
-    ds = find_boundary(raw, manager, tol=0.05)
+                            average=average, budget=float("inf"))
+    ds = find_boundary(raw, manager, tol=0.05, average=average)
     rounds, whole, early = _numbers(text)
     assert rounds == ds.attrs["boundary_rounds"]
     assert whole == int((ds.boundary_round >= 0).sum())

@@ -74,38 +74,62 @@ def _mean_ratio(ds: xr.Dataset, name: str, inside: np.ndarray, diverged_value: f
         return ratio.mean("seed", skipna=True)
 
 
+#: the seed-averaged critical rate -> the flag of :func:`mean_flags` whose onset it is
+#: (``c_max`` is the largest evaluated ``c`` below the onset of ``diverged``)
+MEAN_FLAGS = {"c_loss": "loss_rose", "c_sharp": "sharpness_fell", "c_max": "diverged"}
+
+
+def mean_flags(ds: xr.Dataset, thresholds: dict) -> xr.Dataset:
+    """Per ``(*axes, eta_lambda0)``, the properties whose onsets are the seed-averaged
+    rates (module docstring): ``loss_rose`` (``m_L(t) > 1 + r`` at a recorded step
+    ``1 <= t <= W``), ``sharpness_fell`` (``m_S(t) < 1 - delta`` at such a step) and
+    ``diverged`` (some seed diverged); the first two only where ``ds`` records the
+    trajectory and the window.  ``thresholds`` as :func:`early_thresholds` returns them.
+    ``phasekit boundary --average seeds`` bisects on these flags."""
+    status = _status(ds, "the seed-averaged critical learning rates")
+    out = {"diverged": (status == "diverged").any("seed")}
+    rise, drop = thresholds["loss_rise"], thresholds["sharpness_drop"]
+    for flag, var, hit in (("loss_rose", "loss", lambda m: m > 1 + rise),
+                           ("sharpness_fell", "sharpness", lambda m: m < 1 - drop)):
+        if var not in ds.variables:
+            continue
+        inside = _window(ds, thresholds["early_window"])
+        if inside.size:
+            mean = _mean_ratio(ds, var, inside, np.inf if var == "loss" else np.nan)
+            out[flag] = hit(mean).any("step")
+    return xr.Dataset(out)
+
+
 def seed_averaged_rates(ds: xr.Dataset, early_window: int | None = None,
                         sharpness_drop: float | None = None, loss_rise: float | None = None
                         ) -> xr.Dataset:
     """``c_loss``, ``c_sharp``, ``c_max`` and their brackets of the seed-averaged
-    trajectories, over ``(*axes)`` (module docstring); the thresholds as in
+    trajectories, over ``(*axes)`` (module docstring): the onsets of
+    :func:`mean_flags`; the thresholds as in
     :func:`phasekit.analysis.phases.critical_rates`."""
-    purpose = "the seed-averaged critical learning rates"
-    require(ds, "status", "steps", purpose=purpose)
+    require(ds, "status", "steps", purpose="the seed-averaged critical learning rates")
     th = early_thresholds(ds, early_window, sharpness_drop, loss_rise)
     window, drop, rise = th["early_window"], th["sharpness_drop"], th["loss_rise"]
     axes = sweep_axes(ds)
-    status = _status(ds, purpose)
-    ran = (status != "pending").any("seed")
-    inside = _window(ds, window)
+    ran = (ds["status"].astype(str) != "pending").any("seed")
+    flags = mean_flags(ds, th)
     common = {"units": "1", "average": "seeds", "documentation": "docs/phases.md"}
     out: dict[str, tuple[xr.DataArray, dict]] = {}
-    for name, var, hit, text in (
-            ("c_loss", "loss", lambda m: m > 1 + rise,
-             f"smallest evaluated c with <L_t/L_0>_seeds > 1 + {rise:g} at a recorded step "
-             f"t in 1..{window} (a diverged seed makes the mean infinite)"),
-            ("c_sharp", "sharpness", lambda m: m < 1 - drop,
-             f"smallest evaluated c with <lambda_t/lambda_0>_seeds < 1 - {drop:g} at a "
-             f"recorded step t in 1..{window} (over the seeds not diverged by t)")):
-        if var not in ds.variables or not inside.size:
+    for name, text in (
+            ("c_loss", f"smallest evaluated c with <L_t/L_0>_seeds > 1 + {rise:g} at a "
+                       f"recorded step t in 1..{window} (a diverged seed makes the mean "
+                       f"infinite)"),
+            ("c_sharp", f"smallest evaluated c with <lambda_t/lambda_0>_seeds < 1 - {drop:g} "
+                        f"at a recorded step t in 1..{window} (over the seeds not diverged "
+                        f"by t)")):
+        if MEAN_FLAGS[name] not in flags:
             continue
-        mean = _mean_ratio(ds, var, inside, np.inf if var == "loss" else np.nan)
-        first, below = _onset(hit(mean).any("step"), ran)
+        first, below = _onset(flags[MEAN_FLAGS[name]], ran)
         out[name] = (first, {"long_name": f"{name} of the seed-averaged trajectories",
                              "definition": text, **common, **th})
         out[f"{name}_below"] = (below, {"long_name": f"largest evaluated c below {name} of "
                                         f"the seed-averaged trajectories", **common})
-    fail, c_max = _onset((status == "diverged").any("seed"), ran)
+    fail, c_max = _onset(flags[MEAN_FLAGS["c_max"]], ran)
     out["c_max"] = (c_max, {
         "long_name": "largest c at which the seed-averaged trajectory stays finite",
         "definition": "largest evaluated c below c_fail, the smallest evaluated c at which "
@@ -122,17 +146,20 @@ def add_seed_averaged(ds: xr.Dataset, early_window: int | None = None,
                       sharpness_drop: float | None = None, loss_rise: float | None = None
                       ) -> xr.Dataset:
     """A copy of ``ds`` with :func:`seed_averaged_rates` stored as ``<name>_mean_traj``
-    (``c_loss_mean_traj``, ``c_max_mean_traj``, ...), added or replaced."""
+    (``c_loss_mean_traj``, ``c_max_mean_traj``, ...), added or replaced; a ``phasekit
+    boundary --average seeds`` file keeps the values its search refined."""
     rates = seed_averaged_rates(ds, early_window, sharpness_drop, loss_rise)
+    refined = "boundary_tol" in ds.attrs and ds.attrs.get("boundary_average") == "seeds"
     out = ds.copy()
     for name, da in rates.data_vars.items():
-        out[f"{name}{SUFFIX}"] = da.variable
+        if not (refined and f"{name}{SUFFIX}" in ds.variables):
+            out[f"{name}{SUFFIX}"] = da.variable
     return out
 
 
 def averaged_report(rates: xr.Dataset) -> str:
     """Lines of the seed-averaged critical rates, one per axis point."""
-    names = [n for n in ("c_loss", "c_sharp", "c_max") if n in rates]
+    names = [n for n in ("c_loss", "c_sharp", "c_max", "c_fail") if n in rates]
     lines = [f"critical learning rates of the seed-averaged trajectories (early window "
              f"{rates.attrs['early_window']} steps; docs/phases.md):"]
     flat = rates.stack(point=list(rates.dims)) if rates.dims else rates.expand_dims("point")

@@ -39,6 +39,13 @@ definition ``c_max`` is the bisection result of the bracket below the *first*
 failure, which is what a user who raises the learning rate step by step would
 meet; the other onsets follow the same rule.
 
+With ``average = "seeds"`` the brackets belong to axis points instead of cells:
+every trial ``c`` is run for every seed of the point, and the properties are those
+of the seed-averaged trajectories (:func:`phasekit.analysis.averaged.mean_flags`,
+the rules of ``phasekit analyze --average seeds``): "some seed diverged" for
+``c_max`` (the largest ``c`` below the first such ``c``), "the mean loss ratio rose"
+for ``c_loss`` and "the mean sharpness ratio fell" for ``c_sharp``; no trivial onset.
+
 Every round batches the trial points of all cells: one engine per axis point
 (and one for the short early-window runs), one chunk per cell per round, the
 points of a chunk advancing together.  Every evaluated whole run is stored in
@@ -58,7 +65,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from phasekit.analysis.phases import EARLY
+from phasekit.analysis.averaged import MEAN_FLAGS, SUFFIX, check_average, mean_flags
+from phasekit.analysis.phases import EARLY, EARLY_DEFAULTS
 from phasekit.config.limits import check_sweep_size
 from phasekit.config.registry import PluginManager, get_plugin_manager
 from phasekit.config.resolve import ResolvedConfig, resolve_config
@@ -106,22 +114,37 @@ class _Search:
     """Book-keeping of the evaluated runs of every cell (axis point x seed).
 
     Cell ``k`` is seed index ``k % len(seeds)`` of axis point ``k // len(seeds)``.
-    ``evaluated[k]`` maps c to the status of a whole run, ``early[name][k]`` maps c
-    to the early-window flag of ``name`` (``c_loss``, ``c_sharp``).
+    ``evaluated[k]`` maps c to the status of a whole run.  A *unit* is what a bracket
+    belongs to: a cell, or with ``average = "seeds"`` an axis point (all its seeds run
+    every trial ``c``), whose ``diverged[p]`` maps c to "some seed diverged".
+    ``early[name][u]`` maps c to the early-window flag of ``name`` (``c_loss``,
+    ``c_sharp``) of unit ``u``: the run's own, or the seed-averaged trajectory's.
     """
 
-    def __init__(self, seeds: list[int], n_points: int = 1, early: tuple[str, ...] = ()):
+    def __init__(self, seeds: list[int], n_points: int = 1, early: tuple[str, ...] = (),
+                 average: str | None = None):
         self.seeds = seeds
         self.n_points = n_points
+        self.average = average
         cells = n_points * len(seeds)
+        self.units = n_points if average else cells
         self.evaluated: list[dict[float, str]] = [{} for _ in range(cells)]
         self.round_of: list[dict[float, int]] = [{} for _ in range(cells)]
+        self.diverged: list[dict[float, bool]] = [{} for _ in range(n_points)]
         self.early: dict[str, list[dict[float, bool]]] = {
-            name: [{} for _ in range(cells)] for name in early}
+            name: [{} for _ in range(self.units)] for name in early}
         self.early_runs = 0
         self.results: list[ChunkResult] = []
-        self.unbounded: list[str | None] = [None] * cells
-        self.early_unbounded: dict[str, list[str | None]] = {n: [None] * cells for n in early}
+        self.unbounded: list[str | None] = [None] * self.units
+        self.early_unbounded: dict[str, list[str | None]] = {
+            n: [None] * self.units for n in early}
+
+    def per_cell(self, trial: list[list[float]]) -> list[list[float]]:
+        """The trial rates of every unit as those of every cell (an averaged unit's for
+        each of its seeds)."""
+        if self.average is None:
+            return trial
+        return [trial[k // len(self.seeds)] for k in range(self.n_points * len(self.seeds))]
 
     def cell(self, point: int, seed_index: int) -> int:
         return point * len(self.seeds) + seed_index
@@ -133,11 +156,23 @@ class _Search:
             self.round_of[k][float(c)] = round_
         self.results.append(result)
 
-    def add_early(self, k: int, cs: list[float], flags: Mapping[str, np.ndarray]) -> None:
+    def add_early(self, k: int, cs: list[float], flags: Mapping[str, np.ndarray],
+                  runs: int) -> None:
         for name, values in flags.items():
             for c, flag in zip(cs, values, strict=True):
                 self.early[name][k][float(c)] = bool(flag)
-        self.early_runs += len(cs)
+        self.early_runs += runs
+
+    def pool(self, p: int, cs: list[float], thresholds: Mapping[str, Any]) -> None:
+        """``average = "seeds"``: whether some seed of axis point ``p`` diverged at each
+        of ``cs``, by :func:`phasekit.analysis.averaged.mean_flags` on their statuses."""
+        S = len(self.seeds)
+        status = np.array([[self.evaluated[p * S + si][c] for c in cs] for si in range(S)],
+                          dtype=str)
+        ds = xr.Dataset({"status": (("seed", "eta_lambda0"), status)},
+                        coords={"eta_lambda0": np.asarray(cs, dtype=float)})
+        flags = mean_flags(ds, thresholds)[MEAN_FLAGS["c_max"]].values
+        self.diverged[p].update((float(c), bool(f)) for c, f in zip(cs, flags, strict=True))
 
 
 def _refine(ev: Mapping[float, Any], fails: Callable[[Any], bool], tol: float, points: int,
@@ -162,8 +197,18 @@ def _refine(ev: Mapping[float, Any], fails: Callable[[Any], bool], tol: float, p
 
 def _next_points(search: _Search, cell: int, tol: float, points: int, c_limit: float,
                  c_floor: float) -> list[float]:
-    """Whole-run trial points of ``cell`` for the next round (empty when done):
-    the ``c_max`` bracket, and the trivial onset's where some run ended trivial."""
+    """Whole-run trial points of ``cell`` (a unit) for the next round (empty when done):
+    the ``c_max`` bracket, and the trivial onset's where some run ended trivial; with
+    ``average = "seeds"`` the bracket of "some seed diverged" alone."""
+    if search.average is not None:
+        ev = search.diverged[cell]
+        if not ev:
+            return []
+        todo, why = _refine(ev, _true, tol, points, c_limit, c_floor, "diverged")
+        if why is not None:
+            search.unbounded[cell] = why.replace("every run diverged",
+                                                 "some seed diverged at every c")
+        return sorted(c for c in todo if c not in ev)
     ev = search.evaluated[cell]
     if not ev:
         return []
@@ -190,28 +235,64 @@ def _next_early(search: _Search, name: str, cell: int, tol: float, points: int,
     return sorted(c for c in todo if c not in ev)
 
 
+def _runs_dataset(engine, results: list[ChunkResult]) -> xr.Dataset:
+    """The short runs of ``results`` (one chunk per seed, the same rates) as a sweep
+    over ``(seed, eta_lambda0, step)``: the loss and sharpness trajectories, their
+    values at the stop, ``steps`` and ``status``."""
+    run = ("seed", "eta_lambda0")
+    names = [name for name in ("loss", "sharpness") if name in results[0].traj]
+    data = {name: ((*run, "step"), np.stack([r.traj[name] for r in results]))
+            for name in names}
+    data |= {f"final_{name}": (run, np.stack([r.final[name] for r in results]))
+             for name in names}
+    data |= {"steps": (run, np.stack([r.steps for r in results])),
+             "status": (run, np.stack([r.status for r in results]))}
+    return xr.Dataset(data, coords={"step": engine.schedule, "eta_lambda0": np.asarray(
+        results[0].chunk.c_values, dtype=float)})
+
+
 def _early_flags(engine, result: ChunkResult) -> dict[str, np.ndarray]:
     """The early-window flags of every run of ``result`` (a chunk of short runs), by
     :func:`phasekit.analysis.phases.early_flags` on the chunk's trajectories."""
     from phasekit.analysis.phases import early_flags
 
     sweep = engine.sweep
-    run = ("seed", "eta_lambda0")
-    ds = xr.Dataset(
-        {name: ((*run, "step"), result.traj[name][None]) for name in ("loss", "sharpness")
-         if name in result.traj}
-        | {"steps": (run, result.steps[None]), "status": (run, result.status[None])},
-        coords={"step": engine.schedule, "eta_lambda0": np.asarray(result.chunk.c_values)})
-    flags = early_flags(ds, sweep["early_window"], sweep["sharpness_drop"], sweep["loss_rise"])
+    flags = early_flags(_runs_dataset(engine, [result]), sweep["early_window"],
+                        sweep["sharpness_drop"], sweep["loss_rise"])
     return {name: flags[flag].values[0] for name, flag in EARLY.items() if flag in flags}
+
+
+def _add_early(engine, search: _Search, p: int, done: list[tuple[Chunk, ChunkResult]]
+               ) -> None:
+    """Record the early-window flags of axis point ``p``'s short runs of one round: per
+    cell, or with ``average = "seeds"`` those of the seed-averaged trajectories
+    (:func:`phasekit.analysis.averaged.mean_flags`; every seed ran the same rates)."""
+    S = len(search.seeds)
+    if search.average is None:
+        for chunk, result in done:
+            search.add_early(p * S + chunk.seed_index, chunk.c_values,
+                             _early_flags(engine, result), len(chunk.c_values))
+        return
+    if done:
+        thresholds = {k: engine.sweep[k] for k in EARLY_DEFAULTS}
+        flags = mean_flags(_runs_dataset(engine, [r for _, r in done]), thresholds)
+        cs = done[0][0].c_values
+        search.add_early(p, cs, {name: flags[MEAN_FLAGS[name]].values for name in search.early
+                                 if MEAN_FLAGS[name] in flags}, len(cs) * len(done))
 
 
 def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None = None,
                   tol: float = DEFAULT_TOL, *, points: int = 1, c_limit: float = DEFAULT_C_LIMIT,
                   c_floor: float = DEFAULT_C_FLOOR, max_rounds: int = DEFAULT_MAX_ROUNDS,
-                  early: bool = True, log: Callable[[str], None] | None = None) -> xr.Dataset:
+                  early: bool = True, average: str | None = None,
+                  log: Callable[[str], None] | None = None) -> xr.Dataset:
     """Locate ``c_max``, ``c_trivial`` and (with ``early``) ``c_loss`` and ``c_sharp``
     for every axis point and seed; return every evaluated whole run.
+
+    ``average="seeds"``: instead, per axis point, ``c_max``, ``c_loss`` and
+    ``c_sharp`` of the seed-averaged trajectories (the rules of
+    :mod:`phasekit.analysis.averaged`), every seed running every trial rate; stored
+    as ``<name>_mean_traj`` over ``(*axes)``.
 
     ``raw_config`` is a config mapping as for ``phasekit run`` (see
     :func:`phasekit.api.build_config`); its ``sweep.eta_lambda0`` is the initial
@@ -228,6 +309,7 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
     from phasekit.io.netcdf import build_dataset
 
     _check_search(tol, points, c_floor, c_limit)
+    check_average(average)
     manager = manager or get_plugin_manager()
     config, _ = resolve_config(raw_config, manager)
     sweep = config.sweep
@@ -240,29 +322,29 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
         **sweep, "max_steps": sweep["early_window"], "tol": 0.0, "observables": []}),
         None, manager)
     seeds = list(sweep["seeds"])
-    n_points, S = len(engines), len(seeds)
+    n_points = len(engines)
     names = tuple(EARLY) if early else ()
-    search = _Search(seeds, n_points, names)
+    search = _Search(seeds, n_points, names, average)
     started = time.perf_counter()
 
     grid = sorted(set(sweep["eta_lambda0"]))
-    trial = [list(grid) for _ in range(n_points * S)]
-    early_trial = {name: [list(grid) for _ in range(n_points * S)] for name in names}
+    trial = [list(grid) for _ in range(search.units)]
+    early_trial = {name: [list(grid) for _ in range(search.units)] for name in names}
     round_ = 0
     while any(trial) or any(any(t) for t in early_trial.values()):
         if round_ >= max_rounds:
             raise ConfigError(f"boundary search did not reach tol = {tol:g} within "
                               f"{max_rounds} rounds; raise the tolerance or max_rounds")
+        cells = search.per_cell(trial), {n: search.per_cell(t) for n, t in early_trial.items()}
         for p in range(n_points):
-            _run_round(engines, short, search, p, round_, trial, early_trial)
+            _run_round(engines, short, search, p, round_, *cells)
         if log is not None:
-            log(_round_line(search, engines, round_, trial, early_trial,
-                            time.perf_counter() - started))
+            log(_round_line(search, engines, round_, *cells, time.perf_counter() - started))
         round_ += 1
         trial = [_next_points(search, k, tol, points, c_limit, c_floor)
-                 for k in range(n_points * S)]
+                 for k in range(search.units)]
         early_trial = {n: [_next_early(search, n, k, tol, points, c_limit, c_floor)
-                           for k in range(n_points * S)] for n in names}
+                           for k in range(search.units)] for n in names}
 
     return _assemble(config, manager, search, tol=tol, points=points, rounds=round_,
                      build_dataset=build_dataset)
@@ -299,27 +381,32 @@ def _run_round(engines: PointEngines, short: PointEngines, search: _Search, p: i
         batch = whole[k:k + size]
         for result in engines[p].run_batch(batch, prepared=engines.prepared_batch(batch)):
             search.add(result, round_)
+    done = []
     for k in range(0, len(early_runs), size):
         batch = early_runs[k:k + size]
-        for chunk, result in zip(batch, short[p].run_batch(
-                batch, prepared=engines.prepared_batch(batch)), strict=True):
-            search.add_early(p * S + chunk.seed_index, chunk.c_values,
-                             _early_flags(short[p], result))
+        done += zip(batch, short[p].run_batch(batch, prepared=engines.prepared_batch(batch)),
+                    strict=True)
+    _add_early(short[p], search, p, done)
+    if search.average is not None and trial[p * S]:
+        search.pool(p, trial[p * S], {k: engines.config.sweep[k] for k in EARLY_DEFAULTS})
 
 
 def _round_line(search: _Search, engines: PointEngines, round_: int, trial, early_trial,
                 elapsed: float) -> str:
     n = sum(len(cs) for cs in trial)
     m = sum(len(cs) for t in early_trial.values() for cs in t)
+    averaged = search.average is not None
     parts = []
-    for k, ev in enumerate(search.evaluated):
-        p, si = divmod(k, len(search.seeds))
-        lo, hi = _bracket(ev, _not_converged)
+    for k, ev in enumerate(search.diverged if averaged else search.evaluated):
+        p, si = (k, None) if averaged else divmod(k, len(search.seeds))
+        lo, hi = _bracket(ev, _true if averaged else _not_converged)
         where = describe_point(engines.points[p])
-        parts.append(f"{where + ', ' if where else ''}seed {search.seeds[si]}: "
+        label = "seed-averaged" if averaged else f"seed {search.seeds[si]}"
+        parts.append(f"{where + ', ' if where else ''}{label}: "
                      f"[{'-' if lo is None else f'{lo:.4g}'}, "
                      f"{'-' if hi is None else f'{hi:.4g}'}]")
-    shown = "; ".join(parts[:4]) + (f"; ... ({len(parts)} cells)" if len(parts) > 4 else "")
+    what = "points" if averaged else "cells"
+    shown = "; ".join(parts[:4]) + (f"; ... ({len(parts)} {what})" if len(parts) > 4 else "")
     early = f" + {m} early-window run(s)" if m else ""
     return f"round {round_}: {n} run(s){early} ({elapsed:.1f} s)  c_max {shown}"
 
@@ -339,17 +426,26 @@ def _assemble(config: ResolvedConfig, manager: PluginManager, search: _Search, *
             res, chunk=Chunk(ch.seed_index, ch.seed, idx, list(ch.c_values), ch.point)))
     ds = build_dataset(PointEngines(final, None, manager), results)
 
-    values, round_of = _onsets(search, pos)
     shape = (*config.axis_shape, len(search.seeds))
     dims = (*config.axis_dims, "seed")
-    for name, attrs in _onset_attrs(config, tol, search.early).items():
-        ds[name] = (dims, values[name].reshape(shape), attrs)
+    round_of = np.full((len(search.evaluated), len(pos)), -1, dtype=np.int64)
+    for k, evaluated_in in enumerate(search.round_of):
+        for c, r in evaluated_in.items():
+            round_of[k, pos[c]] = r
+    if search.average is None:
+        values = _onsets(search)
+        for name, attrs in _onset_attrs(config, tol, search.early).items():
+            ds[name] = (dims, values[name].reshape(shape), attrs)
+    else:
+        for name, (value, attrs) in _mean_onsets(search, config, tol).items():
+            ds[name] = (config.axis_dims, value.reshape(config.axis_shape), attrs)
     ds["boundary_round"] = ((*dims, "eta_lambda0"), round_of.reshape(shape + (len(grid),)), {
         "long_name": "refinement round in which the run was evaluated (0 = initial grid, "
                      "-1 = not evaluated for this seed)"})
     ds.attrs.update({
         "boundary_tol": tol, "boundary_points": points, "boundary_rounds": rounds,
         "boundary_early_runs": search.early_runs,
+        "boundary_average": search.average or "none",
         "boundary_method": "initial grid (config sweep.eta_lambda0), bracket by doubling/"
                            "halving, bisection of [largest c without the property below the "
                            "first c with it, that c]; early-window onsets from runs of "
@@ -358,17 +454,14 @@ def _assemble(config: ResolvedConfig, manager: PluginManager, search: _Search, *
     return ds
 
 
-def _onsets(search: _Search, pos: dict[float, int]) -> tuple[dict[str, np.ndarray],
-                                                             np.ndarray]:
+def _onsets(search: _Search) -> dict[str, np.ndarray]:
     """Per cell: the onsets and bracket ends (``c_max``, ``c_fail``, ``fail_status``,
-    ``c_trivial``, the early ones), ``boundary_unbounded``; and the round of each
-    evaluated rate, ``(cells, C)`` (-1: not evaluated for that cell)."""
+    ``c_trivial``, the early ones) and ``boundary_unbounded``."""
     cells = len(search.evaluated)
     names = ["c_max", "c_fail", "c_trivial"]
     names += [n for e in search.early for n in (e, f"{e}_below")]
     values = {name: np.full(cells, np.nan) for name in names}
     fail_status = np.full(cells, "none", dtype=object)
-    round_of = np.full((cells, len(pos)), -1, dtype=np.int64)
     for k, ev in enumerate(search.evaluated):
         lo, hi = _bracket(ev, _not_converged)
         if lo is not None and hi is not None:
@@ -378,22 +471,59 @@ def _onsets(search: _Search, pos: dict[float, int]) -> tuple[dict[str, np.ndarra
             values["c_max"][k] = max(ev)     # never failed: a lower limit, flagged below
         if any(_trivial(s) for s in ev.values()):
             values["c_trivial"][k] = _bracket(ev, _trivial)[1]
-        for c, r in search.round_of[k].items():
-            round_of[k, pos[c]] = r
         for name, per_cell in search.early.items():
             lo, hi = _bracket(per_cell[k], _true)
             if hi is not None:
                 values[name][k] = hi
             if lo is not None and hi is not None:
                 values[f"{name}_below"][k] = lo
+    values["fail_status"] = fail_status.astype(str)
+    values["boundary_unbounded"] = _unbounded(search)
+    return values
+
+
+def _unbounded(search: _Search) -> np.ndarray:
+    """Per unit (cell, or axis point of a seed-averaged search): why an onset could not
+    be bracketed, empty where every one was."""
     unbounded = []
-    for k in range(cells):
+    for k in range(search.units):
         why = [search.unbounded[k] or ""] + [
             f"{name}: {w[k]}" for name, w in search.early_unbounded.items() if w[k]]
         unbounded.append("; ".join(w for w in why if w))
-    values["fail_status"] = fail_status.astype(str)
-    values["boundary_unbounded"] = np.array(unbounded, dtype=object).astype(str)
-    return values, round_of
+    return np.array(unbounded, dtype=object).astype(str)
+
+
+def _mean_onsets(search: _Search, config: ResolvedConfig, tol: float
+                 ) -> dict[str, tuple[np.ndarray, dict]]:
+    """``average = "seeds"``: per axis point, ``c_max``, ``c_fail`` and the early
+    onsets with their lower ends, of the seed-averaged trajectories, stored as
+    ``<name>_mean_traj`` (as ``phasekit analyze --average seeds`` names them), and
+    ``boundary_unbounded``."""
+    common = {"units": "1", "average": "seeds", "documentation": "docs/boundary.md"}
+    th = {k: config.sweep[k] for k in EARLY_DEFAULTS}
+    out = {}
+    for name, units, above in [("c_max", search.diverged, "c_fail")] + [
+            (name, search.early[name], name) for name in search.early]:
+        lo, hi = np.full(search.units, np.nan), np.full(search.units, np.nan)
+        for u, ev in enumerate(units):
+            b = _bracket(ev, _true)
+            hi[u] = np.nan if b[1] is None else b[1]
+            lo[u] = np.nan if b[0] is None or b[1] is None else b[0]
+        flag = MEAN_FLAGS[name]
+        text = (f"bisection to tol = {tol:g} of the seed-averaged flag '{flag}' "
+                "(phasekit.analysis.averaged.mean_flags; docs/phases.md, 'Seed-averaged "
+                "critical rates'), every seed run at every trial c")
+        below = name if name == "c_max" else f"{name}_below"
+        out[f"{below}{SUFFIX}"] = (lo, {"long_name": f"lower end of the {name} bracket of the "
+                                        "seed-averaged trajectories", "definition": text,
+                                        **common, **th})
+        out[f"{above}{SUFFIX}"] = (hi, {"long_name": f"upper end of the {name} bracket of the "
+                                        "seed-averaged trajectories (the smallest evaluated "
+                                        f"c with '{flag}')", **common})
+    out["boundary_unbounded"] = (_unbounded(search), {
+        "long_name": "why the search could not bracket an onset of the seed-averaged "
+                     "trajectories at this axis point (empty if it did)"})
+    return out
 
 
 def _onset_attrs(config: ResolvedConfig, tol: float, early: Mapping) -> dict[str, dict]:

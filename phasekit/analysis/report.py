@@ -225,6 +225,8 @@ def boundary_report(ds: xr.Dataset) -> str:
     (without axes) or per axis point (mean and spread over seeds), and the bounds."""
     from phasekit.analysis.phases import require
 
+    if ds.attrs.get("boundary_average") == "seeds":
+        return _boundary_averaged(ds)
     require(ds, "c_max", "c_fail", "fail_status", "c_trivial",
             purpose="the boundary report (run 'phasekit boundary' to make such a file)")
     tol = ds.attrs.get("boundary_tol", float("nan"))
@@ -243,6 +245,31 @@ def boundary_report(ds: xr.Dataset) -> str:
         if str(why):
             lines.append(f"warning: cell {k} ({', '.join(axes + ['seed'])} flattened): {why}"
                          if axes else f"warning: seed {int(ds['seed'].values[k])}: {why}")
+    return "\n".join(lines)
+
+
+def _boundary_averaged(ds: xr.Dataset) -> str:
+    """The report of a ``phasekit boundary --average seeds`` file: the refined rates of
+    the seed-averaged trajectories per axis point (as ``analyze --average seeds``
+    prints them), the ``c_max`` brackets' upper ends and the warnings."""
+    from phasekit.analysis.averaged import SUFFIX, averaged_report
+    from phasekit.analysis.phases import early_thresholds
+
+    names = [n for n in ("c_loss", "c_sharp", "c_max", "c_fail") if f"{n}{SUFFIX}" in ds]
+    rates = xr.Dataset({n: ds[f"{n}{SUFFIX}"] for n in names}, attrs=early_thresholds(ds))
+    lines = [f"critical learning rates of the seed-averaged trajectories (eta_lambda0 "
+             f"units), tolerance {ds.attrs.get('boundary_tol', float('nan')):g}, "
+             f"{ds.attrs.get('boundary_rounds', '?')} round(s), "
+             f"{int((ds['status'].values != 'pending').sum())} runs + "
+             f"{ds.attrs.get('boundary_early_runs', 0)} early-window runs"]
+    lines += averaged_report(rates).splitlines()[1:]
+    axes = list(ds["boundary_unbounded"].dims)
+    flat = ds["boundary_unbounded"].stack(point=axes) if axes else ds["boundary_unbounded"]
+    for k, why in enumerate(np.atleast_1d(flat.values)):
+        if str(why):
+            where = ", ".join(f"{a} = {flat['point'].values[k][j]}" for j, a in
+                              enumerate(axes)) if axes else "the point"
+            lines.append(f"warning: {where}: {why}")
     return "\n".join(lines)
 
 

@@ -110,6 +110,11 @@ def _add_boundary(subparsers) -> None:
                           help="width of the final bracket, in c (default: 0.01)")
     boundary.add_argument("--points", type=int, default=1,
                           help="trial points per bracket and round (default 1: bisection)")
+    boundary.add_argument("--average", metavar="seeds",
+                          help="bisect c_loss, c_sharp and c_max of the seed-averaged "
+                               "trajectories per axis point (the rules of 'analyze --average "
+                               "seeds'), every seed running every trial rate; written as "
+                               "c_max_mean_traj, c_loss_mean_traj, ... (docs/boundary.md)")
     boundary.add_argument("-o", "--output", default="boundary.nc",
                           help="output netCDF file (default: boundary.nc)")
     boundary.add_argument("--overwrite", action="store_true",
@@ -197,10 +202,11 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def _same_search(old, config_toml: str, tol: float) -> bool:
+def _same_search(old, config_toml: str, tol: float, average: str | None) -> bool:
     """Whether the stored sweep ``old`` is a boundary search of the same config (grid
-    aside) and tol."""
-    if old.attrs.get("boundary_tol") != tol:
+    aside), tol and average."""
+    if (old.attrs.get("boundary_tol") != tol
+            or old.attrs.get("boundary_average", "none") != (average or "none")):
         return False
 
     def strip(text: str) -> dict:
@@ -212,6 +218,7 @@ def _same_search(old, config_toml: str, tol: float) -> bool:
 
 
 def cmd_boundary(args) -> int:
+    from phasekit.analysis.averaged import check_average
     from phasekit.analysis.boundary import find_boundary, stderr_log
     from phasekit.analysis.report import boundary_report
     from phasekit.config.registry import get_plugin_manager
@@ -219,6 +226,7 @@ def cmd_boundary(args) -> int:
     from phasekit.io.netcdf import write_output
     from phasekit.io.parts import refuse_replacing
 
+    check_average(args.average, "--average")
     manager = get_plugin_manager()
     raw = build_config(args.config, preset=args.preset, overrides=args.overrides,
                        axes=args.axes, manager=manager)
@@ -228,9 +236,9 @@ def cmd_boundary(args) -> int:
     started = time.perf_counter()
     with OutputLock(out):
         refuse_replacing(out, args.overwrite, lambda old: _same_search(
-            old, resolve_config(raw, manager)[0].to_toml(), args.tol))
+            old, resolve_config(raw, manager)[0].to_toml(), args.tol, args.average))
         ds = find_boundary(raw, manager, tol=args.tol, points=args.points, early=args.early,
-                           log=None if args.quiet else stderr_log)
+                           average=args.average, log=None if args.quiet else stderr_log)
         write_output(ds, out, then=lambda: "nothing was written; free space and rerun the "
                                            "search")
     print(boundary_report(ds))
@@ -248,7 +256,7 @@ def _boundary_dry_run(args, raw, manager) -> int:
     _check_search(args.tol, args.points, DEFAULT_C_FLOOR, DEFAULT_C_LIMIT)
     config, _ = resolve_config(raw, manager)
     print(boundary_dry_run(config, manager, tol=args.tol, points=args.points,
-                           early=args.early))
+                           early=args.early, average=args.average))
     return 0
 
 

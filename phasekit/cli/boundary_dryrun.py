@@ -105,6 +105,21 @@ class SearchOptions:
     tol: float
     points: int
     early: bool
+    average: str | None = None
+
+
+def _averaged_c_max(status: np.ndarray, whole: list[np.ndarray], rates: list[float],
+                    opts: SearchOptions, together: int) -> tuple[int, list[list[int]], str]:
+    """``average = "seeds"``: one bracket per axis point, on "some piloted seed
+    diverged" (:data:`phasekit.analysis.averaged.MEAN_FLAGS`), whose every trial runs
+    every seed: its rounds, the stops of a round's runs per batch of seeds, and the
+    bracket in words."""
+    ev = dict(zip(rates, (status == "diverged").any(axis=0), strict=True))
+    rounds, at, why = _bracket_rounds(ev, bool, opts.tol, opts.points)
+    steps = [int(w.max() if at is None else np.mean([w[rates.index(c)] for c in at]))
+             for w in whole]
+    return rounds, _cell_batches([[st] * opts.points for st in steps], len(whole),
+                                 together), why
 
 
 def _point_search(engines: PointEngines, i: int, plan: PointPlan, opts: SearchOptions,
@@ -121,7 +136,14 @@ def _point_search(engines: PointEngines, i: int, plan: PointPlan, opts: SearchOp
     out["grid"].add(0, seeds * len(rates), sum(
         chunk_seconds(np.concatenate(block), plan.schedule, cost)
         for block in _cell_batches(whole, seeds, together)))
-    for name, fails in (("c_max", _not_converged), ("c_trivial", _trivial)):
+    if opts.average is not None:
+        rounds, blocks, why = _averaged_c_max(status, whole, rates, opts, together)
+        out["c_max"].why = out["c_max"].why or f"{why} for the first point"
+        if rounds:
+            out["c_max"].add(rounds, rounds * opts.points * seeds, rounds * sum(
+                chunk_seconds(np.concatenate(b), plan.schedule, cost) for b in blocks))
+    for name, fails in () if opts.average else (("c_max", _not_converged),
+                                                ("c_trivial", _trivial)):
         cells = []
         for s in range(seeds):
             ev = dict(zip(rates, status[s % len(status)], strict=True))
@@ -174,11 +196,12 @@ def _early_search(engines: PointEngines, i: int, plan: PointPlan, opts: SearchOp
 
 
 def boundary_dry_run(config: ResolvedConfig, manager: PluginManager, *, tol: float,
-                     points: int, early: bool, budget: float = PILOT_BUDGET) -> str:
+                     points: int, early: bool, average: str | None = None,
+                     budget: float = PILOT_BUDGET) -> str:
     """What ``phasekit boundary --dry-run`` prints (module docstring)."""
     sweep = config.sweep
     engines = PointEngines(config, None, manager, keep_prepared=None)
-    opts = SearchOptions(tol, points, early)
+    opts = SearchOptions(tol, points, early, average)
     names = ["grid", "grid early", "c_max", "c_trivial"] + (["c_loss", "c_sharp"] if early
                                                               else [])
     out = {name: Quantity() for name in names}
@@ -187,7 +210,9 @@ def boundary_dry_run(config: ResolvedConfig, manager: PluginManager, *, tol: flo
     lines = [f"boundary search of model {config.model['name']} on dataset "
              f"{config.dataset['name']}: {axes + ' x ' if axes else ''}{n_seeds} seed(s) = "
              f"{len(engines) * n_seeds} cell(s), initial grid of {len(rates)} rates; tol "
-             f"{tol:g}, {points} point(s) per bracket and round"]
+             f"{tol:g}, {points} point(s) per bracket and round"
+             + (", seed-averaged trajectories (every seed runs every trial rate)"
+                if average else "")]
     startup = _startup_seconds()
     preparing, stand_ins = 0.0, []
     for i in range(len(engines)):
@@ -199,11 +224,13 @@ def boundary_dry_run(config: ResolvedConfig, manager: PluginManager, *, tol: flo
         preparing += plan.prepare_s * n_seeds
         _point_search(engines, i, plan, opts, out)
     finishing = finishing_seconds(engines, stand_ins)
-    return "\n".join(lines + _quantity_lines(out, sweep["early_window"], early) + _total_lines(
+    return "\n".join(lines + _quantity_lines(out, sweep["early_window"], early, average)
+                     + _total_lines(
         out, startup, preparing, finishing))
 
 
-def _quantity_lines(out: dict[str, Quantity], window: int, early: bool) -> list[str]:
+def _quantity_lines(out: dict[str, Quantity], window: int, early: bool,
+                    average: str | None = None) -> list[str]:
     grid, grid_early = out["grid"], out["grid early"]
     lines = [f"grid (round 0): {grid.runs} whole run(s) (c_max, c_trivial)"
              + (f" and {grid_early.runs} early-window run(s) of {window} steps (c_loss, "
@@ -215,7 +242,8 @@ def _quantity_lines(out: dict[str, Quantity], window: int, early: bool) -> list[
         q = out[name]
         kind = "early-window" if name in ("c_loss", "c_sharp") else "whole"
         if name == "c_trivial" and not q.runs:
-            lines.append("c_trivial: no piloted run ended trivial: no rounds")
+            lines.append("c_trivial: no piloted run ended trivial: no rounds" if not average
+                         else "c_trivial: not searched (--average seeds)")
             continue
         lines.append(f"{name}: up to {q.rounds} round(s) after the grid (bracket: {q.why}): "
                      f"{q.runs} {kind} run(s), {_fmt_time(q.seconds)}")
