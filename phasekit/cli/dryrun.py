@@ -128,19 +128,75 @@ class StepCosts:
     unrecorded: Linear        # forward + update
     recording: Linear         # what a recorded step adds: NTK, sharpness, observables
     batch: int                # the full chunk's runs
+    #: the timed unrecorded steps behind ``unrecorded``: (runs advancing, mean seconds,
+    #: steps timed), calibration's and, after :func:`refit`, the pilot's
+    plain: list[tuple[int, float, int]] = dataclasses.field(default_factory=list)
+
+
+class PilotClock:
+    """A progress callback that keeps ``(runs advancing, seconds)`` of every step of a
+    pass in which no run stops (a stop adds a recording and a forward pass)."""
+
+    def __init__(self):
+        self.steps: list[tuple[int, float]] = []
+        self._last: float | None = None
+        self._stopped = False
+
+    def __call__(self, steps: int, finished=(), at: int = 0) -> None:
+        now = time.perf_counter()
+        if not steps:
+            self._stopped = True
+            return
+        if self._last is not None and not self._stopped:
+            self.steps.append((steps, now - self._last))
+        self._last, self._stopped = now, False
+
+    def begin(self) -> None:
+        """A new pass starts: its first step (which sets up the batch) is not timed."""
+        self._last = None
+
+
+def fit_line(samples: list[tuple[int, float, int]]) -> Linear | None:
+    """The line ``fixed + per_run a`` through ``(a, mean seconds, steps)`` by least
+    squares weighted by the steps behind each mean, both coefficients kept >= 0; None
+    when the samples hold fewer than two run counts."""
+    a, t, w = (np.array([s[k] for s in samples], dtype=np.float64) for k in range(3))
+    if len(np.unique(a)) < 2:
+        return None
+    (fixed, per_run) = np.linalg.lstsq(np.stack([np.ones_like(a), a], 1) * np.sqrt(w)[:, None],
+                                       t * np.sqrt(w), rcond=None)[0]
+    if per_run < 0:
+        return Linear(float(np.average(t, weights=w)), 0.0)
+    if fixed < 0:
+        return Linear(0.0, float((w * a * t).sum() / (w * a * a).sum()))
+    return Linear(float(fixed), float(per_run))
+
+
+def refit(costs: StepCosts, steps: list[tuple[int, float]]) -> StepCosts:
+    """``costs`` with ``U`` fitted to the calibration's and the pilot's unrecorded steps
+    (``steps``: runs advancing, seconds).  The pilot times hundreds to thousands of the
+    run's own steps at every batch size its runs pass through, where the calibration
+    times a few at two: on a shared machine a few steps scatter by a factor of several."""
+    by_a: dict[int, list[float]] = {}
+    for a, dt in steps:
+        by_a.setdefault(a, []).append(dt)
+    plain = costs.plain + [(a, float(np.mean(v)), len(v)) for a, v in by_a.items()]
+    line = fit_line(plain)
+    return dataclasses.replace(costs, unrecorded=line or costs.unrecorded, plain=plain)
 
 
 def _time_steps(engine: Engine, chunks: list[Chunk], prepared, recorded: int, plain: int
-                ) -> tuple[float, float]:
+                ) -> tuple[float, float, int]:
     """Mean seconds of a recorded and of an unrecorded step of the batch ``chunks``
     advancing together (no run stops: ``tol = 0``): steps ``1..recorded`` are recorded,
-    the ``plain`` steps after them not."""
+    the ``plain`` steps after them not; and how many unrecorded steps were timed."""
     first = _step_times(engine, chunks, prepared, recorded, plain)
     repeat = min(int(CALIBRATION_SECONDS / max(first[0] * recorded + first[1] * plain, 1e-9)),
                  8)
     if repeat <= 1:
-        return first
-    return _step_times(engine, chunks, prepared, recorded * repeat, plain * repeat)
+        return (*first, plain)
+    return (*_step_times(engine, chunks, prepared, recorded * repeat, plain * repeat),
+            plain * repeat)
 
 
 def _step_times(engine: Engine, chunks: list[Chunk], prepared, recorded: int, plain: int
@@ -172,18 +228,20 @@ def calibrate(engine: Engine, chunk: Chunk, prepared, seeds: int = 1) -> StepCos
             for k in range(seeds)]
     one = dataclasses.replace(chunk, c_index=chunk.c_index[:1], c_values=[c])
     _variant(engine, max_steps=2, tol=0.0).run_chunk(one, prepared=prepared)      # warm-up
-    rec_g, plain_g = _time_steps(engine, full, prepared, *CALIBRATION_FULL)
+    rec_g, plain_g, n_g = _time_steps(engine, full, prepared, *CALIBRATION_FULL)
     g = len(chunk.c_values) * seeds
     if g == 1:
-        return StepCosts(Linear(0.0, plain_g), Linear(0.0, max(rec_g - plain_g, 0.0)), 1)
-    rec_1, plain_1 = _time_steps(engine, [one], prepared, *CALIBRATION_ONE)
+        return StepCosts(Linear(0.0, plain_g), Linear(0.0, max(rec_g - plain_g, 0.0)), 1,
+                         [(1, plain_g, n_g)])
+    rec_1, plain_1, n_1 = _time_steps(engine, [one], prepared, *CALIBRATION_ONE)
 
     def line(at_g: float, at_1: float) -> Linear:
         per_run = max((at_g - at_1) / (g - 1), 0.0)
         return Linear(max(at_1 - per_run, 0.0), per_run)
 
     unrec = line(plain_g, plain_1)
-    return StepCosts(unrec, line(max(rec_g - plain_g, 0.0), max(rec_1 - plain_1, 0.0)), g)
+    return StepCosts(unrec, line(max(rec_g - plain_g, 0.0), max(rec_1 - plain_1, 0.0)), g,
+                     [(g, plain_g, n_g), (1, plain_1, n_1)])
 
 
 def chunk_seconds(stops: np.ndarray, schedule: np.ndarray, costs: StepCosts) -> float:
@@ -262,6 +320,7 @@ class Pilot:
     modelled: int             # runs whose stop the linearised model predicts
     at_max: int               # runs predicted to reach max_steps
     seconds: float
+    timed: list[tuple[int, float]]    # its unrecorded steps: (runs advancing, seconds)
 
     @property
     def steps(self) -> np.ndarray:
@@ -284,9 +343,11 @@ def pilot(engine: Engine, chunks: list[Chunk], prepared, costs: StepCosts,
     started = time.perf_counter()
     stopped = modelled = length = 0
     modes: dict[int, tuple] = {}
+    clock = PilotClock()
     for n, chunk in enumerate(chunks):
         share = (budget - (time.perf_counter() - started)) / (len(chunks) - n)
-        length, going = _pilot_chunk(engine, chunk, seeds, costs, share, steps, status)
+        length, going = _pilot_chunk(engine, chunk, seeds, costs, share, steps, status,
+                                     clock)
         stopped += len(seeds) * len(chunk.c_values) - len(going)
         for k, j in going:
             ci = chunk.c_index[j]
@@ -298,17 +359,19 @@ def pilot(engine: Engine, chunks: list[Chunk], prepared, costs: StepCosts,
             modelled += 1
     steps = np.minimum(steps, max_steps)
     return Pilot(steps, status.astype(str), length, stopped, modelled,
-                 int((steps >= max_steps).sum()), time.perf_counter() - started)
+                 int((steps >= max_steps).sum()), time.perf_counter() - started, clock.steps)
 
 
 def _pilot_chunk(engine: Engine, chunk: Chunk, seeds: list, costs: StepCosts, share: float,
-                 steps: np.ndarray, status: np.ndarray) -> tuple[int, list]:
+                 steps: np.ndarray, status: np.ndarray, clock: PilotClock
+                 ) -> tuple[int, list]:
     """Run ``chunk``'s rates for every prepared seed in ``seeds`` (one batch) with the
     real stopping rule for as many steps as ``share`` seconds allow, then again, longer,
     for the runs still training, while they fit what is left (few runs step faster than
     many: a lone slow run near a critical rate is followed far); fills ``steps`` and
     ``status`` (piloted seed, rate) of the runs that stopped (at ``max_steps`` too), and
-    returns the steps the last pass ran and the ``(seed, run)`` still training then."""
+    returns the steps the last pass ran and the ``(seed, run)`` still training then.
+    ``clock`` times every pass's steps."""
     max_steps = engine.sweep["max_steps"]
     deadline = time.perf_counter() + share
     going = [(k, j) for k in range(len(seeds)) for j in range(len(chunk.c_values))]
@@ -329,7 +392,8 @@ def _pilot_chunk(engine: Engine, chunk: Chunk, seeds: list, costs: StepCosts, sh
                                      c_index=[chunk.c_index[j] for j in js],
                                      c_values=[chunk.c_values[j] for j in js])
                  for k, js in rows.items()]
-        results = run.run_batch(batch, prepared=[seeds[k] for k in rows])
+        clock.begin()
+        results = run.run_batch(batch, clock, prepared=[seeds[k] for k in rows])
         going = []
         for (k, js), result in zip(rows.items(), results, strict=True):
             for j, done, st in zip(js, result.steps, result.status, strict=True):
@@ -417,12 +481,17 @@ class PointPlan:
     """One axis point's share of the estimate (:func:`plan_point`)."""
 
     lines: list[str]
-    prepare_s: float          # seconds to prepare one seed
+    prepare_s: float          # seconds to prepare the first seed (one-off costs included)
+    prepare_next: float       # seconds to prepare each further seed
     costs: StepCosts
     pilot: Pilot
     schedule: np.ndarray
     batches: list[np.ndarray]     # the stops of every batch, all seeds
     stand_ins: list[ChunkResult]
+
+    def preparing(self, seeds: int) -> float:
+        """Seconds to prepare ``seeds`` seeds of this point."""
+        return self.prepare_s + (seeds - 1) * self.prepare_next
 
     def training(self) -> float:
         return sum(chunk_seconds(b, self.schedule, self.costs) for b in self.batches)
@@ -479,13 +548,24 @@ def estimate_run(config: ResolvedConfig, data: Data | None, manager: PluginManag
         f"= {len(engines) * n_seeds * n_rates} runs",
     ]
     startup = _startup_seconds()
-    plans = [plan_point(engines, i, budget / len(engines)) for i in range(len(engines))]
+    plans = list(plan_points(engines, budget))
     for plan in plans:
         lines += plan.lines
     finishing = finishing_seconds(engines, [r for p in plans for r in p.stand_ins])
-    return Estimate(lines, plans, startup, sum(p.prepare_s * n_seeds for p in plans),
+    return Estimate(lines, plans, startup, sum(p.preparing(n_seeds) for p in plans),
                     sum(p.training() for p in plans), finishing,
-                    sum(p.prepare_s * n_seeds + p.longest(sweep["max_steps"]) for p in plans))
+                    sum(p.preparing(n_seeds) + p.longest(sweep["max_steps"]) for p in plans))
+
+
+def plan_points(engines: PointEngines, budget: float):
+    """:func:`plan_point` of every axis point, each piloted for an equal share of what
+    is left of ``budget``: a point whose pilot ran every run to its stop early leaves
+    its time to the points after it (the wide ones of a width axis need it most)."""
+    spent = 0.0
+    for i in range(len(engines)):
+        plan = plan_point(engines, i, max(budget - spent, 0.0) / (len(engines) - i))
+        spent += plan.pilot.seconds
+        yield plan
 
 
 def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginManager,
@@ -518,11 +598,16 @@ def plan_point(engines: PointEngines, i: int, budget: float) -> PointPlan:
     first_seed = [c for c in chunks if c.seed_index == 0]
     costs = calibrate(engine, chunks[0], prepared, together)
     n_pilot = pilot_seeds(prepare_s, together, budget)
-    seeds = [engines.prepared(i, s, keep=sweep["seeds"][:n_pilot])
-             for s in sweep["seeds"][:n_pilot]]
+    seeds, prepare_next = [prepared], []
+    for s in sweep["seeds"][1:n_pilot]:
+        started = time.perf_counter()
+        seeds.append(engines.prepared(i, s, keep=sweep["seeds"][:n_pilot]))
+        prepare_next.append(time.perf_counter() - started)
     pil = pilot(engine, first_seed, seeds, costs, budget)
+    costs = refit(costs, pil.timed)
     batches = batch_stops(pil.by_seed, first_seed, len(sweep["seeds"]), together)
-    plan = PointPlan([], prepare_s, costs, pil, engine.schedule, batches,
+    plan = PointPlan([], prepare_s, float(np.mean(prepare_next)) if prepare_next else prepare_s,
+                     costs, pil, engine.schedule, batches,
                      [_stand_in(engine, c, prepared, pil.steps[c.c_index]) for c in chunks])
     plan.lines = _point_lines(engines, i, plan, size, together, prepared)
     return plan
@@ -551,9 +636,12 @@ def _point_lines(engines: PointEngines, i: int, plan: PointPlan, size: int, toge
         f"({fmt_bytes(fixed)} fixed + {fmt_bytes(per_point)} per run; "
         f"sweep.memory_budget caps it)",
         f"  calibration: {costs.unrecorded(g) * 1e3:.2f} ms per step of a full batch "
-        f"({g} runs), {(costs.unrecorded(g) + costs.recording(g)) * 1e3:.2f} ms per "
-        f"recorded step (NTK, sharpness, observables); {plan.prepare_s:.2f} s to prepare a "
-        f"seed",
+        f"({g} runs; fitted to {sum(n for _, _, n in costs.plain):,} timed steps of "
+        f"{len({a for a, _, _ in costs.plain})} batch sizes), "
+        f"{(costs.unrecorded(g) + costs.recording(g)) * 1e3:.2f} ms per "
+        f"recorded step (NTK, sharpness, observables); {plan.prepare_s:.2f} s to prepare the "
+        f"first seed" + (f", {plan.prepare_next:.2f} s each further one"
+                         if len(sweep["seeds"]) > 1 else ""),
         f"  pilot ({_seeds_text(sweep['seeds'][:len(pil.by_seed)])}, every rate, "
         f"{pil.seconds:.1f} s): "
         + ("ran every run to its stop" if exact else
