@@ -36,6 +36,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,79 +125,129 @@ class Linear:
 
 
 @dataclasses.dataclass
+class Curve:
+    """Seconds per step against the runs ``a`` advancing together, piecewise linear
+    through timed means (:func:`fit_curve`), flat beyond the first and last."""
+
+    at: np.ndarray
+    seconds: np.ndarray
+
+    def __call__(self, a):
+        return np.interp(a, self.at, self.seconds)
+
+
+#: timed steps are pooled per bin of run counts this many to an octave
+BINS_PER_OCTAVE = 2
+
+
+def fit_curve(samples: list[tuple[int, float, int]]) -> Curve:
+    """The :class:`Curve` through ``samples`` (runs advancing, mean seconds, steps
+    timed): per bin of run counts (:data:`BINS_PER_OCTAVE`), the means of ``a`` and of
+    the seconds weighted by the steps behind each, made non-decreasing in ``a`` (more
+    runs never cost less: a bin that waited for a core is pooled with its neighbours,
+    :func:`_increasing`) and never below 0.  Not a line through one run and a full
+    batch: a step's cost is not linear in the runs (on ``uv_width`` at width 16, 240
+    runs step in 13 ms, 120 in 1.5 ms)."""
+    a, t, w = (np.array([s[k] for s in samples], dtype=np.float64) for k in range(3))
+    keep = w > 0
+    a, t, w = a[keep], t[keep], w[keep]
+    bins = np.round(BINS_PER_OCTAVE * np.log2(a)).astype(np.int64)
+    knots = np.unique(bins)
+    at = np.array([np.average(a[bins == b], weights=w[bins == b]) for b in knots])
+    seconds = np.array([np.average(t[bins == b], weights=w[bins == b]) for b in knots])
+    weights = np.array([w[bins == b].sum() for b in knots])
+    return Curve(at, np.maximum(_increasing(seconds, weights), 0.0))
+
+
+def _increasing(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The non-decreasing sequence nearest to ``values`` in weighted least squares
+    (pool adjacent violators: a value above the next is replaced, with it, by their
+    weighted mean, until none is)."""
+    blocks: list[list[float]] = []              # [mean, weight, values pooled]
+    for v, w in zip(values, weights, strict=True):
+        blocks.append([float(v), float(w), 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, n2 = blocks.pop()
+            v1, w1, n1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return np.repeat([b[0] for b in blocks], [int(b[2]) for b in blocks])
+
+
+@dataclasses.dataclass
 class StepCosts:
-    unrecorded: Linear        # forward + update
-    recording: Linear         # what a recorded step adds: NTK, sharpness, observables
+    unrecorded: Callable      # U(a): forward + update
+    recording: Callable       # R(a): what a recorded step adds: NTK, sharpness, observables
     batch: int                # the full chunk's runs
-    #: the timed unrecorded steps behind ``unrecorded``: (runs advancing, mean seconds,
-    #: steps timed), calibration's and, after :func:`refit`, the pilot's
+    #: the timed steps behind ``unrecorded`` and ``recording``: (runs advancing, mean
+    #: seconds, steps timed), the calibration's and, after :func:`refit`, the pilot's
     plain: list[tuple[int, float, int]] = dataclasses.field(default_factory=list)
+    recorded: list[tuple[int, float, int]] = dataclasses.field(default_factory=list)
 
 
 class PilotClock:
-    """A progress callback that keeps ``(runs advancing, seconds)`` of every step of a
-    pass in which no run stops (a stop adds a recording and a forward pass)."""
+    """A progress callback that keeps ``(runs advancing, seconds, recorded)`` of every
+    step of a pass in which no run stops (a stop adds a recording of the stopping runs
+    and a second forward pass); :meth:`begin` starts a pass and says where it
+    records."""
 
     def __init__(self):
-        self.steps: list[tuple[int, float]] = []
+        self.steps: list[tuple[int, float, bool]] = []
         self._last: float | None = None
         self._stopped = False
+        self._t = -1
+        self._schedule: set[int] = set()
+
+    def begin(self, schedule: np.ndarray) -> None:
+        """A new pass, recording at ``schedule``: its first step (which sets up the
+        batch) is not timed."""
+        self._last, self._t, self._schedule = None, -1, set(schedule.tolist())
 
     def __call__(self, steps: int, finished=(), at: int = 0) -> None:
         now = time.perf_counter()
         if not steps:
             self._stopped = True
             return
+        self._t += 1
         if self._last is not None and not self._stopped:
-            self.steps.append((steps, now - self._last))
+            self.steps.append((steps, now - self._last, self._t in self._schedule))
         self._last, self._stopped = now, False
 
-    def begin(self) -> None:
-        """A new pass starts: its first step (which sets up the batch) is not timed."""
-        self._last = None
 
-
-def fit_line(samples: list[tuple[int, float, int]]) -> Linear | None:
-    """The line ``fixed + per_run a`` through ``(a, mean seconds, steps)`` by least
-    squares weighted by the steps behind each mean, both coefficients kept >= 0; None
-    when the samples hold fewer than two run counts."""
-    a, t, w = (np.array([s[k] for s in samples], dtype=np.float64) for k in range(3))
-    if len(np.unique(a)) < 2:
-        return None
-    (fixed, per_run) = np.linalg.lstsq(np.stack([np.ones_like(a), a], 1) * np.sqrt(w)[:, None],
-                                       t * np.sqrt(w), rcond=None)[0]
-    if per_run < 0:
-        return Linear(float(np.average(t, weights=w)), 0.0)
-    if fixed < 0:
-        return Linear(0.0, float((w * a * t).sum() / (w * a * a).sum()))
-    return Linear(float(fixed), float(per_run))
-
-
-def refit(costs: StepCosts, steps: list[tuple[int, float]]) -> StepCosts:
-    """``costs`` with ``U`` fitted to the calibration's and the pilot's unrecorded steps
-    (``steps``: runs advancing, seconds).  The pilot times hundreds to thousands of the
-    run's own steps at every batch size its runs pass through, where the calibration
-    times a few at two: on a shared machine a few steps scatter by a factor of several."""
+def _means(steps: list[tuple[int, float]]) -> list[tuple[int, float, int]]:
+    """``(a, seconds)`` pooled per run count: ``(a, mean seconds, steps)``."""
     by_a: dict[int, list[float]] = {}
     for a, dt in steps:
         by_a.setdefault(a, []).append(dt)
-    plain = costs.plain + [(a, float(np.mean(v)), len(v)) for a, v in by_a.items()]
-    line = fit_line(plain)
-    return dataclasses.replace(costs, unrecorded=line or costs.unrecorded, plain=plain)
+    return [(a, float(np.mean(v)), len(v)) for a, v in sorted(by_a.items())]
+
+
+def refit(costs: StepCosts, steps: list[tuple[int, float, bool]]) -> StepCosts:
+    """``costs`` with ``U`` fitted to the calibration's and the pilot's unrecorded steps
+    and ``R`` to their recorded ones, less ``U`` (``steps``: :class:`PilotClock`'s).
+    The pilot times hundreds to thousands of the run's own steps at the run counts its
+    runs pass through, where the calibration times a few at two: on a shared machine
+    a step of a millisecond scatters by a factor of ten (a wait for a core)."""
+    plain = costs.plain + _means([(a, dt) for a, dt, rec in steps if not rec])
+    unrecorded = fit_curve(plain)
+    recorded = costs.recorded + _means([(a, dt - float(unrecorded(a)))
+                                        for a, dt, rec in steps if rec])
+    return dataclasses.replace(costs, unrecorded=unrecorded, recording=fit_curve(recorded),
+                               plain=plain, recorded=recorded)
 
 
 def _time_steps(engine: Engine, chunks: list[Chunk], prepared, recorded: int, plain: int
-                ) -> tuple[float, float, int]:
+                ) -> tuple[float, float, int, int]:
     """Mean seconds of a recorded and of an unrecorded step of the batch ``chunks``
     advancing together (no run stops: ``tol = 0``): steps ``1..recorded`` are recorded,
-    the ``plain`` steps after them not; and how many unrecorded steps were timed."""
+    the ``plain`` steps after them not; and how many of each were timed."""
     first = _step_times(engine, chunks, prepared, recorded, plain)
     repeat = min(int(CALIBRATION_SECONDS / max(first[0] * recorded + first[1] * plain, 1e-9)),
                  8)
-    if repeat <= 1:
-        return (*first, plain)
+    repeat = max(repeat, 1)
+    if repeat == 1:
+        return (*first, recorded, plain)
     return (*_step_times(engine, chunks, prepared, recorded * repeat, plain * repeat),
-            plain * repeat)
+            recorded * repeat, plain * repeat)
 
 
 def _step_times(engine: Engine, chunks: list[Chunk], prepared, recorded: int, plain: int
@@ -228,20 +279,14 @@ def calibrate(engine: Engine, chunk: Chunk, prepared, seeds: int = 1) -> StepCos
             for k in range(seeds)]
     one = dataclasses.replace(chunk, c_index=chunk.c_index[:1], c_values=[c])
     _variant(engine, max_steps=2, tol=0.0).run_chunk(one, prepared=prepared)      # warm-up
-    rec_g, plain_g, n_g = _time_steps(engine, full, prepared, *CALIBRATION_FULL)
+    rec_g, plain_g, m_g, n_g = _time_steps(engine, full, prepared, *CALIBRATION_FULL)
     g = len(chunk.c_values) * seeds
-    if g == 1:
-        return StepCosts(Linear(0.0, plain_g), Linear(0.0, max(rec_g - plain_g, 0.0)), 1,
-                         [(1, plain_g, n_g)])
-    rec_1, plain_1, n_1 = _time_steps(engine, [one], prepared, *CALIBRATION_ONE)
-
-    def line(at_g: float, at_1: float) -> Linear:
-        per_run = max((at_g - at_1) / (g - 1), 0.0)
-        return Linear(max(at_1 - per_run, 0.0), per_run)
-
-    unrec = line(plain_g, plain_1)
-    return StepCosts(unrec, line(max(rec_g - plain_g, 0.0), max(rec_1 - plain_1, 0.0)), g,
-                     [(g, plain_g, n_g), (1, plain_1, n_1)])
+    plain, recorded = [(g, plain_g, n_g)], [(g, rec_g - plain_g, m_g)]
+    if g > 1:
+        rec_1, plain_1, m_1, n_1 = _time_steps(engine, [one], prepared, *CALIBRATION_ONE)
+        plain.append((1, plain_1, n_1))
+        recorded.append((1, rec_1 - plain_1, m_1))
+    return StepCosts(fit_curve(plain), fit_curve(recorded), g, plain, recorded)
 
 
 def chunk_seconds(stops: np.ndarray, schedule: np.ndarray, costs: StepCosts) -> float:
@@ -320,7 +365,7 @@ class Pilot:
     modelled: int             # runs whose stop the linearised model predicts
     at_max: int               # runs predicted to reach max_steps
     seconds: float
-    timed: list[tuple[int, float]]    # its unrecorded steps: (runs advancing, seconds)
+    timed: list[tuple[int, float, bool]]  # its steps (:class:`PilotClock`)
 
     @property
     def steps(self) -> np.ndarray:
@@ -371,28 +416,33 @@ def _pilot_chunk(engine: Engine, chunk: Chunk, seeds: list, costs: StepCosts, sh
     many: a lone slow run near a critical rate is followed far); fills ``steps`` and
     ``status`` (piloted seed, rate) of the runs that stopped (at ``max_steps`` too), and
     returns the steps the last pass ran and the ``(seed, run)`` still training then.
-    ``clock`` times every pass's steps."""
+    ``clock`` times every pass's steps (:func:`refit`)."""
     max_steps = engine.sweep["max_steps"]
     deadline = time.perf_counter() + share
     going = [(k, j) for k in range(len(seeds)) for j in range(len(chunk.c_values))]
     length = 0
     while going and length < max_steps:
-        g = len(going)
+        # The first pass records as the run does (observables too, within half the
+        # share), so that the clock times the run's own recorded steps at the run counts
+        # it passes through; the passes after it record only where runs stop, without
+        # observables: only the stopping rule matters there.
+        schedule = np.array([], dtype=np.int64) if length else engine.schedule
         left = deadline - time.perf_counter()
-        fit = min((left - costs.recording(g)) / max(costs.unrecorded(g), 1e-9), max_steps)
+        fit = pass_length(costs, len(going), left if length else left / 2, schedule,
+                          max_steps)
         if length and fit < 2 * length:
             break
-        length = int(max(fit, MIN_PILOT_STEPS))
-        # Recorded only where runs stop, without observables: only the stopping rule
-        # matters here.
-        run = _variant(engine, schedule=np.array([length]), max_steps=length)
-        run.observables = []
+        length = max(fit, MIN_PILOT_STEPS)
+        run = _variant(engine, schedule=np.union1d(schedule[schedule < length], [length]),
+                       max_steps=length)
+        if len(schedule) == 0:
+            run.observables = []
         rows = {k: [j for kk, j in going if kk == k] for k, _ in going}
         batch = [dataclasses.replace(chunk, seed_index=k, seed=engine.sweep["seeds"][k],
                                      c_index=[chunk.c_index[j] for j in js],
                                      c_values=[chunk.c_values[j] for j in js])
                  for k, js in rows.items()]
-        clock.begin()
+        clock.begin(run.schedule)
         results = run.run_batch(batch, clock, prepared=[seeds[k] for k in rows])
         going = []
         for (k, js), result in zip(rows.items(), results, strict=True):
@@ -402,6 +452,26 @@ def _pilot_chunk(engine: Engine, chunk: Chunk, seeds: list, costs: StepCosts, sh
                 else:
                     going.append((k, j))
     return length, going
+
+
+def pass_length(costs: StepCosts, runs: int, seconds: float, schedule: np.ndarray,
+                max_steps: int) -> int:
+    """The most updates (up to ``max_steps``) that ``runs`` runs which never stop make
+    within ``seconds`` by :func:`chunk_seconds`, recording at ``schedule`` and at their
+    end (0: not one)."""
+    def cost(n: int) -> float:
+        return chunk_seconds(np.full(runs, n), schedule[schedule < n], costs)
+
+    if cost(max_steps) <= seconds:
+        return max_steps
+    lo, hi = 0, max_steps                   # the answer is in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if cost(mid) <= seconds:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def pilot_seeds(prepare_s: float, together: int, budget: float) -> int:
@@ -636,8 +706,9 @@ def _point_lines(engines: PointEngines, i: int, plan: PointPlan, size: int, toge
         f"({fmt_bytes(fixed)} fixed + {fmt_bytes(per_point)} per run; "
         f"sweep.memory_budget caps it)",
         f"  calibration: {costs.unrecorded(g) * 1e3:.2f} ms per step of a full batch "
-        f"({g} runs; fitted to {sum(n for _, _, n in costs.plain):,} timed steps of "
-        f"{len({a for a, _, _ in costs.plain})} batch sizes), "
+        f"({g} runs; fitted to {sum(n for _, _, n in costs.plain):,} timed steps and "
+        f"{sum(n for _, _, n in costs.recorded):,} recorded ones at "
+        f"{len({a for a, _, _ in costs.plain + costs.recorded})} run counts), "
         f"{(costs.unrecorded(g) + costs.recording(g)) * 1e3:.2f} ms per "
         f"recorded step (NTK, sharpness, observables); {plan.prepare_s:.2f} s to prepare the "
         f"first seed" + (f", {plan.prepare_next:.2f} s each further one"
