@@ -424,12 +424,15 @@ def _pilot_chunk(engine: Engine, chunk: Chunk, seeds: list, costs: StepCosts, sh
     while going and length < max_steps:
         # The first pass records as the run does (observables too, within half the
         # share), so that the clock times the run's own recorded steps at the run counts
-        # it passes through; the passes after it record only where runs stop, without
-        # observables: only the stopping rule matters there.
-        schedule = np.array([], dtype=np.int64) if length else engine.schedule
+        # it passes through, unless that leaves fewer than MIN_PILOT_STEPS; other passes
+        # record only where runs stop, without observables: only the stopping rule
+        # matters there.
         left = deadline - time.perf_counter()
-        fit = pass_length(costs, len(going), left if length else left / 2, schedule,
-                          max_steps)
+        schedule = engine.schedule
+        fit = pass_length(costs, len(going), left / 2, schedule, max_steps)
+        if length or fit < MIN_PILOT_STEPS:
+            schedule = np.array([], dtype=np.int64)
+            fit = pass_length(costs, len(going), left, schedule, max_steps)
         if length and fit < 2 * length:
             break
         length = max(fit, MIN_PILOT_STEPS)
