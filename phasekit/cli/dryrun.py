@@ -6,15 +6,19 @@ The time of a sweep run in one process is modelled as
 * **start-up** (imports, config, data): what this process took so far, when it is the
   ``phasekit`` command;
 * **preparing** each (axis point, seed): features, initialisation, ``lambda_0`` and the
-  bounds, timed once per axis point;
+  bounds, timed on the first seed (one-off costs included) and on the further seeds
+  the pilot prepares;
 * **training** every batch the run will train (:meth:`PointEngines.batches`: blocks of
   seeds stacked): at step ``t`` the ``a_t`` runs still training make one update,
-  costing ``U(a) = u0 + u1 a`` seconds; at a recorded step (the ``record_schedule`` of
-  the config) and at a step where runs stop, the NTK, the sharpness and the
-  observables add ``R(a) = r0 + r1 a``; where some runs stop and others go on, the
-  kept runs' forward pass is recomputed, one more ``U``.  ``U`` and ``R`` are
-  calibrated per axis point by timing steps of a full batch and of one run, recorded
-  and unrecorded, through the engine's progress callback (:func:`calibrate`);
+  costing ``U(a)`` seconds; at a recorded step (the ``record_schedule`` of the
+  config) and at a step where runs stop, the NTK, the sharpness and the observables
+  add ``R(a)``; where some runs stop and others go on, the kept runs' forward pass is
+  recomputed, one more ``U``.  ``U`` and ``R`` are piecewise linear in ``a`` through
+  the mean times of the run's own steps, pooled per half-octave of run counts and made
+  non-decreasing (:func:`fit_curve`): a full batch and one run timed after a warm-up
+  (:func:`calibrate`), then every step of the pilot in which no run stops, its first
+  pass recording as the run does (:func:`refit`), all through the engine's progress
+  callback;
 * the steps each run takes, the expensive unknown: a **pilot** runs every learning
   rate of the first batch's seeds (as many as fit its budget) with the real stopping
   rule for as many steps as fit a time budget (the whole run when it fits), then the
