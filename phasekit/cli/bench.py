@@ -640,7 +640,7 @@ def _print_dry(args, manager) -> None:
         started = time.perf_counter()
         execute(config, data, manager, derive=add_critical)
         wall = time.perf_counter() - started
-        ratio = estimate.work / wall
+        ratio = round(estimate.work / wall, 2)          # flagged as printed
         flag = "" if abs(ratio - 1) <= DRY_TOLERANCE else "  outside"
         outside += [name] if flag else []
         print(f"{name:16} {estimate.work:>10.2f} {wall:>8.2f} {ratio:>6.2f} "
