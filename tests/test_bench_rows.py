@@ -153,3 +153,27 @@ def test_start_row_prints_its_three_times_and_their_gap(capsys):
     torch_s, whole, in_process, gap, _load = map(float, row[1:])
     assert 0 < torch_s < whole and 0 < in_process < whole
     assert gap == pytest.approx(whole - torch_s - in_process, abs=0.015)   # printed to 0.01
+
+
+@pytest.mark.slow
+def test_dry_row_reports_each_ratio_and_flags_those_outside(capsys):
+    """DRY under --quick: a row per quick preset with estimate, run and their ratio, the
+    dry run's time and the load, ``outside`` exactly where the ratio misses 1 by more
+    than 30 %, and a last line counting and naming those (no ratio is asserted: it
+    depends on the load)."""
+    from phasekit.cli.bench import DRY_PRESETS, DRY_TOLERANCE
+
+    assert main(["bench", "--quick", "--dtype", "float64", "--workloads", "DRY"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = {line.split()[0]: line.split() for line in lines
+             if line.split() and line.split()[0] in DRY_PRESETS}
+    assert list(table) == list(DRY_PRESETS[:2])
+    flagged = []
+    for name, fields in table.items():
+        estimate, run, ratio, dry, load = map(float, fields[1:6])
+        assert estimate > 0 and run > 0 and dry > 0 and load >= 0, fields
+        assert ratio == pytest.approx(estimate / run, abs=0.01 + 0.01 * ratio), fields
+        assert fields[6:] == (["outside"] if abs(ratio - 1) > DRY_TOLERANCE else []), fields
+        flagged += [name] if fields[6:] else []
+    assert lines[-1] == (f"DRY: {len(flagged)} preset(s) outside 1 +/- 30%"
+                         + (f": {', '.join(flagged)}" if flagged else ""))

@@ -13,11 +13,13 @@ from phasekit.analysis.boundary import find_boundary
 from phasekit.cli.boundary_dryrun import boundary_dry_run, rounds_to
 from phasekit.cli.dryrun import (
     Linear,
+    PilotClock,
     StepCosts,
     batch_stops,
     calibrate,
     chunk_seconds,
     estimate_run,
+    fit_curve,
     step_counts,
 )
 from phasekit.cli.main import main
@@ -139,6 +141,61 @@ def test_calibration_times_the_batch_the_run_trains(manager):
     assert costs.unrecorded(6) >= costs.unrecorded(1) > 0
     assert costs.recording(6) >= costs.recording(1) >= 0
 
+
+def test_fit_curve_pools_steps_per_bin_of_run_counts():
+    """U(a) through (runs, mean seconds, steps timed): means of one bin (half an octave)
+    pooled by the steps behind them, linear between the bins, flat beyond them, never
+    below 0."""
+    curve = fit_curve([(1, 1e-3, 4), (100, 9e-3, 1), (100, 13e-3, 3), (240, 60e-3, 2)])
+    np.testing.assert_allclose(curve.at, [1, 100, 240])
+    np.testing.assert_allclose(curve.seconds, [1e-3, 12e-3, 60e-3])
+    assert curve(50) == pytest.approx(1e-3 + 49 / 99 * 11e-3)
+    assert curve(0.5) == pytest.approx(1e-3) and curve(1000) == pytest.approx(60e-3)
+    pooled = fit_curve([(15, 1.0, 1), (16, 4.0, 3)])      # 15 and 16 share a bin
+    np.testing.assert_allclose([pooled.at[0], pooled.seconds[0]], [15.75, 3.25])
+    assert fit_curve([(1, -0.5, 2), (8, 1.0, 1)])(1) == 0
+    # a bin above the next (a step that waited for a core) is pooled with it
+    dip = fit_curve([(1, 1.0, 1), (4, 5.0, 1), (16, 2.0, 3), (64, 9.0, 1)])
+    np.testing.assert_allclose(dip.seconds, [1.0, 2.75, 2.75, 9.0])
+
+
+def test_pilot_clock_times_the_steps_no_run_stops_in():
+    """A pass's first step (setting up the batch) and a step where runs stop (a
+    recording and a second forward pass) are left out; the others keep their run
+    count and whether the pass records there."""
+    clock = PilotClock()
+    clock.begin(np.array([0, 1, 3]))
+    clock(5)                        # step 0: set-up, untimed
+    clock(5)                        # step 1, recorded
+    clock(0, ["diverged"], 2)       # two runs stop at step 2
+    clock(3)
+    clock(3)                        # step 3, recorded
+    clock(3)
+    clock.begin(np.array([9]))      # the next pass
+    clock(2)
+    clock(2)
+    assert [(a, rec) for a, _, rec in clock.steps] == [(5, True), (3, True), (3, False),
+                                                        (2, False)]
+    assert all(dt >= 0 for _, dt, _ in clock.steps)
+
+
+def test_the_pilots_steps_refit_the_step_costs(manager):
+    """The pilot's first pass records as the run does and its steps join the
+    calibration's in U and R; seeds after the first are timed for their preparation
+    (the first pays one-off costs)."""
+    config, data = _config(manager, seeds=[0, 1, 2], chunk_size=5)
+    (plan,) = estimate_run(config, data, manager, budget=float("inf")).points
+    calibrated = 2                  # the full batch and one run
+    # one pass of the whole run: steps 1 .. last - 1, less those where runs stop
+    stops = np.unique(plan.pilot.by_seed)
+    last = int(stops.max())
+    assert plan.pilot.pilot_steps >= last
+    timed = [t for t in range(1, last) if t not in stops]
+    recorded = [t for t in timed if t in plan.schedule]
+    assert sum(n for _, _, n in plan.costs.plain[calibrated:]) == len(timed) - len(recorded)
+    assert sum(n for _, _, n in plan.costs.recorded[calibrated:]) == len(recorded) > 0
+    assert plan.prepare_next > 0
+    assert plan.preparing(3) == pytest.approx(plan.prepare_s + 2 * plan.prepare_next)
 
 # -- phasekit boundary --dry-run -------------------------------------------------------------
 

@@ -296,6 +296,7 @@ def test_dry_run_report_states_the_model(planned, manager):
     text = dry_run_report(config, data, manager, budget=float("inf"))
     assert "ran every run to its stop" in text
     assert "steps per run: median" in text and "of 400" in text
-    assert "ms per step of a full batch (8 runs)" in text and "to prepare a seed" in text
+    assert "ms per step of a full batch (8 runs; fitted to " in text
+    assert "to prepare the first seed" in text and "s each further one" in text
     assert "estimated time:" in text and "preparing seeds" in text and "training" in text
     assert "at most" in text and "if every run went to max_steps = 400" in text

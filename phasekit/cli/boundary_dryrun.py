@@ -45,7 +45,7 @@ from phasekit.cli.dryrun import (
     calibrate,
     chunk_seconds,
     finishing_seconds,
-    plan_point,
+    plan_points,
 )
 from phasekit.config.registry import PluginManager
 from phasekit.config.resolve import ResolvedConfig
@@ -215,13 +215,12 @@ def boundary_dry_run(config: ResolvedConfig, manager: PluginManager, *, tol: flo
                 if average else "")]
     startup = _startup_seconds()
     preparing, stand_ins = 0.0, []
-    for i in range(len(engines)):
-        plan = plan_point(engines, i, budget / len(engines))
+    for i, plan in enumerate(plan_points(engines, budget)):
         stand_ins += plan.stand_ins
         if config.axes:
             lines.append(f"axis point {describe_point(engines.points[i])}:")
         lines += plan.lines[2:4]                  # calibration and pilot
-        preparing += plan.prepare_s * n_seeds
+        preparing += plan.preparing(n_seeds)
         _point_search(engines, i, plan, opts, out)
     finishing = finishing_seconds(engines, stand_ins)
     return "\n".join(lines + _quantity_lines(out, sweep["early_window"], early, average)

@@ -6,15 +6,19 @@ The time of a sweep run in one process is modelled as
 * **start-up** (imports, config, data): what this process took so far, when it is the
   ``phasekit`` command;
 * **preparing** each (axis point, seed): features, initialisation, ``lambda_0`` and the
-  bounds, timed once per axis point;
+  bounds, timed on the first seed (one-off costs included) and on the further seeds
+  the pilot prepares;
 * **training** every batch the run will train (:meth:`PointEngines.batches`: blocks of
   seeds stacked): at step ``t`` the ``a_t`` runs still training make one update,
-  costing ``U(a) = u0 + u1 a`` seconds; at a recorded step (the ``record_schedule`` of
-  the config) and at a step where runs stop, the NTK, the sharpness and the
-  observables add ``R(a) = r0 + r1 a``; where some runs stop and others go on, the
-  kept runs' forward pass is recomputed, one more ``U``.  ``U`` and ``R`` are
-  calibrated per axis point by timing steps of a full batch and of one run, recorded
-  and unrecorded, through the engine's progress callback (:func:`calibrate`);
+  costing ``U(a)`` seconds; at a recorded step (the ``record_schedule`` of the
+  config) and at a step where runs stop, the NTK, the sharpness and the observables
+  add ``R(a)``; where some runs stop and others go on, the kept runs' forward pass is
+  recomputed, one more ``U``.  ``U`` and ``R`` are piecewise linear in ``a`` through
+  the mean times of the run's own steps, pooled per half-octave of run counts and made
+  non-decreasing (:func:`fit_curve`): a full batch and one run timed after a warm-up
+  (:func:`calibrate`), then every step of the pilot in which no run stops, its first
+  pass recording as the run does (:func:`refit`), all through the engine's progress
+  callback;
 * the steps each run takes, the expensive unknown: a **pilot** runs every learning
   rate of the first batch's seeds (as many as fit its budget) with the real stopping
   rule for as many steps as fit a time budget (the whole run when it fits), then the
@@ -36,6 +40,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,23 +129,129 @@ class Linear:
 
 
 @dataclasses.dataclass
+class Curve:
+    """Seconds per step against the runs ``a`` advancing together, piecewise linear
+    through timed means (:func:`fit_curve`), flat beyond the first and last."""
+
+    at: np.ndarray
+    seconds: np.ndarray
+
+    def __call__(self, a):
+        return np.interp(a, self.at, self.seconds)
+
+
+#: timed steps are pooled per bin of run counts this many to an octave
+BINS_PER_OCTAVE = 2
+
+
+def fit_curve(samples: list[tuple[int, float, int]]) -> Curve:
+    """The :class:`Curve` through ``samples`` (runs advancing, mean seconds, steps
+    timed): per bin of run counts (:data:`BINS_PER_OCTAVE`), the means of ``a`` and of
+    the seconds weighted by the steps behind each, made non-decreasing in ``a`` (more
+    runs never cost less: a bin that waited for a core is pooled with its neighbours,
+    :func:`_increasing`) and never below 0.  Not a line through one run and a full
+    batch: a step's cost is not linear in the runs (on ``uv_width`` at width 16, 240
+    runs step in 13 ms, 120 in 1.5 ms)."""
+    a, t, w = (np.array([s[k] for s in samples], dtype=np.float64) for k in range(3))
+    keep = w > 0
+    a, t, w = a[keep], t[keep], w[keep]
+    bins = np.round(BINS_PER_OCTAVE * np.log2(a)).astype(np.int64)
+    knots = np.unique(bins)
+    at = np.array([np.average(a[bins == b], weights=w[bins == b]) for b in knots])
+    seconds = np.array([np.average(t[bins == b], weights=w[bins == b]) for b in knots])
+    weights = np.array([w[bins == b].sum() for b in knots])
+    return Curve(at, np.maximum(_increasing(seconds, weights), 0.0))
+
+
+def _increasing(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The non-decreasing sequence nearest to ``values`` in weighted least squares
+    (pool adjacent violators: a value above the next is replaced, with it, by their
+    weighted mean, until none is)."""
+    blocks: list[list[float]] = []              # [mean, weight, values pooled]
+    for v, w in zip(values, weights, strict=True):
+        blocks.append([float(v), float(w), 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, n2 = blocks.pop()
+            v1, w1, n1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return np.repeat([b[0] for b in blocks], [int(b[2]) for b in blocks])
+
+
+@dataclasses.dataclass
 class StepCosts:
-    unrecorded: Linear        # forward + update
-    recording: Linear         # what a recorded step adds: NTK, sharpness, observables
+    unrecorded: Callable      # U(a): forward + update
+    recording: Callable       # R(a): what a recorded step adds: NTK, sharpness, observables
     batch: int                # the full chunk's runs
+    #: the timed steps behind ``unrecorded`` and ``recording``: (runs advancing, mean
+    #: seconds, steps timed), the calibration's and, after :func:`refit`, the pilot's
+    plain: list[tuple[int, float, int]] = dataclasses.field(default_factory=list)
+    recorded: list[tuple[int, float, int]] = dataclasses.field(default_factory=list)
+
+
+class PilotClock:
+    """A progress callback that keeps ``(runs advancing, seconds, recorded)`` of every
+    step of a pass in which no run stops (a stop adds a recording of the stopping runs
+    and a second forward pass); :meth:`begin` starts a pass and says where it
+    records."""
+
+    def __init__(self):
+        self.steps: list[tuple[int, float, bool]] = []
+        self._last: float | None = None
+        self._stopped = False
+        self._t = -1
+        self._schedule: set[int] = set()
+
+    def begin(self, schedule: np.ndarray) -> None:
+        """A new pass, recording at ``schedule``: its first step (which sets up the
+        batch) is not timed."""
+        self._last, self._t, self._schedule = None, -1, set(schedule.tolist())
+
+    def __call__(self, steps: int, finished=(), at: int = 0) -> None:
+        now = time.perf_counter()
+        if not steps:
+            self._stopped = True
+            return
+        self._t += 1
+        if self._last is not None and not self._stopped:
+            self.steps.append((steps, now - self._last, self._t in self._schedule))
+        self._last, self._stopped = now, False
+
+
+def _means(steps: list[tuple[int, float]]) -> list[tuple[int, float, int]]:
+    """``(a, seconds)`` pooled per run count: ``(a, mean seconds, steps)``."""
+    by_a: dict[int, list[float]] = {}
+    for a, dt in steps:
+        by_a.setdefault(a, []).append(dt)
+    return [(a, float(np.mean(v)), len(v)) for a, v in sorted(by_a.items())]
+
+
+def refit(costs: StepCosts, steps: list[tuple[int, float, bool]]) -> StepCosts:
+    """``costs`` with ``U`` fitted to the calibration's and the pilot's unrecorded steps
+    and ``R`` to their recorded ones, less ``U`` (``steps``: :class:`PilotClock`'s).
+    The pilot times hundreds to thousands of the run's own steps at the run counts its
+    runs pass through, where the calibration times a few at two: on a shared machine
+    a step of a millisecond scatters by a factor of ten (a wait for a core)."""
+    plain = costs.plain + _means([(a, dt) for a, dt, rec in steps if not rec])
+    unrecorded = fit_curve(plain)
+    recorded = costs.recorded + _means([(a, dt - float(unrecorded(a)))
+                                        for a, dt, rec in steps if rec])
+    return dataclasses.replace(costs, unrecorded=unrecorded, recording=fit_curve(recorded),
+                               plain=plain, recorded=recorded)
 
 
 def _time_steps(engine: Engine, chunks: list[Chunk], prepared, recorded: int, plain: int
-                ) -> tuple[float, float]:
+                ) -> tuple[float, float, int, int]:
     """Mean seconds of a recorded and of an unrecorded step of the batch ``chunks``
     advancing together (no run stops: ``tol = 0``): steps ``1..recorded`` are recorded,
-    the ``plain`` steps after them not."""
+    the ``plain`` steps after them not; and how many of each were timed."""
     first = _step_times(engine, chunks, prepared, recorded, plain)
     repeat = min(int(CALIBRATION_SECONDS / max(first[0] * recorded + first[1] * plain, 1e-9)),
                  8)
-    if repeat <= 1:
-        return first
-    return _step_times(engine, chunks, prepared, recorded * repeat, plain * repeat)
+    repeat = max(repeat, 1)
+    if repeat == 1:
+        return (*first, recorded, plain)
+    return (*_step_times(engine, chunks, prepared, recorded * repeat, plain * repeat),
+            recorded * repeat, plain * repeat)
 
 
 def _step_times(engine: Engine, chunks: list[Chunk], prepared, recorded: int, plain: int
@@ -172,18 +283,14 @@ def calibrate(engine: Engine, chunk: Chunk, prepared, seeds: int = 1) -> StepCos
             for k in range(seeds)]
     one = dataclasses.replace(chunk, c_index=chunk.c_index[:1], c_values=[c])
     _variant(engine, max_steps=2, tol=0.0).run_chunk(one, prepared=prepared)      # warm-up
-    rec_g, plain_g = _time_steps(engine, full, prepared, *CALIBRATION_FULL)
+    rec_g, plain_g, m_g, n_g = _time_steps(engine, full, prepared, *CALIBRATION_FULL)
     g = len(chunk.c_values) * seeds
-    if g == 1:
-        return StepCosts(Linear(0.0, plain_g), Linear(0.0, max(rec_g - plain_g, 0.0)), 1)
-    rec_1, plain_1 = _time_steps(engine, [one], prepared, *CALIBRATION_ONE)
-
-    def line(at_g: float, at_1: float) -> Linear:
-        per_run = max((at_g - at_1) / (g - 1), 0.0)
-        return Linear(max(at_1 - per_run, 0.0), per_run)
-
-    unrec = line(plain_g, plain_1)
-    return StepCosts(unrec, line(max(rec_g - plain_g, 0.0), max(rec_1 - plain_1, 0.0)), g)
+    plain, recorded = [(g, plain_g, n_g)], [(g, rec_g - plain_g, m_g)]
+    if g > 1:
+        rec_1, plain_1, m_1, n_1 = _time_steps(engine, [one], prepared, *CALIBRATION_ONE)
+        plain.append((1, plain_1, n_1))
+        recorded.append((1, rec_1 - plain_1, m_1))
+    return StepCosts(fit_curve(plain), fit_curve(recorded), g, plain, recorded)
 
 
 def chunk_seconds(stops: np.ndarray, schedule: np.ndarray, costs: StepCosts) -> float:
@@ -262,6 +369,7 @@ class Pilot:
     modelled: int             # runs whose stop the linearised model predicts
     at_max: int               # runs predicted to reach max_steps
     seconds: float
+    timed: list[tuple[int, float, bool]]  # its steps (:class:`PilotClock`)
 
     @property
     def steps(self) -> np.ndarray:
@@ -284,9 +392,11 @@ def pilot(engine: Engine, chunks: list[Chunk], prepared, costs: StepCosts,
     started = time.perf_counter()
     stopped = modelled = length = 0
     modes: dict[int, tuple] = {}
+    clock = PilotClock()
     for n, chunk in enumerate(chunks):
         share = (budget - (time.perf_counter() - started)) / (len(chunks) - n)
-        length, going = _pilot_chunk(engine, chunk, seeds, costs, share, steps, status)
+        length, going = _pilot_chunk(engine, chunk, seeds, costs, share, steps, status,
+                                     clock)
         stopped += len(seeds) * len(chunk.c_values) - len(going)
         for k, j in going:
             ci = chunk.c_index[j]
@@ -298,38 +408,49 @@ def pilot(engine: Engine, chunks: list[Chunk], prepared, costs: StepCosts,
             modelled += 1
     steps = np.minimum(steps, max_steps)
     return Pilot(steps, status.astype(str), length, stopped, modelled,
-                 int((steps >= max_steps).sum()), time.perf_counter() - started)
+                 int((steps >= max_steps).sum()), time.perf_counter() - started, clock.steps)
 
 
 def _pilot_chunk(engine: Engine, chunk: Chunk, seeds: list, costs: StepCosts, share: float,
-                 steps: np.ndarray, status: np.ndarray) -> tuple[int, list]:
+                 steps: np.ndarray, status: np.ndarray, clock: PilotClock
+                 ) -> tuple[int, list]:
     """Run ``chunk``'s rates for every prepared seed in ``seeds`` (one batch) with the
     real stopping rule for as many steps as ``share`` seconds allow, then again, longer,
     for the runs still training, while they fit what is left (few runs step faster than
     many: a lone slow run near a critical rate is followed far); fills ``steps`` and
     ``status`` (piloted seed, rate) of the runs that stopped (at ``max_steps`` too), and
-    returns the steps the last pass ran and the ``(seed, run)`` still training then."""
+    returns the steps the last pass ran and the ``(seed, run)`` still training then.
+    ``clock`` times every pass's steps (:func:`refit`)."""
     max_steps = engine.sweep["max_steps"]
     deadline = time.perf_counter() + share
     going = [(k, j) for k in range(len(seeds)) for j in range(len(chunk.c_values))]
     length = 0
     while going and length < max_steps:
-        g = len(going)
+        # The first pass records as the run does (observables too, within half the
+        # share), so that the clock times the run's own recorded steps at the run counts
+        # it passes through, unless that leaves fewer than MIN_PILOT_STEPS; other passes
+        # record only where runs stop, without observables: only the stopping rule
+        # matters there.
         left = deadline - time.perf_counter()
-        fit = min((left - costs.recording(g)) / max(costs.unrecorded(g), 1e-9), max_steps)
+        schedule = engine.schedule
+        fit = pass_length(costs, len(going), left / 2, schedule, max_steps)
+        if length or fit < MIN_PILOT_STEPS:
+            schedule = np.array([], dtype=np.int64)
+            fit = pass_length(costs, len(going), left, schedule, max_steps)
         if length and fit < 2 * length:
             break
-        length = int(max(fit, MIN_PILOT_STEPS))
-        # Recorded only where runs stop, without observables: only the stopping rule
-        # matters here.
-        run = _variant(engine, schedule=np.array([length]), max_steps=length)
-        run.observables = []
+        length = max(fit, MIN_PILOT_STEPS)
+        run = _variant(engine, schedule=np.union1d(schedule[schedule < length], [length]),
+                       max_steps=length)
+        if len(schedule) == 0:
+            run.observables = []
         rows = {k: [j for kk, j in going if kk == k] for k, _ in going}
         batch = [dataclasses.replace(chunk, seed_index=k, seed=engine.sweep["seeds"][k],
                                      c_index=[chunk.c_index[j] for j in js],
                                      c_values=[chunk.c_values[j] for j in js])
                  for k, js in rows.items()]
-        results = run.run_batch(batch, prepared=[seeds[k] for k in rows])
+        clock.begin(run.schedule)
+        results = run.run_batch(batch, clock, prepared=[seeds[k] for k in rows])
         going = []
         for (k, js), result in zip(rows.items(), results, strict=True):
             for j, done, st in zip(js, result.steps, result.status, strict=True):
@@ -338,6 +459,26 @@ def _pilot_chunk(engine: Engine, chunk: Chunk, seeds: list, costs: StepCosts, sh
                 else:
                     going.append((k, j))
     return length, going
+
+
+def pass_length(costs: StepCosts, runs: int, seconds: float, schedule: np.ndarray,
+                max_steps: int) -> int:
+    """The most updates (up to ``max_steps``) that ``runs`` runs which never stop make
+    within ``seconds`` by :func:`chunk_seconds`, recording at ``schedule`` and at their
+    end (0: not one)."""
+    def cost(n: int) -> float:
+        return chunk_seconds(np.full(runs, n), schedule[schedule < n], costs)
+
+    if cost(max_steps) <= seconds:
+        return max_steps
+    lo, hi = 0, max_steps                   # the answer is in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if cost(mid) <= seconds:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def pilot_seeds(prepare_s: float, together: int, budget: float) -> int:
@@ -417,12 +558,17 @@ class PointPlan:
     """One axis point's share of the estimate (:func:`plan_point`)."""
 
     lines: list[str]
-    prepare_s: float          # seconds to prepare one seed
+    prepare_s: float          # seconds to prepare the first seed (one-off costs included)
+    prepare_next: float       # seconds to prepare each further seed
     costs: StepCosts
     pilot: Pilot
     schedule: np.ndarray
     batches: list[np.ndarray]     # the stops of every batch, all seeds
     stand_ins: list[ChunkResult]
+
+    def preparing(self, seeds: int) -> float:
+        """Seconds to prepare ``seeds`` seeds of this point."""
+        return self.prepare_s + (seeds - 1) * self.prepare_next
 
     def training(self) -> float:
         return sum(chunk_seconds(b, self.schedule, self.costs) for b in self.batches)
@@ -479,13 +625,24 @@ def estimate_run(config: ResolvedConfig, data: Data | None, manager: PluginManag
         f"= {len(engines) * n_seeds * n_rates} runs",
     ]
     startup = _startup_seconds()
-    plans = [plan_point(engines, i, budget / len(engines)) for i in range(len(engines))]
+    plans = list(plan_points(engines, budget))
     for plan in plans:
         lines += plan.lines
     finishing = finishing_seconds(engines, [r for p in plans for r in p.stand_ins])
-    return Estimate(lines, plans, startup, sum(p.prepare_s * n_seeds for p in plans),
+    return Estimate(lines, plans, startup, sum(p.preparing(n_seeds) for p in plans),
                     sum(p.training() for p in plans), finishing,
-                    sum(p.prepare_s * n_seeds + p.longest(sweep["max_steps"]) for p in plans))
+                    sum(p.preparing(n_seeds) + p.longest(sweep["max_steps"]) for p in plans))
+
+
+def plan_points(engines: PointEngines, budget: float):
+    """:func:`plan_point` of every axis point, each piloted for an equal share of what
+    is left of ``budget``: a point whose pilot ran every run to its stop early leaves
+    its time to the points after it (the wide ones of a width axis need it most)."""
+    spent = 0.0
+    for i in range(len(engines)):
+        plan = plan_point(engines, i, max(budget - spent, 0.0) / (len(engines) - i))
+        spent += plan.pilot.seconds
+        yield plan
 
 
 def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginManager,
@@ -518,11 +675,16 @@ def plan_point(engines: PointEngines, i: int, budget: float) -> PointPlan:
     first_seed = [c for c in chunks if c.seed_index == 0]
     costs = calibrate(engine, chunks[0], prepared, together)
     n_pilot = pilot_seeds(prepare_s, together, budget)
-    seeds = [engines.prepared(i, s, keep=sweep["seeds"][:n_pilot])
-             for s in sweep["seeds"][:n_pilot]]
+    seeds, prepare_next = [prepared], []
+    for s in sweep["seeds"][1:n_pilot]:
+        started = time.perf_counter()
+        seeds.append(engines.prepared(i, s, keep=sweep["seeds"][:n_pilot]))
+        prepare_next.append(time.perf_counter() - started)
     pil = pilot(engine, first_seed, seeds, costs, budget)
+    costs = refit(costs, pil.timed)
     batches = batch_stops(pil.by_seed, first_seed, len(sweep["seeds"]), together)
-    plan = PointPlan([], prepare_s, costs, pil, engine.schedule, batches,
+    plan = PointPlan([], prepare_s, float(np.mean(prepare_next)) if prepare_next else prepare_s,
+                     costs, pil, engine.schedule, batches,
                      [_stand_in(engine, c, prepared, pil.steps[c.c_index]) for c in chunks])
     plan.lines = _point_lines(engines, i, plan, size, together, prepared)
     return plan
@@ -551,9 +713,13 @@ def _point_lines(engines: PointEngines, i: int, plan: PointPlan, size: int, toge
         f"({fmt_bytes(fixed)} fixed + {fmt_bytes(per_point)} per run; "
         f"sweep.memory_budget caps it)",
         f"  calibration: {costs.unrecorded(g) * 1e3:.2f} ms per step of a full batch "
-        f"({g} runs), {(costs.unrecorded(g) + costs.recording(g)) * 1e3:.2f} ms per "
-        f"recorded step (NTK, sharpness, observables); {plan.prepare_s:.2f} s to prepare a "
-        f"seed",
+        f"({g} runs; fitted to {sum(n for _, _, n in costs.plain):,} timed steps and "
+        f"{sum(n for _, _, n in costs.recorded):,} recorded ones at "
+        f"{len({a for a, _, _ in costs.plain + costs.recorded})} run counts), "
+        f"{(costs.unrecorded(g) + costs.recording(g)) * 1e3:.2f} ms per "
+        f"recorded step (NTK, sharpness, observables); {plan.prepare_s:.2f} s to prepare the "
+        f"first seed" + (f", {plan.prepare_next:.2f} s each further one"
+                         if len(sweep["seeds"]) > 1 else ""),
         f"  pilot ({_seeds_text(sweep['seeds'][:len(pil.by_seed)])}, every rate, "
         f"{pil.seconds:.1f} s): "
         + ("ran every run to its stop" if exact else
