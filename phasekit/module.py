@@ -1,0 +1,153 @@
+"""Any ``torch.nn.Module`` as a phasekit model: the author writes ``build()``.
+
+::
+
+    class SmallCNN(ModuleModel):
+        name = "small_cnn"
+        options = {"channels": Option(8, "convolution channels", check=positive)}
+
+        def build(self):
+            c = self.settings["channels"]
+            return nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, c, 5),
+                                 nn.ReLU(), nn.Flatten(), nn.LazyLinear(1))
+
+``build`` runs under a random generator seeded by the run's seed (and with float64
+as the default dtype, so every initial weight is drawn in double precision on the
+CPU), so a seed's initialisation is reproducible and the same on every device.  The
+module maps the dataset's inputs ``(D, d)`` to ``D`` outputs, ``(D,)`` or ``(D, 1)``; a
+module that needs another input shape reshapes inside itself.  Its trainable
+parameters, flattened in ``named_parameters()`` order, are the model's ``theta``;
+buffers stay fixed, and the module runs in eval mode (no dropout noise, batch norm
+with its running statistics), so that z is a function of theta alone, as the
+theory assumes (docs/theory.md §1).
+
+Everything else comes from the core, batched over the grid's parameter rows without
+a Python loop over rates: the forward pass is ``torch.func.functional_call`` under
+``vmap``; the gradient step is reverse-mode autograd of the summed losses; the NTK
+matrix is ``J J^T / D`` from ``vmap(jacrev)`` for the observables that read it, while
+``lambda_0`` and the sharpness come from Lanczos on NTK-vector products
+``H u = J (J^T u) / D`` (a ``vjp`` then a ``jvp``), without forming the Jacobian
+(:meth:`ModuleModel.ntk_operator`).  There are no bounds unless the author adds
+them (:meth:`~phasekit.model.Model.bounds`), and seeds are not stacked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from phasekit.errors import PluginError
+from phasekit.model import Model
+
+
+@dataclass
+class ModuleFeatures:
+    """A seed's module skeleton and the inputs of every split."""
+
+    module: torch.nn.Module
+    names: list[str]                     # trainable parameters, in named_parameters() order
+    shapes: list[torch.Size]
+    buffers: dict[str, torch.Tensor]
+    x: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One row ``theta`` (P,) as the module's parameters (views, no copy)."""
+        out, start = {}, 0
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            size = math.prod(shape)
+            out[name] = theta[start:start + size].view(shape)
+            start += size
+        return out
+
+
+class ModuleModel(Model):
+    """A model whose author writes only :meth:`build` (module docstring)."""
+
+    name = "module_model"   # not registered; a plugin subclasses it
+
+    def build(self) -> torch.nn.Module:
+        """The network, freshly initialised (called once per seed, under that seed)."""
+        raise NotImplementedError(f"model {self.name!r} must define build()")
+
+    # -- set-up --------------------------------------------------------------------
+    def setup(self, seed, device, dtype):
+        module = self._built(seed)
+        x = {split: self.data.inputs(split).to(device, dtype)
+             for split in ["train"] + (["test"] if self.data.has_test else [])}
+        module = module.to(device=device, dtype=dtype).eval()
+        params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        if not params:
+            raise PluginError(f"model {self.name!r}: build() returned a module without "
+                              f"trainable parameters")
+        feats = ModuleFeatures(module, [n for n, _ in params], [p.shape for _, p in params],
+                               {n: b.detach() for n, b in module.named_buffers()}, x)
+        theta0 = torch.cat([p.detach().reshape(-1) for _, p in params])
+        return feats, theta0
+
+    def _built(self, seed: int) -> torch.nn.Module:
+        """``build()`` under ``seed``, drawing in float64 on the CPU, then one call on a
+        training input so that lazy layers (``nn.LazyLinear``) draw their weights under
+        the same seed; the caller's random state and default dtype are left as they
+        were."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            before = torch.get_default_dtype()
+            torch.set_default_dtype(torch.float64)
+            try:
+                module = self.build()
+                if not isinstance(module, torch.nn.Module):
+                    raise PluginError(f"model {self.name!r}: build() must return a "
+                                      f"torch.nn.Module; it returned {type(module).__name__}")
+                with torch.no_grad():            # lazy layers draw their weights now
+                    module.eval()(self.data.inputs("train")[:1].double())
+            finally:
+                torch.set_default_dtype(before)
+        return module
+
+    # -- numerics, batched over the grid -------------------------------------------
+    def _function(self, feats: ModuleFeatures, split: str = "train"
+                  ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``theta (P,) -> z (D,)`` on ``split``, the module run on one parameter row."""
+        x = feats.x[split]
+        D = x.shape[0]
+
+        def z(theta: torch.Tensor) -> torch.Tensor:
+            out = torch.func.functional_call(feats.module, (feats.unflatten(theta),
+                                                            feats.buffers), (x,))
+            if not isinstance(out, torch.Tensor) or out.numel() != D \
+                    or out.shape not in ((D,), (D, 1)):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)
+                raise PluginError(f"model {self.name!r}: the module must map inputs ({D}, "
+                                  f"{x.shape[-1]}) to ({D},) or ({D}, 1) outputs; it "
+                                  f"returned {shape}")
+            return out.reshape(D)
+
+        return z
+
+    def forward(self, feats, theta, split="train"):
+        return torch.func.vmap(self._function(feats, split))(theta), None
+
+    def ntk_operator(self, feats, theta, cache) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``u (G, D) -> H u``, with ``H u = J (J^T u) / D`` per row: a vjp and a jvp of the
+        module (eq. 4), never the (D, P) Jacobian."""
+        f = self._function(feats)
+
+        def product(th: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            _, pullback = torch.func.vjp(f, th)
+            (tangent,) = pullback(u)
+            return torch.func.jvp(f, (th,), (tangent,))[1] / u.shape[-1]
+
+        rows = theta.detach()
+        return lambda u: torch.func.vmap(product)(rows, u)
+
+    def memory_per_point(self, feats, theta0):
+        """A step's peak for one grid point: the parameters and their gradient, and the
+        NTK's (D, P) Jacobian rows at a recorded step, in the model's dtype."""
+        D, P = feats.x["train"].shape[0], theta0.numel()
+        return (4 * P + D * (P + D)) * theta0.element_size()
+
+
+__all__ = ["ModuleFeatures", "ModuleModel"]
