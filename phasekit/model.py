@@ -10,7 +10,9 @@ implements :meth:`Model.setup` and :meth:`Model.forward`.  Gradients and the NTK
 then come from autograd (:func:`autograd_loss_gradient`, :func:`autograd_ntk`), and
 so do the loss Hessian's products (:func:`autograd_loss_hvp`); a model with closed
 forms overrides :meth:`Model.loss_gradient`, :meth:`Model.ntk` or
-:meth:`Model.loss_hvp`, and the test suite checks them against these references.
+:meth:`Model.loss_hvp`, and the test suite checks them against these references.  A
+model whose NTK matrix is costly offers NTK-vector products instead
+(:meth:`Model.ntk_operator`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,20 @@ class Model:
     def ntk(self, features: Any, theta: torch.Tensor, cache: Any) -> torch.Tensor:
         """The NTK of eq. 4, ``H = (1/D) J J^T``, shape ``(G, D, D)``."""
         return autograd_ntk(self, features, theta)
+
+    def ntk_operator(self, features: Any, theta: torch.Tensor, cache: Any
+                     ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """NTK-vector products, an optional route for models whose NTK matrix is costly
+        (a network with many parameters): a function ``u (G, D) -> H u`` for the NTK
+        ``H`` of eq. 4 at every row of ``theta``, or ``None`` (the default).
+
+        With ``None`` the engine forms the ``(G, D, D)`` matrix with :meth:`ntk` at every
+        recorded step.  With products, ``lambda_0`` and the sharpness come from Lanczos
+        on them (:func:`phasekit.engine.spectrum.operator_lambda_max`, rows independent)
+        and the matrix is formed only when something reads it: an observable that reads
+        :attr:`phasekit.observables.Snapshot.ntk`, or the model's own
+        :meth:`is_trivial`, if it defines one, at the steps where runs stop."""
+        return None
 
     def loss_hvp(self, features: Any, theta: torch.Tensor
                  ) -> Callable[[torch.Tensor], torch.Tensor]:
