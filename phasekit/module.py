@@ -27,8 +27,10 @@ a Python loop over rates: the forward pass is ``torch.func.functional_call`` und
 matrix is ``J J^T / D`` from ``vmap(jacrev)`` for the observables that read it, while
 ``lambda_0`` and the sharpness come from Lanczos on NTK-vector products
 ``H u = J (J^T u) / D`` (a ``vjp`` then a ``jvp``), without forming the Jacobian
-(:meth:`ModuleModel.ntk_operator`).  There are no bounds unless the author adds
-them (:meth:`~phasekit.model.Model.bounds`), and seeds are not stacked.
+(:meth:`ModuleModel.ntk_operator`; the engine's operator route,
+:meth:`phasekit.model.Model.ntk_operator`).  There are no bounds unless the author
+adds them (:meth:`~phasekit.model.Model.bounds`), and seeds share a batch only when
+the module has no buffers (:meth:`ModuleModel.can_stack_seeds`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class ModuleModel(Model):
     """A model whose author writes only :meth:`build` (module docstring)."""
 
     name = "module_model"   # not registered; a plugin subclasses it
+    _stackable: bool | None = None      # can_stack_seeds' answer, once known
 
     def build(self) -> torch.nn.Module:
         """The network, freshly initialised (called once per seed, under that seed)."""
@@ -117,12 +120,13 @@ class ModuleModel(Model):
         def z(theta: torch.Tensor) -> torch.Tensor:
             out = torch.func.functional_call(feats.module, (feats.unflatten(theta),
                                                             feats.buffers), (x,))
-            if not isinstance(out, torch.Tensor) or out.numel() != D \
-                    or out.shape not in ((D,), (D, 1)):
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)
+            if not isinstance(out, torch.Tensor) or out.shape not in ((D,), (D, 1)) \
+                    or not out.is_floating_point():
+                got = (f"shape {tuple(out.shape)}, dtype {out.dtype}"
+                       if isinstance(out, torch.Tensor) else type(out).__name__)
                 raise PluginError(f"model {self.name!r}: the module must map inputs ({D}, "
-                                  f"{x.shape[-1]}) to ({D},) or ({D}, 1) outputs; it "
-                                  f"returned {shape}")
+                                  f"{x.shape[-1]}) to floating-point outputs of shape "
+                                  f"({D},) or ({D}, 1); it returned {got}")
             return out.reshape(D)
 
         return z
@@ -143,9 +147,30 @@ class ModuleModel(Model):
         rows = theta.detach()
         return lambda u: torch.func.vmap(product)(rows, u)
 
+    # -- several seeds in one batch -----------------------------------------------------
+    def can_stack_seeds(self) -> bool:
+        """Seeds share a batch when the module holds no tensor but its parameters (no
+        buffers, no tensor attributes, which a seed could have drawn): a seed's features
+        are then its skeleton and the inputs, the same for every seed once
+        ``functional_call`` replaces the parameters, so a stacked row runs exactly the
+        computation of a one-seed batch (``vmap`` over rows; the ``batching`` check of
+        :mod:`phasekit.testing` bounds the rest by BATCH_RTOL)."""
+        if self._stackable is None:
+            module = self._built(0)
+            self._stackable = not any(True for _ in module.buffers()) and not any(
+                isinstance(v, torch.Tensor) for m in module.modules() for v in vars(m).values())
+        return self._stackable
+
+    def stack_seeds(self, features, rows):
+        return features[0]
+
+    def take_rows(self, features, keep):
+        return features
+
     def memory_per_point(self, feats, theta0):
         """A step's peak for one grid point: the parameters and their gradient, and the
-        NTK's (D, P) Jacobian rows at a recorded step, in the model's dtype."""
+        (D, P) Jacobian rows and (D, D) NTK an observable reading the NTK matrix forms at
+        a recorded step (the sharpness does without them), in the model's dtype."""
         D, P = feats.x["train"].shape[0], theta0.numel()
         return (4 * P + D * (P + D)) * theta0.element_size()
 

@@ -209,6 +209,15 @@ class NTKNeedsCache(LinearBias):
         return H / h.shape[1]
 
 
+class ProductsTransposed(Homogeneous):
+    name = "broken_ntk_products"
+
+    def ntk_operator(self, feats, theta, cache):
+        H = self.ntk(feats, theta, cache)
+        lower = torch.tril(H) + torch.tril(H, -1)           # twice the lower triangle: not H
+        return lambda u: (lower @ u.unsqueeze(-1)).squeeze(-1)
+
+
 class GradientTimesD(LinearBias):
     name = "broken_gradient"
 
@@ -351,6 +360,7 @@ class BoundKindTypo(Homogeneous):
 BROKEN = [
     (NTKFactor, "ntk_autograd", "ntk must equal the autograd NTK"),
     (NTKNeedsCache, "ntk_without_cache", r"ntk\(features, theta, cache=None\) must work"),
+    (ProductsTransposed, "ntk_operator", "ntk_operator's products must equal H u"),
     (GradientTimesD, "gradient_autograd", "loss_gradient must equal the autograd gradient"),
     (DescendOutOfPlace, "descend", "descend updates theta in place"),
     (DescendOneEta, "descend", "eta per row"),

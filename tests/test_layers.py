@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).parents[1] / "phasekit"
 
 #: lowest first: the public base, then the internals upwards
 LAYERS = (
-    ("_startup", "errors", "options", "hookspecs", "dataset", "model", "observables"),
+    ("_startup", "errors", "options", "hookspecs", "dataset", "model", "module", "observables"),
     ("config",),
     ("engine",),
     ("io",),
