@@ -26,6 +26,10 @@ import torch
 from phasekit.dataset import Data
 from phasekit.options import Option
 
+#: the NTK of a trivial (dead) network vanishes: a converged run whose NTK is below this
+#: fraction of lambda_0 counts as trivial (docs/theory.md §1, :meth:`Model.is_trivial`)
+TRIVIAL_NTK_RTOL = 1e-12
+
 
 @dataclass(frozen=True)
 class Bound:
@@ -106,9 +110,9 @@ class Model:
         With ``None`` the engine forms the ``(G, D, D)`` matrix with :meth:`ntk` at every
         recorded step.  With products, ``lambda_0`` and the sharpness come from Lanczos
         on them (:func:`phasekit.engine.spectrum.operator_lambda_max`, rows independent)
-        and the matrix is formed only when something reads it: an observable that reads
-        :attr:`phasekit.observables.Snapshot.ntk`, or the model's own
-        :meth:`is_trivial`, if it defines one, at the steps where runs stop."""
+        and the matrix is formed only when an observable reads
+        :attr:`phasekit.observables.Snapshot.ntk` (:meth:`is_trivial` then gets
+        ``ntk=None`` unless an observable formed it)."""
         return None
 
     def loss_hvp(self, features: Any, theta: torch.Tensor
@@ -141,9 +145,11 @@ class Model:
                    lambda0: torch.Tensor) -> torch.Tensor | None:
         """For converged runs: which ones ended as a *trivial* model (docs/theory.md §1:
         every unit dead, NTK ~ 0, constant output).  ``cache`` is :meth:`forward`'s for
-        ``theta``, ``ntk`` its NTK and ``lambda0`` the ``(G,)`` lambda_max(H_0) of each
-        row's seed (the engine's, the scale of a vanishing NTK).  ``(G,)`` booleans, or
-        ``None`` when the model has no trivial phase."""
+        ``theta``, ``ntk`` its NTK -- or ``None`` for a model offering NTK-vector products
+        (:meth:`ntk_operator`) when nothing formed the matrix, so that is_trivial does not
+        force it -- and ``lambda0`` the ``(G,)`` lambda_max(H_0) of each row's seed (the
+        engine's, the scale of a vanishing NTK, :data:`TRIVIAL_NTK_RTOL`).  ``(G,)``
+        booleans, or ``None`` when the model has no trivial phase."""
         return None
 
     def memory_per_point(self, features: Any, theta0: torch.Tensor) -> int | None:

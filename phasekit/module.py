@@ -30,7 +30,8 @@ matrix is ``J J^T / D`` from ``vmap(jacrev)`` for the observables that read it, 
 (:meth:`ModuleModel.ntk_operator`; the engine's operator route,
 :meth:`phasekit.model.Model.ntk_operator`).  There are no bounds unless the author
 adds them (:meth:`~phasekit.model.Model.bounds`), and seeds share a batch only when
-the module has no buffers (:meth:`ModuleModel.can_stack_seeds`).
+the module has no buffers (:meth:`ModuleModel.can_stack_seeds`).  A converged run
+whose NTK vanishes, a dead ReLU net, is ``trivial`` (:meth:`ModuleModel.is_trivial`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 
 from phasekit.errors import PluginError
-from phasekit.model import Model
+from phasekit.model import TRIVIAL_NTK_RTOL, Model
 
 
 @dataclass
@@ -166,6 +167,25 @@ class ModuleModel(Model):
 
     def take_rows(self, features, keep):
         return features
+
+    def is_trivial(self, feats, theta, cache, ntk, lambda0):
+        """A dead network (docs/theory.md §1): the NTK's Rayleigh quotient along a fixed
+        random direction ``u``, ``u.H u / |u|^2 = |J^T u|^2 / (D |u|^2)`` (eq. 4; one vjp,
+        no Jacobian), at most ``TRIVIAL_NTK_RTOL lambda_0``.  It is 0 exactly when every
+        output's gradient vanishes (a ReLU net with a dead layer) and, as H is positive
+        semi-definite, positive otherwise unless ``u`` misses the range of H (probability
+        zero); for one training point it is the NTK itself."""
+        f = self._function(feats)
+        D = feats.x["train"].shape[0]
+        gen = torch.Generator().manual_seed(0)
+        u = torch.randn(D, generator=gen, dtype=torch.float64).to(theta)
+
+        def pulled(th: torch.Tensor) -> torch.Tensor:
+            (grad,) = torch.func.vjp(f, th)[1](u)
+            return grad.square().sum()
+
+        quotient = torch.func.vmap(pulled)(theta.detach()) / (D * u.square().sum())
+        return torch.isfinite(quotient) & (quotient <= TRIVIAL_NTK_RTOL * lambda0)
 
     def memory_per_point(self, feats, theta0):
         """A step's peak for one grid point: the parameters and their gradient, and the

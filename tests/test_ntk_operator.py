@@ -11,7 +11,6 @@ import torch
 from phasekit import hookimpl
 from phasekit.config.registry import PluginManager
 from phasekit.errors import PluginError
-from phasekit.model import Model
 from phasekit.observables import Observable
 from phasekit_plugins.homogeneous import Homogeneous
 
@@ -41,7 +40,6 @@ class WithProducts(Homogeneous):
 
     name = "homogeneous_products"
     allow_matrix = False
-    is_trivial = Model.is_trivial           # no trivial phase: nothing else reads the NTK
 
     def ntk_operator(self, feats, theta, cache):
         return vjp_jvp_products(self, feats, theta)

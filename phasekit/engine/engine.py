@@ -328,8 +328,8 @@ class Engine:
         """Observe the active rows at step ``t`` (``step``: their z, eps, loss and the
         forward cache), store the trajectories (schedule position ``k``) and the final
         values and statuses of the rows that stop here.  The NTK matrix is formed here
-        only for a model without NTK-vector products; else on its first read (an
-        observable, or the model's own ``is_trivial``)."""
+        only for a model without NTK-vector products; else on an observable's first
+        read, and ``is_trivial`` gets it only if one did (``Model.is_trivial``)."""
         model = self.model
         z, eps, loss, cache = step
         operator = self._ntk_operator(batch.feats, batch.theta, cache)
@@ -341,9 +341,8 @@ class Engine:
         stop_np = stop.cpu().numpy()
         records.store(values, idx, k, stop_np)
         if stop_np.any():
-            trivial = (model.is_trivial(batch.feats, batch.theta, cache, snap.ntk,
-                                        batch.lambda0)
-                       if type(model).is_trivial is not Model.is_trivial else None)
+            trivial = model.is_trivial(batch.feats, batch.theta, cache, snap.ntk_matrix,
+                                       batch.lambda0)
             records.finish(idx, stop_np, t, diverged.cpu().numpy(), converged.cpu().numpy(),
                            None if trivial is None else trivial.cpu().numpy().astype(bool))
 
