@@ -146,3 +146,33 @@ def test_a_config_cannot_bring_a_module_only_an_installed_plugin_can(modules):
         with pytest.raises(ConfigError, match="model"):
             sweep({"model": {"name": name}, "dataset": data()}, modules, eta_lambda0=[1.0],
                   seeds=[0], max_steps=2)
+
+
+def test_the_plugin_guide_opens_with_the_shipped_cnn():
+    import inspect
+    from pathlib import Path
+
+    from phasekit_plugins.modules import SmallCNN
+
+    docs = Path(__file__).parents[1] / "docs"
+    guide = (docs / "plugins.md").read_text()
+    first = guide.split("\n## ")[1]
+    assert first.startswith("Bring your own network")
+    assert f"```python\n{inspect.getsource(SmallCNN)}```" in first
+    assert "![cnn_fmnist](figures/cnn_fmnist.png)" in first
+    assert (docs / "figures" / "cnn_fmnist.png").stat().st_size > 10_000
+    assert "![cnn_fmnist](figures/cnn_fmnist.png)" in (docs / "phases.md").read_text()
+
+
+def test_the_cnn_passes_the_contract_on_fashion_mnist():
+    from phasekit.errors import DataError
+
+    config = {"model": {"name": "small_cnn", "channels": 2},
+              "dataset": {"name": "fmnist", "num_train": 4, "max_test": 3}}
+    try:
+        from phasekit.api import build_model
+
+        build_model(config)
+    except DataError:
+        pytest.skip("Fashion-MNIST is not installed")
+    check_model(config, max_examples=2)

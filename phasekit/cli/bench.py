@@ -614,7 +614,8 @@ class _Rows:
                 continue
             threads = args.threads or os.cpu_count() or 1
             try:
-                found = module_rows(args.quick, dtype, threads, args.device)
+                found = module_rows(args.quick, dtype, threads, args.device,
+                                    sys.modules[__name__])
             except DataFilesMissing as exc:                     # the images are not here
                 print(f"{'M':8} {dtype:8} skipped: {missing_dataset(exc)}")
                 continue

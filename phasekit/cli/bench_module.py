@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -84,25 +85,24 @@ def module_manager() -> PluginManager:
     return pm
 
 
-def _engine(model: dict, quick: bool, dtype: str, threads: int, device: str, manager):
-    from phasekit.cli.bench import _grid
+def _engine(model: dict, quick: bool, dtype: str, threads: int, device: str, manager,
+            grid: Callable[[int], list[float]]):
     from phasekit.config.resolve import resolve_config
     from phasekit.engine.engine import Engine
 
     points, steps = (POINTS[1], STEPS[1]) if quick else (POINTS[0], STEPS[0])
     raw = {"model": model, "dataset": {"name": "fmnist", "num_train": 128},
-           "sweep": {"eta_lambda0": _grid(points), "seeds": [0], "device": device,
+           "sweep": {"eta_lambda0": grid(points), "seeds": [0], "device": device,
                      "max_steps": steps, "tol": 0.0, "dtype": dtype, "observables": [],
                      "threads": threads, "divergence_loss": 1e300}}
     config, data = resolve_config(raw, manager)
     return Engine(config, data, manager)
 
 
-def loop_rate(engine, seed: int) -> float:
+def loop_rate(engine, seed: int, sync: Callable[[torch.device], None]) -> float:
     """Run-steps per second of the per-rate loop (module docstring) on ``engine``'s
-    ModuleModel: its module, data, rates and record schedule."""
-    from phasekit.cli.bench import _sync
-
+    ModuleModel: its module, data, rates and record schedule (``sync`` waits for the
+    device)."""
     model = engine.model
     rates = engine.sweep["eta_lambda0"]
     feats, theta0 = model.setup(seed, engine.device, engine.dtype)
@@ -133,31 +133,31 @@ def loop_rate(engine, seed: int) -> float:
             with torch.no_grad():
                 for p, g in zip(params.values(), grads, strict=True):
                     p -= eta * g
-    _sync(engine.device)
+    sync(engine.device)
     return len(rates) * (steps + 1) / (time.perf_counter() - t)
 
 
-def module_rows(quick: bool, dtype: str, threads: int, device: str = "cpu") -> list[dict]:
-    """The rows of workload M (module docstring): name, the two rates and their ratio."""
-    from phasekit.cli.bench import phasekit_rate
+def module_rows(quick: bool, dtype: str, threads: int, device: str, bench) -> list[dict]:
+    """The rows of workload M (module docstring): name, the two rates and their ratio.
+    ``bench`` is :mod:`phasekit.cli.bench`, whose grid, timing and device sync the rows
+    share with the other workloads (passed in: this module is its helper)."""
     from phasekit.engine.engine import torch_threads
 
     manager = module_manager()
     rows = []
+    common = (dtype, threads, device, manager, bench._grid)
     with torch_threads(threads):
-        relu = _engine({"name": "bench_relu_module"}, quick, dtype, threads, device, manager)
+        relu = _engine({"name": "bench_relu_module"}, quick, *common)
         for label, module, builtin in [
                 ("M-uv", {"name": "bench_uv_module"},
                  {"name": "homogeneous", "width": WIDTH, "a_plus": 1.0, "a_minus": 1.0}),
                 ("M-relu", {"name": "bench_relu_module"}, {"name": "relu", "width": WIDTH})]:
-            mine = (relu if label == "M-relu" else
-                    _engine(module, quick, dtype, threads, device, manager))
+            mine = relu if label == "M-relu" else _engine(module, quick, *common)
             points = len(mine.sweep["eta_lambda0"])
-            rate = phasekit_rate(mine, 0, points)[0]
-            other = phasekit_rate(_engine(builtin, quick, dtype, threads, device, manager),
-                                  0, points)[0]
+            rate = bench.phasekit_rate(mine, 0, points)[0]
+            other = bench.phasekit_rate(_engine(builtin, quick, *common), 0, points)[0]
             rows.append({"row": label, "module": rate, "other": other, "ratio": rate / other})
-        loop = loop_rate(relu, 0)
+        loop = loop_rate(relu, 0, bench._sync)
         rows.append({"row": "M-loop", "module": rows[-1]["module"], "other": loop,
                      "ratio": rows[-1]["module"] / loop})
     return rows
