@@ -79,6 +79,9 @@ BUILTIN = {
                                        "parameterization": "standard",
                                        "weight_variance": 2.0, "readout_variance": 0.5},
                              "dataset": random_data(3, 2)},
+    # a torch.nn.Module (phasekit.module.ModuleModel) on 28 x 28 inputs
+    "small_cnn": {"model": {"name": "small_cnn", "channels": 2},
+                  "dataset": random_data(3, 784)},
 }
 
 
