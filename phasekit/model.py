@@ -10,7 +10,9 @@ implements :meth:`Model.setup` and :meth:`Model.forward`.  Gradients and the NTK
 then come from autograd (:func:`autograd_loss_gradient`, :func:`autograd_ntk`), and
 so do the loss Hessian's products (:func:`autograd_loss_hvp`); a model with closed
 forms overrides :meth:`Model.loss_gradient`, :meth:`Model.ntk` or
-:meth:`Model.loss_hvp`, and the test suite checks them against these references.
+:meth:`Model.loss_hvp`, and the test suite checks them against these references.  A
+model whose NTK matrix is costly offers NTK-vector products instead
+(:meth:`Model.ntk_operator`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ import torch
 
 from phasekit.dataset import Data
 from phasekit.options import Option
+
+#: the NTK of a trivial (dead) network vanishes: a converged run whose NTK is below this
+#: fraction of lambda_0 counts as trivial (docs/theory.md §1, :meth:`Model.is_trivial`)
+TRIVIAL_NTK_RTOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,20 @@ class Model:
         """The NTK of eq. 4, ``H = (1/D) J J^T``, shape ``(G, D, D)``."""
         return autograd_ntk(self, features, theta)
 
+    def ntk_operator(self, features: Any, theta: torch.Tensor, cache: Any
+                     ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """NTK-vector products, an optional route for models whose NTK matrix is costly
+        (a network with many parameters): a function ``u (G, D) -> H u`` for the NTK
+        ``H`` of eq. 4 at every row of ``theta``, or ``None`` (the default).
+
+        With ``None`` the engine forms the ``(G, D, D)`` matrix with :meth:`ntk` at every
+        recorded step.  With products, ``lambda_0`` and the sharpness come from Lanczos
+        on them (:func:`phasekit.engine.spectrum.operator_lambda_max`, rows independent)
+        and the matrix is formed only when an observable reads
+        :attr:`phasekit.observables.Snapshot.ntk` (:meth:`is_trivial` then gets
+        ``ntk=None`` unless an observable formed it)."""
+        return None
+
     def loss_hvp(self, features: Any, theta: torch.Tensor
                  ) -> Callable[[torch.Tensor], torch.Tensor]:
         """Hessian-vector products of the training loss at ``theta`` (G, P): a function
@@ -125,9 +145,11 @@ class Model:
                    lambda0: torch.Tensor) -> torch.Tensor | None:
         """For converged runs: which ones ended as a *trivial* model (docs/theory.md §1:
         every unit dead, NTK ~ 0, constant output).  ``cache`` is :meth:`forward`'s for
-        ``theta``, ``ntk`` its NTK and ``lambda0`` the ``(G,)`` lambda_max(H_0) of each
-        row's seed (the engine's, the scale of a vanishing NTK).  ``(G,)`` booleans, or
-        ``None`` when the model has no trivial phase."""
+        ``theta``, ``ntk`` its NTK -- or ``None`` for a model offering NTK-vector products
+        (:meth:`ntk_operator`) when nothing formed the matrix, so that is_trivial does not
+        force it -- and ``lambda0`` the ``(G,)`` lambda_max(H_0) of each row's seed (the
+        engine's, the scale of a vanishing NTK, :data:`TRIVIAL_NTK_RTOL`).  ``(G,)``
+        booleans, or ``None`` when the model has no trivial phase."""
         return None
 
     def memory_per_point(self, features: Any, theta0: torch.Tensor) -> int | None:

@@ -26,7 +26,8 @@ class Snapshot:
     seeds share the batch: ``theta0`` and ``lambda0`` are per row (with one seed, views
     of that seed's ``(P,)`` and scalar, expanded without a copy).  ``cache`` is what
     ``model.forward`` returned with ``z`` (the training split), for methods that take a
-    cache; outputs on other splits come from :meth:`outputs`, computed once per step.
+    cache; outputs on other splits come from :meth:`outputs`, computed once per step,
+    and the NTK from :attr:`ntk`, formed at most once.
     """
 
     model: Model
@@ -37,12 +38,22 @@ class Snapshot:
     z: torch.Tensor            # (G, D) outputs on the training set
     eps: torch.Tensor          # (G, D) errors z - y
     loss: torch.Tensor         # (G,)
-    ntk: torch.Tensor          # (G, D, D), eq. 4
+    #: the NTK (G, D, D) of eq. 4 if the engine formed it, else None: read :attr:`ntk`
+    ntk_matrix: torch.Tensor | None
     eta: torch.Tensor          # (G,)
     lambda0: torch.Tensor      # (G,) each row's lambda_max(H_0)
     step: int
     cache: Any = None          # model.forward's cache of the training split, for theta
     _outputs: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def ntk(self) -> torch.Tensor:
+        """The NTK ``(G, D, D)`` of eq. 4 at ``theta``: formed by ``model.ntk`` on the first
+        read when the engine did not need it (a model offering NTK-vector products,
+        :meth:`phasekit.model.Model.ntk_operator`), then kept for the other readers."""
+        if self.ntk_matrix is None:
+            self.ntk_matrix = self.model.ntk(self.features, self.theta, self.cache)
+        return self.ntk_matrix
 
     def outputs(self, split: str) -> torch.Tensor:
         """Outputs ``z`` of shape ``(G, D_split)`` on ``split``, computed once per snapshot

@@ -45,6 +45,10 @@ model is reported the same way.  The checks (:data:`CHECKS`, in order):
 ``ntk_without_cache``
     ``ntk(features, theta, None)``, as the engine calls it at initialisation,
     equals ``ntk`` with ``forward``'s cache.
+``ntk_operator``
+    For a model that offers NTK-vector products (``ntk_operator`` returns a
+    function; nothing to check otherwise): the products ``H u`` of a batch of
+    vectors ``u`` (G, D) equal the NTK matrix's, row by row, to rtol 1e-10.
 ``descend``
     ``descend`` with a per-row learning rate ``eta`` of shape ``(G,)`` updates
     ``theta`` in place to ``theta - eta * loss_gradient`` (docs/theory.md §1), to
@@ -465,6 +469,28 @@ def _check_ntk_without_cache(subject: _Subject) -> None:
             cached = model.ntk(feats, th, model.forward(feats, th)[1])
             _close(name, "ntk(features, theta, None) must equal ntk with forward's cache",
                    bare, cached, 1e-12, 1e-14 * _scale(cached))
+
+    run()
+
+
+def _check_ntk_operator(subject: _Subject) -> None:
+    name = "ntk_operator"
+    st = _st()
+    model = subject.model
+
+    @_given(subject, seed=st.integers(0, SEEDS_MAX), spread=st.floats(0.0, 0.5))
+    def run(seed, spread):
+        feats, _, theta = _first_point(subject, seed, spread, 3)
+        z, cache = model.forward(feats, theta)
+        product = model.ntk_operator(feats, theta, cache)
+        if product is None:                     # the engine forms the matrix: nothing to check
+            return
+        gen = torch.Generator().manual_seed(seed)
+        u = torch.randn(z.shape, generator=gen, dtype=torch.float64).to(z)
+        H = model.ntk(feats, theta, cache)
+        ref = (H @ u.unsqueeze(-1)).squeeze(-1)
+        _close(name, "ntk_operator's products must equal H u with the NTK of eq. 4, row by row",
+               product(u), ref, 1e-10, 1e-12 * _scale(H) * float(u.abs().max()))
 
     run()
 
@@ -963,6 +989,7 @@ _FUNCTIONS: dict[str, Callable[[_Subject], None]] = {
     "gradient_autograd": _check_gradient_autograd,
     "ntk_autograd": _check_ntk_autograd,
     "ntk_without_cache": _check_ntk_without_cache,
+    "ntk_operator": _check_ntk_operator,
     "descend": _check_descend,
     "batching": _check_batching,
     "stack_seeds": _check_stack_seeds,

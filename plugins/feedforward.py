@@ -98,11 +98,8 @@ import torch
 
 from phasekit.dataset import Data
 from phasekit.linalg import LANCZOS_MAX_ITER, matvec
-from phasekit.model import Model
+from phasekit.model import TRIVIAL_NTK_RTOL, Model
 from phasekit.options import Option, positive
-
-#: relative size of tr H below which a converged ReLU net counts as trivial
-TRIVIAL_NTK_RTOL = 1e-12
 
 #: bytes of first-layer pre-activations a test-split pass holds at a time (one grid
 #: point, a block of test points): small enough to stay in a core's cache share between

@@ -34,7 +34,8 @@ def rows(out: str, dtype: str = "float64") -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("argv, message", [
     (["--workloads", "W9"], "--workloads: unknown workload 'W9'; choose from W1, W2, W3, W4, "
-                            "W5, DRY, START, P-fig1, P-default, P-fig12, presets, comma-separated"),
+                            "W5, M, DRY, START, P-fig1, P-default, P-fig12, presets, "
+                            "comma-separated"),
     (["--workloads", "w5"], "--workloads: unknown workload 'w5' (did you mean 'W5'?); "),
     (["--workloads", "W2-full"], "--workloads: unknown workload 'W2-full'"),
     (["--workloads", ""], "--workloads is empty; choose from W1, "),
@@ -108,6 +109,26 @@ def fmnist_here() -> bool:
     except DataError:
         return False
     return True
+
+
+@pytest.mark.slow
+def test_the_module_rows_run_under_quick(capsys):
+    """Workload M: the nets as torch.nn.Modules against the built-ins and the loop."""
+    assert main(["bench", "--quick", "--dtype", "float64", "--threads", "1",
+                 "--workloads", "M"]) == 0
+    out = capsys.readouterr().out
+    found = [f for f in map(str.split, out.splitlines())
+             if f and f[0] in ("M", "M-uv", "M-relu", "M-loop")]
+    if not fmnist_here():
+        assert [f[:4] for f in found] == [["M", "float64", "skipped:", "missing"]], out
+        return
+    assert [f[0] for f in found] == ["M-uv", "M-relu", "M-loop"], out
+    for fields in found:
+        threads, module, other, ratio = (float(f.rstrip("x").replace(",", ""))
+                                         for f in fields[2:])
+        assert threads == 1 and module > 0 and other > 0, fields
+        assert ratio == pytest.approx(module / other, rel=0.01, abs=0.01), fields
+    assert found[1][3] == found[2][3]                 # M-loop's module is M-relu's
 
 
 @pytest.mark.slow

@@ -79,6 +79,9 @@ BUILTIN = {
                                        "parameterization": "standard",
                                        "weight_variance": 2.0, "readout_variance": 0.5},
                              "dataset": random_data(3, 2)},
+    # a torch.nn.Module (phasekit.module.ModuleModel) on 28 x 28 inputs
+    "small_cnn": {"model": {"name": "small_cnn", "channels": 2},
+                  "dataset": random_data(3, 784)},
 }
 
 
@@ -207,6 +210,15 @@ class NTKNeedsCache(LinearBias):
         H = (h @ h.transpose(-1, -2) + feats.gram * (v * v).sum(-1)[:, None, None]) \
             / self.settings["width"] + 1.0                                     # eq. 87
         return H / h.shape[1]
+
+
+class ProductsTransposed(Homogeneous):
+    name = "broken_ntk_products"
+
+    def ntk_operator(self, feats, theta, cache):
+        H = self.ntk(feats, theta, cache)
+        lower = torch.tril(H) + torch.tril(H, -1)           # twice the lower triangle: not H
+        return lambda u: (lower @ u.unsqueeze(-1)).squeeze(-1)
 
 
 class GradientTimesD(LinearBias):
@@ -351,6 +363,7 @@ class BoundKindTypo(Homogeneous):
 BROKEN = [
     (NTKFactor, "ntk_autograd", "ntk must equal the autograd NTK"),
     (NTKNeedsCache, "ntk_without_cache", r"ntk\(features, theta, cache=None\) must work"),
+    (ProductsTransposed, "ntk_operator", "ntk_operator's products must equal H u"),
     (GradientTimesD, "gradient_autograd", "loss_gradient must equal the autograd gradient"),
     (DescendOutOfPlace, "descend", "descend updates theta in place"),
     (DescendOneEta, "descend", "eta per row"),

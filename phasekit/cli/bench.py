@@ -14,7 +14,8 @@ the step's matrix products with ``torch.utils.flop_counter``) next to the
 measured matmul peak of this machine in the same dtype and thread count.  W4 times
 a sweep over a width axis, W5 one run with the default observables (the tail of a
 sweep: run-steps per second and the FLOPs of an average step, recorded steps
-included, against the peak), ``P-<preset>`` whole presets.
+included, against the peak), M networks written as torch.nn.Module subclasses
+(:mod:`phasekit.cli.bench_module`), ``P-<preset>`` whole presets.
 Nothing here asserts a speed: benchmarks print, tests assert.
 """
 
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: what --workloads takes (W2 also runs W2-full, W3 W3-full; 'presets' all P- rows)
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "DRY", "START")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "M", "DRY", "START")
 
 
 def wanted_workloads(text: str) -> set[str]:
@@ -452,8 +453,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "three-layer ReLU nets on 128 Fashion-MNIST images (skipped without the data); "
         "W4 a sweep over a width axis against its five points run as separate sweeps; "
         "W5 one run of the two-layer ReLU net with the default observables (the tail of a "
-        "sweep): run-steps per second and FLOPs of an average step against the peak. "
-        "See docs/performance.md.")
+        "sweep): run-steps per second and FLOPs of an average step against the peak; "
+        "M the uv and ReLU nets written as torch.nn.Modules (phasekit.module) against "
+        "their closed-form built-ins and against a per-rate autograd loop (not in the "
+        "default list). See docs/performance.md.")
     parser.add_argument("--quick", action="store_true", help="few steps (for CI)")
     parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
                         help="floating-point type of both sides (default: both, one row "
@@ -497,6 +500,7 @@ def run(args) -> int:
     rows.presets()
     rows.w5()
     rows.w4()
+    rows.modules()
     if "DRY" in wanted:
         _print_dry(args, manager)
     if "START" in wanted:
@@ -597,6 +601,35 @@ class _Rows:
                       f"{r['gflops']:>8.1f} {r['peak']:>11.1f} "
                       f"{100 * r['gflops'] / r['peak']:>6.1f}%")
                 sys.stdout.flush()
+
+    def modules(self) -> None:
+        """M: the nets as torch.nn.Modules against the built-ins and the per-rate loop."""
+        from phasekit.cli.bench_module import STEPS, WIDTH, module_rows
+        from phasekit_plugins.images import DataFilesMissing
+
+        args, dtypes, no_device = self.args, self.dtypes, self.no_device
+        if "M" not in self.wanted:
+            return
+        print(f"M: uv and ReLU nets as torch.nn.Modules (ModuleModel), width {WIDTH}, 128 "
+              f"two-class Fashion-MNIST images, {STEPS[args.quick]} steps; M-uv, M-relu "
+              f"against the closed-form built-ins, M-loop against a per-rate autograd loop")
+        print(f"{'workload':8} {'dtype':8} {'threads':>7} {'module run-steps/s':>18} "
+              f"{'other run-steps/s':>17} {'ratio':>8}")
+        for dtype in dtypes:
+            if no_device:
+                print(f"{'M':8} {dtype:8} skipped: {no_device}")
+                continue
+            threads = args.threads or os.cpu_count() or 1
+            try:
+                found = module_rows(args.quick, dtype, threads, args.device,
+                                    sys.modules[__name__])
+            except DataFilesMissing as exc:                     # the images are not here
+                print(f"{'M':8} {dtype:8} skipped: {missing_dataset(exc)}")
+                continue
+            for r in found:
+                print(f"{r['row']:8} {dtype:8} {threads:>7} {r['module']:>18,.2f} "
+                      f"{r['other']:>17,.2f} {r['ratio']:>7.2f}x")
+            sys.stdout.flush()
 
     def w4(self) -> None:
         """W4: one sweep with a width axis against five separate sweeps."""

@@ -37,7 +37,7 @@ from phasekit.engine import border
 from phasekit.engine.chunks import Chunk, ChunkResult
 from phasekit.engine.hessian import c_unit, initial_hessian_max, wants_hessian
 from phasekit.engine.sgd import MiniBatches
-from phasekit.engine.spectrum import initial_lambda_max, lambda_max
+from phasekit.engine.spectrum import initial_lambda_max, lambda_max, operator_lambda_max
 from phasekit.errors import ConfigError, PluginError
 from phasekit.model import Bound, Model
 from phasekit.observables import Observable, Snapshot
@@ -143,8 +143,8 @@ class Engine:
     def prepare(self, seed: int) -> Prepared:
         """One seed's features, initialisation, lambda_0 = lambda_max(H_0) and bounds."""
         with torch_threads(self.sweep["threads"]):
-            feats, theta0, H0 = self._checked_setup(seed)
-            lambda0 = initial_lambda_max(H0)                            # sets every eta
+            feats, theta0, H0, z0 = self._checked_setup(seed)
+            lambda0 = initial_lambda_max(H0, z0, self.model_who)        # sets every eta
             if not (math.isfinite(lambda0) and lambda0 > 0):
                 at = f" at {self.where}" if self.where else ""
                 why = ("the NTK vanishes at initialisation (an input x = 0, say)"
@@ -162,10 +162,11 @@ class Engine:
                          if wants_hessian(self.sweep) else math.nan)
             return Prepared(feats, theta0, lambda0, bounds, lambda0_h)
 
-    def _checked_setup(self, seed: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """The model's ``setup`` for ``seed`` and its NTK H_0 (D, D), with the outputs at
-        theta_0, checked at the border (:mod:`phasekit.engine.border`) before the engine
-        relies on them."""
+    def _checked_setup(self, seed: int) -> tuple[Any, torch.Tensor, Any, torch.Tensor]:
+        """The model's ``setup`` for ``seed``, its NTK H_0 -- the (D, D) matrix, or its
+        NTK-vector products where the model offers them (:meth:`_ntk_operator`) -- and the
+        outputs z_0 (1, D), checked at the border (:mod:`phasekit.engine.border`) before
+        the engine relies on them."""
         who, model, D = self.model_who, self.model, self.data.num_train
         feats, theta0 = border.setup_result(who, border.call(
             who, "setup", model.setup, seed, self.device, self.dtype))
@@ -173,10 +174,32 @@ class Engine:
         if not (isinstance(z, tuple) and len(z) == 2):
             raise PluginError(f"{who}: forward must return (z, cache); it returned "
                               f"{type(z).__name__}")
-        border.tensor(who, "forward", z[0], (1, D), "the outputs z")
+        z0 = border.tensor(who, "forward", z[0], (1, D), "the outputs z")
+        operator = self._ntk_operator(feats, theta0[None], None)
+        if operator is not None:
+            return feats, theta0, operator, z0
         H0 = border.tensor(who, "ntk", border.call(who, "ntk", model.ntk, feats, theta0[None],
                                                    None), (1, D, D), "the NTK")
-        return feats, theta0, H0[0]
+        return feats, theta0, H0[0], z0
+
+    def _ntk_operator(self, feats: Any, theta: torch.Tensor, cache: Any
+                      ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The model's NTK-vector products at ``theta``
+        (:meth:`phasekit.model.Model.ntk_operator`), each product checked at the border,
+        or ``None``: the model offers none and the engine forms the NTK matrix."""
+        who = self.model_who
+        op = border.call(who, "ntk_operator", self.model.ntk_operator, feats, theta, cache)
+        if op is None:
+            return None
+        if not callable(op):
+            raise PluginError(f"{who}: ntk_operator must return a function u -> H u, or None; "
+                              f"it returned {type(op).__name__}")
+
+        def product(u: torch.Tensor) -> torch.Tensor:
+            return border.tensor(who, "ntk_operator", border.call(who, "ntk_operator", op, u),
+                                 tuple(u.shape), "the NTK-vector products H u")
+
+        return product
 
     def c_unit(self, prepared: Prepared) -> float:
         """The eigenvalue ``c`` is measured in for this seed: ``eta = c / c_unit``."""
@@ -224,11 +247,16 @@ class Engine:
         with torch_threads(self.sweep["threads"]):
             return self._run_batch(chunks, progress, prepared)
 
-    def _observe(self, snap: Snapshot) -> dict[str, np.ndarray]:
-        """The core trajectories and every observable at one step, as float64 arrays."""
+    def _observe(self, snap: Snapshot, operator: Callable[[torch.Tensor], torch.Tensor] | None
+                 = None) -> dict[str, np.ndarray]:
+        """The core trajectories and every observable at one step, as float64 arrays; the
+        sharpness from the NTK matrix, or from the NTK-vector products ``operator`` where
+        the model offers them (:mod:`phasekit.engine.spectrum`)."""
+        top = (lambda_max(snap.ntk, self.sweep["sharpness_solver"]) if operator is None
+               else operator_lambda_max(operator, snap.z, self.model_who))
         values = {"loss": snap.loss,
                   "weight_norm": self.model.weight_norm(snap.features, snap.theta),
-                  "sharpness": snap.eta * lambda_max(snap.ntk, self.sweep["sharpness_solver"])}
+                  "sharpness": snap.eta * top}
         G = snap.theta.shape[0]
         for obs in self.observables:
             who = self._who[obs.name]
@@ -299,18 +327,22 @@ class Engine:
                 converged: torch.Tensor) -> None:
         """Observe the active rows at step ``t`` (``step``: their z, eps, loss and the
         forward cache), store the trajectories (schedule position ``k``) and the final
-        values and statuses of the rows that stop here."""
+        values and statuses of the rows that stop here.  The NTK matrix is formed here
+        only for a model without NTK-vector products; else on an observable's first
+        read, and ``is_trivial`` gets it only if one did (``Model.is_trivial``)."""
         model = self.model
         z, eps, loss, cache = step
-        ntk = model.ntk(batch.feats, batch.theta, cache)
-        values = self._observe(Snapshot(model, self.data, batch.feats, batch.theta,
-                                        batch.theta0, z, eps, loss, ntk, batch.eta,
-                                        batch.lambda0, t, cache))
+        operator = self._ntk_operator(batch.feats, batch.theta, cache)
+        ntk = model.ntk(batch.feats, batch.theta, cache) if operator is None else None
+        snap = Snapshot(model, self.data, batch.feats, batch.theta, batch.theta0, z, eps, loss,
+                        ntk, batch.eta, batch.lambda0, t, cache)
+        values = self._observe(snap, operator)
         idx = batch.active.numpy()
         stop_np = stop.cpu().numpy()
         records.store(values, idx, k, stop_np)
         if stop_np.any():
-            trivial = model.is_trivial(batch.feats, batch.theta, cache, ntk, batch.lambda0)
+            trivial = model.is_trivial(batch.feats, batch.theta, cache, snap.ntk_matrix,
+                                       batch.lambda0)
             records.finish(idx, stop_np, t, diverged.cpu().numpy(), converged.cpu().numpy(),
                            None if trivial is None else trivial.cpu().numpy().astype(bool))
 

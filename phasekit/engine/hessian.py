@@ -167,12 +167,18 @@ def _dense_top(product: Callable[[torch.Tensor], torch.Tensor], G: int, P: int, 
     return torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, -1]
 
 
+#: what the error of an unconverged Hessian suggests
+HESSIAN_ADVICE = ("use sweep.dtype = \"float64\" if it is float32, or sweep.normalize = "
+                  "\"ntk\" and leave hessian_sharpness out of sweep.observables")
+
+
 def top_eigenvalue(product: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
-                   what: str, rtol: float | None = None, max_iter: int = HESSIAN_MAX_ITER
-                   ) -> torch.Tensor:
+                   what: str, rtol: float | None = None, max_iter: int = HESSIAN_MAX_ITER,
+                   advice: str = HESSIAN_ADVICE) -> torch.Tensor:
     """lambda_max of the symmetric operator ``product`` ((G, P) -> (G, P), row ``g``
-    acting on row ``g`` alone) for every row of ``theta``: :func:`lanczos_top`, with the
-    dense fallback or :class:`HessianError` (``what`` names the operator and model)."""
+    acting on row ``g`` alone) for every row of ``theta`` (which gives only the shape,
+    dtype and device): :func:`lanczos_top`, with the dense fallback or
+    :class:`HessianError` (``what`` names the operator and model, ``advice`` the fix)."""
     G, P = theta.shape
 
     def operator(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -193,9 +199,7 @@ def top_eigenvalue(product: Callable[[torch.Tensor], torch.Tensor], theta: torch
     worst = float((res.residual / res.value.abs())[~res.converged.to(theta.device)].max())
     raise HessianError(
         f"{what}: Lanczos did not converge in {max_iter} iterations (relative residual "
-        f"{worst:.1e}, P = {P} parameters, too many for the exact fallback); use "
-        f"sweep.dtype = \"float64\" if it is float32, or sweep.normalize = \"ntk\" and "
-        f"leave hessian_sharpness out of sweep.observables")
+        f"{worst:.1e}, dimension {P}, too large for the exact fallback); {advice}")
 
 
 def hessian_max(model, features: Any, theta: torch.Tensor, rtol: float | None = None,

@@ -17,16 +17,25 @@ Two solvers, chosen by ``sweep.sharpness_solver``:
 
 ``lambda0 = lambda_max(H_0)``, which sets every learning rate (eta = c / lambda0),
 is always computed with ``eigvalsh``.
+
+A model that offers NTK-vector products (:meth:`phasekit.model.Model.ntk_operator`)
+never has its NTK matrix formed for these: :func:`operator_lambda_max` runs Lanczos
+on the products (:func:`phasekit.engine.hessian.top_eigenvalue`, the same residual
+test at the tolerances above, with an exact fallback from ``D`` products for
+``D <= DENSE_FALLBACK_P``), for ``lambda0`` and the sharpness alike, whatever
+``sweep.sharpness_solver`` says.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from phasekit.config.resolve import LANCZOS_ABOVE_D
 from phasekit.engine.batched import matvec
+from phasekit.engine.hessian import top_eigenvalue
 
 #: relative residual at which a Lanczos Ritz value counts as converged, per dtype
 LANCZOS_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -128,8 +137,26 @@ def lambda_max(H: torch.Tensor, solver: str = "eigvalsh") -> torch.Tensor:
     return out
 
 
-def initial_lambda_max(H0: torch.Tensor) -> float:
-    """lambda_0 = lambda_max(H_0) of one seed from its NTK at initialisation ``H0``
-    (D, D), by ``eigvalsh`` (module docstring); NaN where H_0 is not finite.  The one
-    place lambda_0 is computed: it sets every learning rate, eta = c / lambda_0."""
+#: what the error of unconverged NTK-vector products suggests
+OPERATOR_ADVICE = "use sweep.dtype = \"float64\" if it is float32, or fewer training points"
+
+
+def operator_lambda_max(product: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
+                        what: str) -> torch.Tensor:
+    """lambda_max of the NTK of every row from its NTK-vector products ``product``
+    (``u (G, D) -> H u``), ``z`` (G, D) giving the shape (module docstring); NaN in a
+    row whose products are not finite.  ``what`` names the model for an error."""
+    return top_eigenvalue(product, z, f"the NTK of {what}", LANCZOS_RTOL.get(z.dtype),
+                          advice=OPERATOR_ADVICE)
+
+
+def initial_lambda_max(H0: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+                       z0: torch.Tensor | None = None, what: str = "the model") -> float:
+    """lambda_0 = lambda_max(H_0) of one seed from its NTK at initialisation: the matrix
+    ``H0`` (D, D) by ``eigvalsh``, or NTK-vector products ``H0`` (``u (1, D) -> H_0 u``,
+    with the outputs ``z0`` (1, D)) by :func:`operator_lambda_max` (module docstring);
+    NaN where H_0 is not finite.  The one place lambda_0 is computed: it sets every
+    learning rate, eta = c / lambda_0."""
+    if callable(H0):
+        return float(operator_lambda_max(H0, z0, what)[0])
     return float(lambda_max(H0[None], "eigvalsh")[0])
