@@ -393,7 +393,7 @@ def _seeds(value: Any) -> list[int]:
 
 
 #: special [sweep] keys, validated by their own functions rather than as plain options
-SPECIAL_SWEEP_KEYS = ("eta_lambda0", "seeds", "axes")
+GRID_SWEEP_KEYS = ("eta_lambda0", "seeds", "axes")
 #: dimension and variable names of every sweep; an axis may not take one of them
 RESERVED_NAMES = ("seed", "eta_lambda0", "step", "eta", "lambda0", "steps", "status")
 
@@ -427,9 +427,9 @@ def _axes(value: Any) -> dict[str, list]:
 
 def resolve_sweep(table: Mapping[str, Any]) -> dict[str, Any]:
     table = dict(table)
-    special = {k: table.pop(k) for k in SPECIAL_SWEEP_KEYS if k in table}
-    plain = {k: v for k, v in SWEEP_OPTIONS.items() if k not in SPECIAL_SWEEP_KEYS}
-    out = resolve_options("sweep", plain, table, extra_known=SPECIAL_SWEEP_KEYS)
+    special = {k: table.pop(k) for k in GRID_SWEEP_KEYS if k in table}
+    plain = {k: v for k, v in SWEEP_OPTIONS.items() if k not in GRID_SWEEP_KEYS}
+    out = resolve_options("sweep", plain, table, extra_known=GRID_SWEEP_KEYS)
     out["eta_lambda0"] = _grid(special.get("eta_lambda0", SWEEP_OPTIONS["eta_lambda0"].default))
     out["seeds"] = _seeds(special.get("seeds", SWEEP_OPTIONS["seeds"].default))
     out["axes"] = _axes(special.get("axes", {}))
