@@ -13,7 +13,7 @@ from matplotlib.collections import LineCollection, QuadMesh
 from matplotlib.colors import to_hex, to_rgb
 
 from phasekit import api
-from phasekit.analysis.averaged import add_seed_averaged, seed_averaged_rates
+from phasekit.analysis.averaged import add_seed_averaged, mean_phase, seed_averaged_rates
 from phasekit.analysis.phases import VOTING, classify, critical_rates, phase_counts, tied
 from phasekit.analysis.report import span, summary_text
 from phasekit.cli.analysis import add_subcommands, cmd_analyze, cmd_boundary, cmd_plot
@@ -798,3 +798,20 @@ def test_average_and_ylog_refusals_are_one_line(tmp_path, capsys):
     assert analysis_main(["plot", str(path), "--average", "seeds", "--ylog", "-o",
                           str(out)]) == 0
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_seed_averaged_cells_fill_what_a_column_did_not_evaluate():
+    """A boundary file evaluates each point at its own c: a c where no seed of a point ran
+    takes the regime of the nearest evaluated c, as in the per-seed diagram."""
+    ds = axis_sweep(depths=(2,), seeds=2).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    status = ds["status"].values.copy()
+    status[1, :, 10] = "pending"                  # width 128 never ran c = 2.75
+    ds["status"] = (ds["status"].dims, status)
+    assert mean_phase(ds, seed_averaged_rates(ds).attrs).isel(width=1, eta_lambda0=10) \
+        == "pending"
+    (ax,), _ = panels_of(plot_sweep(ds, average="seeds"))
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    cells = np.ma.getdata(mesh.get_array()).reshape(ds.sizes["eta_lambda0"], 4)
+    assert np.isfinite(cells).all()
+    assert cells[10, 1] in (cells[9, 1], cells[11, 1])
