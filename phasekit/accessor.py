@@ -113,11 +113,14 @@ class PhasekitAccessor:
 
     def plot(self, panels: str | Sequence[str] | None = None,
              c_values: Sequence[float] | None = None, path: str | os.PathLike | None = None,
-             *, x: str | None = None, select: Mapping | Sequence[str] | None = None):
+             *, x: str | None = None, select: Mapping | Sequence[str] | None = None,
+             average: str | None = None, ylog: bool = False):
         """The paper's panels, or for a sweep with axes the 2-D phase diagram
         (``docs/plotting.md``); ``select={"width": 512}`` fixes axes, ``x="width"`` or
-        ``x="hidden_layers/width"`` chooses the diagram's x axis.  Returns a Figure."""
+        ``x="hidden_layers/width"`` chooses the diagram's x axis, ``average="seeds"``
+        draws it from the seed-averaged trajectories, ``ylog=True`` puts c on a log
+        axis.  Returns a Figure."""
         from phasekit.plot.figure import plot_sweep
 
         return plot_sweep(self._check(), panels=panels, c_values=c_values, path=path, x=x,
-                          select=select)
+                          select=select, average=average, ylog=ylog)

@@ -104,7 +104,8 @@ def boundary(config: Mapping | str | os.PathLike | None = None, *, preset: str |
 
 
 def plot(sweep: xr.Dataset | str | os.PathLike, path: str | os.PathLike | None = None, *,
-         panels=None, c_values=None, x: str | None = None, select=None):
+         panels=None, c_values=None, x: str | None = None, select=None,
+         average: str | None = None, ylog: bool = False):
     """The paper's panels of a sweep, or its 2-D phase diagram when it has axes
     (``phasekit plot``); returns a matplotlib Figure.
 
@@ -112,9 +113,10 @@ def plot(sweep: xr.Dataset | str | os.PathLike, path: str | os.PathLike | None =
     ``c_values`` the learning rates of the trajectory panels, ``x`` the diagram's
     x axis (an axis name or a ratio such as ``"hidden_layers/width"``), ``select``
     axis values to fix (``{"width": 512}`` or ``["width=512"]``: the 1-D panels of
-    that slice).  See ``docs/plotting.md``.
+    that slice), ``average="seeds"`` the diagram of the seed-averaged trajectories,
+    ``ylog=True`` c on a log axis.  See ``docs/plotting.md``.
     """
     from phasekit.plot.figure import plot_sweep
 
     return plot_sweep(_as_sweep(sweep), panels=panels, c_values=c_values, path=path, x=x,
-                      select=select)
+                      select=select, average=average, ylog=ylog)

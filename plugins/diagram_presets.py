@@ -86,8 +86,8 @@ PRESETS = {
         "c_loss and c_sharp per seed and seed-averaged from the early window t = 1-10, "
         "c_max only seed-averaged (the largest c at which no seed diverged within 20 "
         "steps: 3.5-7.75 for the 4-layer nets, 64-128 in the tail for the 2-layer ones; "
-        "no run converges, so the per-seed c_max is NaN); plot against "
-        "(hidden_layers+2)/width",
+        "no run converges, so the per-seed c_max is NaN); plot with --x "
+        "'(hidden_layers+2)/width' --average seeds --ylog",
         {"model": {"name": "deep_relu", "width": 64, "hidden_layers": 0,
                    "weight_variance": 2.0, "parameterization": "standard"},
          "dataset": {"name": "fmnist", "num_train": 128},

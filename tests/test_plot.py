@@ -9,10 +9,11 @@ import pytest
 import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cbook import is_math_text
-from matplotlib.collections import QuadMesh
+from matplotlib.collections import LineCollection, QuadMesh
 from matplotlib.colors import to_hex, to_rgb
 
 from phasekit import api
+from phasekit.analysis.averaged import add_seed_averaged, mean_phase, seed_averaged_rates
 from phasekit.analysis.phases import VOTING, classify, critical_rates, phase_counts, tied
 from phasekit.analysis.report import span, summary_text
 from phasekit.cli.analysis import add_subcommands, cmd_analyze, cmd_boundary, cmd_plot
@@ -717,3 +718,100 @@ def test_hostile_datasets_in_python_are_sweep_file_errors(stored):
     with pytest.raises(SweepFileError, match=r"panel \(c\) sharpness: 'sharpness' holds no"):
         plot_sweep(ds.assign(sharpness=ds["sharpness"] * np.nan), panels="c")
     plot_sweep(ds.assign(sharpness=ds["sharpness"] * np.nan), panels="a,d")   # the rest draws
+
+
+# -- the seed-averaged phase diagram (--average seeds) and the log c axis ------------------
+
+def test_the_seed_averaged_diagram_draws_the_mean_traj_rates_the_file_holds():
+    """``average="seeds"``: one curve per rate, read from the stored ``_mean_traj``
+    variables (here shifted, as a boundary search refines them), no bars and no seed
+    disagreement; the cells are the regime of the mean trajectory, so that each column
+    is divergent from c_fail on and catapult from c_loss on."""
+    ds = axis_sweep(depths=(2,), seeds=3).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    computed = seed_averaged_rates(ds)
+    (ax,), _ = panels_of(plot_sweep(ds, average="seeds"))
+    for q, (color, marker) in {"c_loss": ("#08306b", "o"), "c_sharp": ("#d94801", "^"),
+                               "c_max": ("#000000", "s")}.items():
+        np.testing.assert_array_equal(errorbar_line(ax, color, marker).get_ydata(),
+                                      computed[q].values)
+    stored = add_seed_averaged(ds)
+    for q in ("c_loss", "c_max"):
+        stored[f"{q}_mean_traj"] = stored[f"{q}_mean_traj"] - 0.0123 * (1 + stored["width"] / 64)
+    fig = plot_sweep(stored, average="seeds")
+    (ax,), _ = panels_of(fig)
+    for q, (color, marker) in {"c_loss": ("#08306b", "o"), "c_max": ("#000000", "s")}.items():
+        line = errorbar_line(ax, color, marker)
+        np.testing.assert_array_equal(line.get_ydata(), stored[f"{q}_mean_traj"].values)
+        assert not np.allclose(line.get_ydata(), computed[q].values)
+    assert not [c for c in ax.collections if isinstance(c, LineCollection)]   # no bars
+    text = legend_texts(fig)
+    assert SEEDS_DISAGREE not in text and "seeds disagree" not in " ".join(text)
+    assert any("\\langle L_t/L_0\\rangle" in t for t in text)
+    assert "seed-averaged" in fig._suptitle.get_text()
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    cells = np.ma.getdata(mesh.get_array()).reshape(ds.sizes["eta_lambda0"], 4)
+    cs = ds["eta_lambda0"].values[:, None]
+    c_loss, c_fail = computed["c_loss"].values[None, :], computed["c_fail"].values[None, :]
+    want = np.where(cs >= c_fail, "divergent", np.where(cs >= c_loss, "catapult", "lazy"))
+    assert (np.asarray(VOTING)[cells.astype(int)] == want).all()
+    # per seed, the same sweep has seeds that disagree
+    assert SEEDS_DISAGREE in legend_texts(plot_sweep(ds))
+
+
+def test_ylog_puts_c_on_a_log_axis():
+    ds = axis_sweep(depths=(1, 2), widths=(64, 128), seeds=1)
+    (ax,), _ = panels_of(plot_sweep(ds, x="hidden_layers/width"))
+    assert ax.get_yscale() == "linear"                   # c in steps of 0.25: linear
+    for kwargs in ({}, {"average": "seeds"}):
+        (ax,), _ = panels_of(plot_sweep(ds, x="hidden_layers/width", ylog=True, **kwargs))
+        assert ax.get_yscale() == "log"
+        lo, hi = ax.get_ylim()                           # geometric cell edges around c
+        assert 0 < lo < 0.25 < 8.0 < hi < 9.0
+
+
+def test_average_and_ylog_refusals_are_one_line(tmp_path, capsys):
+    ds = axis_sweep(depths=(1,), widths=(64, 128), seeds=2)
+    with pytest.raises(ConfigError, match='--average must be "seeds"') as err:
+        plot_sweep(ds, average="mean")
+    assert "\n" not in str(err.value)
+    flat = synthetic_sweep([["converged_lazy", "diverged"]], [0.5, 5.0])
+    with pytest.raises(ConfigError, match=r"^--average seeds draws the phase diagram of a "
+                                          r"sweep with axes, but this sweep has no axes"):
+        plot_sweep(flat, average="seeds")
+    with pytest.raises(ConfigError, match=r"^--average seeds and --ylog draw the phase "
+                                          r"diagram .* every axis is fixed \(hidden_layers "
+                                          r"= 1, width = 64\)"):
+        plot_sweep(ds, select=["width=64"], average="seeds", ylog=True)
+    path = tmp_path / "axes.nc"
+    write_sweep(ds, path)
+    out = tmp_path / "avg.png"
+    assert analysis_main(["plot", str(path), "--average", "runs", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('phasekit: error: --average must be "seeds"') and err.count("\n") == 1
+    assert analysis_main(["plot", str(path), "--select", "width=128", "--ylog", "-o",
+                          str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("phasekit: error: --ylog draws the phase diagram") and \
+        err.count("\n") == 1
+    assert not out.exists()
+    assert analysis_main(["plot", str(path), "--average", "seeds", "--ylog", "-o",
+                          str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_seed_averaged_cells_fill_what_a_column_did_not_evaluate():
+    """A boundary file evaluates each point at its own c: a c where no seed of a point ran
+    takes the regime of the nearest evaluated c, as in the per-seed diagram."""
+    ds = axis_sweep(depths=(2,), seeds=2).squeeze("hidden_layers", drop=True)
+    ds.attrs["axes"] = "width"
+    status = ds["status"].values.copy()
+    status[1, :, 10] = "pending"                  # width 128 never ran c = 2.75
+    ds["status"] = (ds["status"].dims, status)
+    assert mean_phase(ds, seed_averaged_rates(ds).attrs).isel(width=1, eta_lambda0=10) \
+        == "pending"
+    (ax,), _ = panels_of(plot_sweep(ds, average="seeds"))
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    cells = np.ma.getdata(mesh.get_array()).reshape(ds.sizes["eta_lambda0"], 4)
+    assert np.isfinite(cells).all()
+    assert cells[10, 1] in (cells[9, 1], cells[11, 1])

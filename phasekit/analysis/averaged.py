@@ -157,6 +157,42 @@ def add_seed_averaged(ds: xr.Dataset, early_window: int | None = None,
     return out
 
 
+#: the thresholds a stored ``_mean_traj`` variable records (:func:`early_thresholds`)
+THRESHOLDS = ("early_window", "sharpness_drop", "loss_rise")
+
+
+def stored_seed_averaged(ds: xr.Dataset) -> xr.Dataset:
+    """The seed-averaged critical rates as the file holds them, over ``(*axes)``: every
+    ``<name>_mean_traj`` variable of ``ds`` (what ``phasekit analyze --average seeds``
+    wrote, or the values a ``phasekit boundary --average seeds`` search refined) is read
+    as stored; only the missing ones are computed by :func:`seed_averaged_rates`, with
+    the thresholds the stored variables record.  The attributes hold those thresholds.
+    Figures draw these, as they draw :func:`phasekit.analysis.phases.stored_critical`."""
+    stored = [str(v) for v in ds.data_vars if str(v).endswith(SUFFIX)]
+    th = next(({k: ds[v].attrs[k] for k in THRESHOLDS} for v in stored
+               if all(k in ds[v].attrs for k in THRESHOLDS)), {})
+    rates = seed_averaged_rates(ds, **th)
+    axes = sweep_axes(ds)
+    for name in list(rates.data_vars):
+        if f"{name}{SUFFIX}" in ds.data_vars:
+            rates[name] = ds[f"{name}{SUFFIX}"].astype(float).transpose(*axes)
+    return rates
+
+
+def mean_phase(ds: xr.Dataset, thresholds: dict) -> xr.DataArray:
+    """Per ``(*axes, eta_lambda0)``, the regime of the seed-averaged trajectory whose
+    onsets :func:`seed_averaged_rates` locates (the flags of :func:`mean_flags`):
+    ``divergent`` where some seed diverged (its mean loss diverges), else ``catapult``
+    where the mean loss rose (``loss_rose``), else ``lazy``; ``undetermined`` (not
+    divergent) where ``ds`` records no loss trajectory, ``pending`` where no seed ran.
+    The cells of the seed-averaged phase diagram."""
+    flags = mean_flags(ds, thresholds)
+    ran = (ds["status"].astype(str) != "pending").any("seed")
+    rest = (xr.where(flags["loss_rose"], "catapult", "lazy") if "loss_rose" in flags
+            else "undetermined")
+    return xr.where(flags["diverged"], "divergent", rest).where(ran, "pending")
+
+
 def averaged_report(rates: xr.Dataset) -> str:
     """Lines of the seed-averaged critical rates, one per axis point."""
     names = [n for n in ("c_loss", "c_sharp", "c_max", "c_fail") if n in rates]

@@ -40,8 +40,9 @@ def _add_plot(subparsers) -> None:
                     "sharpness, (e) theta^2_inf/theta^2_0, (f) sparsity, (g) generalisation gap "
                     "against c. A sweep with axes (sweep.axes) gets a 2-D phase diagram "
                     "instead: c against one axis (--x), phases as coloured cells, c_loss, "
-                    "c_sharp, c_max and the bounds per axis point; --select fixes axes (with "
-                    "every axis fixed, the panels are drawn). See docs/plotting.md.")
+                    "c_sharp, c_max and the bounds per axis point (--average seeds: of the "
+                    "seed-averaged trajectories); --select fixes axes (with every axis fixed, "
+                    "the panels are drawn). See docs/plotting.md.")
     plot.add_argument("sweep", help="a netCDF file written by 'phasekit run' or 'boundary'")
     plot.add_argument("-o", "--output", help="figure file, .png, .pdf or .svg (default: the "
                       "sweep's name with .png)")
@@ -58,6 +59,14 @@ def _add_plot(subparsers) -> None:
     plot.add_argument("--select", action="append", metavar="AXIS=VALUE",
                       help="fix an axis to one of its values, e.g. width=512 (repeatable); "
                            "with every axis fixed, the panels a-g of that axis point are drawn")
+    plot.add_argument("--average", metavar="seeds",
+                      help="phase diagram of the seed-averaged trajectories (Kalra & "
+                           "Barkeshli's convention): curves c_loss, c_sharp, c_max of the mean "
+                           "trajectories as the file stores them (c_loss_mean_traj, ...; "
+                           "computed where absent), cells their regime (docs/plotting.md)")
+    plot.add_argument("--ylog", action="store_true",
+                      help="c on a log axis in the phase diagram (default: log only for a "
+                           "geometric grid of c)")
     plot.set_defaults(handler=cmd_plot)
 
 
@@ -154,7 +163,7 @@ def cmd_plot(args) -> int:
     if out.suffix.lower() not in FORMATS:
         raise ConfigError(f"-o {out}: the figure file must end in {', '.join(FORMATS)}")
     plot_sweep(ds, panels=args.panels, c_values=_floats(args.c_values), path=out, x=args.x,
-               select=args.select)
+               select=args.select, average=args.average, ylog=args.ylog)
     print(f"wrote {out}")
     return 0
 

@@ -3,7 +3,9 @@ a ratio of two (``x="hidden_layers/width"``), y = ``c``; cells coloured by the
 majority phase over seeds (hatched on a tie), the critical learning rates
 ``c_loss``, ``c_sharp``, ``c_max`` (and ``c_trivial``) as the file holds them, with
 their spread over seeds, and every bound per axis point.  Every other axis gets a
-panel per value.
+panel per value.  With ``average="seeds"`` the curves are the critical rates of the
+seed-averaged trajectories (one value per point) and the cells the regime of those
+trajectories (:mod:`phasekit.analysis.averaged`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from phasekit.analysis.averaged import mean_phase, stored_seed_averaged
 from phasekit.analysis.phases import (
     VOTING,
     bound_names,
@@ -33,6 +36,9 @@ from phasekit.analysis.phases import (
 from phasekit.plot.select import axes_text, fixed_text, geometric, numeric
 from phasekit.plot.style import (
     CRITICAL_STYLE,
+    MEAN_CELLS,
+    MEAN_CRITICAL_LABELS,
+    MEAN_TIE_LABEL,
     PHASE_COLORS,
     TIE_LABEL,
     TIE_STYLE,
@@ -119,7 +125,7 @@ def _drawn_x(ux: np.ndarray, group: np.ndarray, log: bool) -> np.ndarray:
     return out
 
 
-def _points(ds: xr.Dataset, x_axes: tuple[str, ...]) -> _Points:
+def _points(ds: xr.Dataset, x_axes: tuple[str, ...], ylog: bool) -> _Points:
     cs = ds["eta_lambda0"].values
     P = int(np.prod([ds.sizes[a] for a in x_axes]))
     grids = np.meshgrid(*(ds[a].values for a in x_axes), indexing="ij")
@@ -143,15 +149,22 @@ def _points(ds: xr.Dataset, x_axes: tuple[str, ...]) -> _Points:
     families = [np.flatnonzero(family_of == v) for v in family_values]
     families = [idx[np.argsort(x[idx], kind="stable")] for idx in families]
     return _Points(x, values, ux, group, _drawn_x(ux, group, log_x), families, family_values,
-                   categorical, log_x, geometric(cs))
+                   categorical, log_x, ylog or geometric(cs))
 
 
-def diagram(ds: xr.Dataset, x_axes: tuple[str, ...], axes: list[str]) -> Figure:
+def diagram(ds: xr.Dataset, x_axes: tuple[str, ...], axes: list[str], *,
+            average: str | None = None, ylog: bool = False) -> Figure:
     """The 2-D phase diagram: one panel per value of the axes not on x, and a legend in
-    the free slot of an incomplete last row, else below the panels."""
+    the free slot of an incomplete last row, else below the panels.  ``average="seeds"``:
+    of the seed-averaged trajectories; ``ylog``: c on a log axis (else only for a
+    geometric grid of c)."""
     others = [a for a in axes if a not in x_axes]
-    counts = phase_counts(classify(ds), "seed")               # (phase, *axes, c)
-    crit = stored_critical(ds)
+    if average:                                   # one value per point: no seed axis
+        crit = stored_seed_averaged(ds)
+        counts = phase_counts(mean_phase(ds, crit.attrs), [])
+    else:
+        crit = stored_critical(ds)
+        counts = phase_counts(classify(ds), "seed")           # (phase, *axes, c)
     shown = [q for q in CRITICAL_STYLE if q in crit and np.isfinite(crit[q].values).any()]
     combos = list(np.ndindex(*(ds.sizes[a] for a in others)))
     n = len(combos)
@@ -167,16 +180,20 @@ def diagram(ds: xr.Dataset, x_axes: tuple[str, ...], axes: list[str]) -> Figure:
         ax = fig.add_subplot(grid[k // ncols, k % ncols])
         where = dict(zip(others, combo, strict=True))
         _panel(ax, ds.isel(where), counts.isel(where), crit.isel(where), x_axes, shown,
-               handles)
+               handles, ylog)
         if others:
             ax.set_title(plain(", ".join(f"{a} = {ds[a].values[i]}"
                                          for a, i in where.items())), loc="left")
         panels.append(ax)
     for ax in panels[1:]:
         ax.sharey(panels[0])
-    head = "cells: majority phase over seeds" + (
-        ("\n" if free else "; ") + "curves: median, bars: range over seeds" if shown else "")
-    handles["phase"] = {p: handles["phase"][p] for p in (*VOTING, TIE_LABEL)
+    head = (MEAN_CELLS if average else "cells: majority phase over seeds") + (
+        ("\n" if free else "; ") + ("curves: critical rates of the seed-averaged "
+                                    "trajectories" if average else
+                                    "curves: median, bars: range over seeds")
+        if shown else "")
+    handles["phase"] = {MEAN_TIE_LABEL if average and p == TIE_LABEL else p:
+                        handles["phase"][p] for p in (*VOTING, TIE_LABEL)
                         if p in handles["phase"]}
     entries = [(label, h) for g in LEGEND_GROUPS for label, h in handles[g].items()]
     if free:
@@ -189,20 +206,23 @@ def diagram(ds: xr.Dataset, x_axes: tuple[str, ...], axes: list[str]) -> Figure:
                    handlelength=1.6, columnspacing=1.2, labelspacing=0.3)
     fixed = fixed_text(ds)
     seeds = ds.sizes["seed"]
-    fig.suptitle(f"{title(ds)}: phase diagram, {seeds} seed{'s' if seeds != 1 else ''}"
+    what = "phase diagram of the seed-averaged trajectories, " if average else "phase diagram, "
+    fig.suptitle(f"{title(ds)}: {what}{seeds} seed{'s' if seeds != 1 else ''}"
                  + (f" ({fixed})" if fixed else ""), fontsize=10)
     return fig
 
 
 def _panel(ax, ds: xr.Dataset, counts: xr.DataArray, crit: xr.Dataset,
-           x_axes: tuple[str, ...], shown: list[str], handles: dict[str, dict]) -> None:
-    """One panel: the points of ``x_axes`` over x, c over y."""
-    pts = _points(ds, x_axes)
+           x_axes: tuple[str, ...], shown: list[str], handles: dict[str, dict],
+           ylog: bool) -> None:
+    """One panel: the points of ``x_axes`` over x, c over y (seed-averaged rates,
+    without a seed axis: no seed disagreement to mark)."""
+    pts = _points(ds, x_axes, ylog)
     cs = ds["eta_lambda0"].values
     per_point = counts.transpose("phase", *x_axes, "eta_lambda0").values.reshape(
         len(VOTING), len(pts.x), len(cs))
     _cells(ax, pts, cs, per_point, handles)
-    _marks(ax, pts, cs, per_point, ds.sizes["seed"], handles)
+    _marks(ax, pts, cs, per_point, ds.sizes["seed"] if "seed" in crit.dims else 1, handles)
     for q in shown:
         _critical_curve(ax, pts, crit, q, x_axes, handles)
     if len(pts.families) > 1:
@@ -283,24 +303,31 @@ def _marks(ax, pts: _Points, cs: np.ndarray, per_point: np.ndarray, seeds: int,
 def _critical_label(crit: xr.Dataset, q: str) -> str:
     var = crit[q]
     window = var.attrs.get("early_window", crit.attrs.get("early_window", "?"))
-    label = CRITICAL_STYLE[q]["label"].replace("{W}", str(window))
+    label = (MEAN_CRITICAL_LABELS[q] if "seed" not in var.dims
+             else CRITICAL_STYLE[q]["label"]).replace("{W}", str(window))
     drop = var.attrs.get("sharpness_drop", crit.attrs.get("sharpness_drop", 0.05))
-    return label.replace("{drop}", f">{100 * float(drop):g}%")
+    rise = var.attrs.get("loss_rise", crit.attrs.get("loss_rise", 0.0))
+    return label.replace("{drop}", f">{100 * float(drop):g}%").replace(
+        "{rise}", f"{1 + float(rise):g}")
 
 
 def _critical_curve(ax, pts: _Points, crit: xr.Dataset, q: str, x_axes: tuple[str, ...],
                     handles) -> None:
     """The median over seeds of ``q`` with its range as error bars, one line per family,
-    drawn at the points' positions."""
+    drawn at the points' positions; a rate without a seed axis (seed-averaged) as it is,
+    without bars."""
     style = CRITICAL_STYLE[q]
-    v = crit[q].transpose(*x_axes, "seed").values.reshape(len(pts.x), -1)
+    per_seed = "seed" in crit[q].dims
+    v = crit[q].transpose(*x_axes, *(["seed"] if per_seed else [])).values.reshape(
+        len(pts.x), -1)
     mid, lo, hi = _spread(v)
-    err = np.nan_to_num(np.vstack([mid - lo, hi - mid]))
+    err = np.nan_to_num(np.vstack([mid - lo, hi - mid])) if per_seed else None
     label = _critical_label(crit, q)
     for f, idx in enumerate(pts.families):
         if not np.isfinite(mid[idx]).any():
             continue
-        bars = ax.errorbar(pts.xd[idx], mid[idx], yerr=err[:, idx], color=style["color"],
+        bars = ax.errorbar(pts.xd[idx], mid[idx], yerr=None if err is None else err[:, idx],
+                           color=style["color"],
                            marker=style["marker"], ms=4.5, lw=1.3, capsize=2.0,
                            elinewidth=0.9, ls=FAMILY_STYLES[f % len(FAMILY_STYLES)], zorder=3)
         handles["critical"].setdefault(label, bars.lines[0] if f == 0 else Line2D(

@@ -26,6 +26,13 @@ def axes_text(ds: xr.Dataset, axes: list[str]) -> str:
     return ", ".join(out) if out else "none"
 
 
+def no_axes_text(ds: xr.Dataset) -> str:
+    """Why a sweep without axes left has none: fixed by a selection, or never swept."""
+    fixed = fixed_text(ds)
+    return (f"every axis is fixed ({fixed})" if fixed
+            else "this sweep has no axes (sweep.axes)")
+
+
 def _find_axis(ds: xr.Dataset, key: str, what: str) -> str:
     """The axis dimension named ``key`` (``width``) or whose option is ``key``
     (``model.width``); ConfigError naming the axes otherwise."""
@@ -34,11 +41,9 @@ def _find_axis(ds: xr.Dataset, key: str, what: str) -> str:
     for a in axes:
         if key == a or key == ds[a].attrs.get("axis_key"):
             return a
-    fixed = fixed_text(ds)
     if not axes:
-        where = (f"every axis is fixed ({fixed})" if fixed
-                 else "this sweep has no axes (sweep.axes)")
-        raise ConfigError(f"{what}: {where}")
+        raise ConfigError(f"{what}: {no_axes_text(ds)}")
+    fixed = fixed_text(ds)
     raise ConfigError(f"{what}: {key!r} is not an axis of this sweep; its axes are "
                       f"{axes_text(ds, axes)}" + (f" ({fixed} fixed)" if fixed else ""))
 

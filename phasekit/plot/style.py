@@ -79,6 +79,18 @@ CRITICAL_STYLE = {
     "c_trivial": {"color": "#54278f", "marker": "v",
                   "label": r"$c_{\rm trivial}$: first trivial c"},
 }
+#: the labels of the critical rates of the seed-averaged trajectories (``--average
+#: seeds``, docs/phases.md): the thresholds apply to the means over seeds
+MEAN_CRITICAL_LABELS = {
+    "c_loss": r"$c_{\rm loss}$: $\langle L_t/L_0\rangle$ > {rise} in steps 1-{W}",
+    "c_sharp": r"$c_{\rm sharp}$: $\langle\lambda_t/\lambda_0\rangle$ falls {drop} in "
+               r"steps 1-{W}",
+    "c_max": r"$c_{\max}$: largest c below the first c where a seed diverged",
+}
+#: the cells of the seed-averaged diagram (analysis.averaged.mean_phase)
+MEAN_CELLS = ("cells: regime of the seed-averaged trajectory (divergent: a seed diverged; "
+              "catapult: the mean loss rose)")
+MEAN_TIE_LABEL = "tie: points at this x split evenly"
 
 
 def plain(text: object) -> str:
