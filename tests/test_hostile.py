@@ -27,6 +27,7 @@ from phasekit.engine.engine import Engine
 from phasekit.engine.points import PointEngines
 from phasekit.errors import OutputWarning, ResumeError, SweepFileError
 from phasekit.io import files
+from phasekit.io import netcdf as netcdf_io
 from phasekit.io.files import OutputLock
 from phasekit.io.netcdf import open_sweep, write_sweep
 from phasekit.io.parts import PartStore, save_result
@@ -54,7 +55,8 @@ chunk_size = 2
 max_steps = 2000
 """
 N_CHUNKS = 6
-_TO_NETCDF = xr.Dataset.to_netcdf
+#: the function that puts a sweep's bytes on disk (inside the atomic write), patched below
+_WRITE_NETCDF4 = netcdf_io._write_netcdf4
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -282,13 +284,12 @@ def test_parts_of_another_config_are_discarded_only_with_overwrite(manager, tmp_
 @pytest.mark.slow
 def test_temporary_of_a_sigkilled_final_write_is_cleaned(tmp_path, cfg, counted):
     out = tmp_path / "r.nc"
-    killer = ("import os, signal, sys\nimport xarray as xr\nfrom phasekit.io.netcdf import "
-              "write_sweep\n"
-              "def to_netcdf(self, path, *a, **k):\n"
+    killer = ("import os, signal, sys\nimport xarray as xr\nfrom phasekit.io import netcdf\n"
+              "def write(ds, path):\n"
               "    open(path, 'wb').write(b'CDF half written')\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n"
-              "xr.Dataset.to_netcdf = to_netcdf\n"
-              "write_sweep(xr.Dataset(), sys.argv[1])\n")
+              "netcdf._write_netcdf4 = write\n"
+              "netcdf.write_sweep(xr.Dataset(), sys.argv[1])\n")
     proc = subprocess.run([sys.executable, "-c", killer, str(out)], timeout=120)
     assert proc.returncode == -signal.SIGKILL
     stale = glob.glob(str(tmp_path / ".r.nc.*.part"))
@@ -388,17 +389,17 @@ def test_ctrl_c_during_the_final_write_keeps_every_chunk(tmp_path, cfg, capsys, 
                                                          counted, reference):
     out = tmp_path / "r.nc"
 
-    def to_netcdf(self, path=None, *args, **kwargs):
+    def write(ds, path):
         Path(path).write_bytes(b"CDF half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", to_netcdf)
+    monkeypatch.setattr(netcdf_io, "_write_netcdf4", write)
     assert run(cfg, out) == 130
     assert one_line(capsys.readouterr().err, "interrupted") == (
         f"phasekit: interrupted; all {N_CHUNKS} chunks are kept in {PartStore(out).folder}/; "
         f"rerun the same command to write r.nc without recomputing them")
     assert not out.exists() and leftovers(tmp_path) == []
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", _TO_NETCDF)
+    monkeypatch.setattr(netcdf_io, "_write_netcdf4", _WRITE_NETCDF4)
     counted.clear()
     assert run(cfg, out) == 0
     assert counted == [] and out.exists()
@@ -601,11 +602,11 @@ def test_full_disk_during_the_final_write_keeps_every_chunk(tmp_path, cfg, capsy
                                                             counted, reference):
     out = tmp_path / "r.nc"
 
-    def full(self, path=None, *args, **kwargs):
+    def full(ds, path):
         Path(path).write_bytes(b"CDF half")
         raise RuntimeError("NetCDF: HDF error")            # what netCDF says on ENOSPC
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", full)
+    monkeypatch.setattr(netcdf_io, "_write_netcdf4", full)
     assert run(cfg, out) == 2
     line = one_line(capsys.readouterr().err)
     assert line.startswith(f"phasekit: error: cannot write {out} (RuntimeError: NetCDF: HDF "
@@ -613,7 +614,7 @@ def test_full_disk_during_the_final_write_keeps_every_chunk(tmp_path, cfg, capsy
     assert line.endswith(f"all {N_CHUNKS} chunks are kept in {PartStore(out).folder}/; rerun "
                          f"the same command to write r.nc without recomputing them")
     assert not out.exists() and leftovers(tmp_path) == []
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", _TO_NETCDF)
+    monkeypatch.setattr(netcdf_io, "_write_netcdf4", _WRITE_NETCDF4)
     counted.clear()
     assert run(cfg, out) == 0
     assert counted == []
