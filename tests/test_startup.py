@@ -65,3 +65,43 @@ def test_accessor_is_registered_in_either_import_order(order):
             "assert type(accessor).__qualname__ == 'PhasekitAccessor'\n"
             "assert type(accessor).__module__ == 'phasekit.accessor'\n")
     assert "xarray" in _imported_after(code)
+
+
+def test_console_script_finalises_what_the_command_left_and_returns_its_status(tmp_path):
+    """The installed script (``console``) ends with a collection and a freeze: an
+    object the command left in a reference cycle is still finalised before the
+    process ends (its ``__del__`` runs, as at any exit), and the script's exit status
+    is the command's, for success and for a one-line error."""
+    marker = tmp_path / "finalised.txt"
+    code = ("import gc, sys\n"
+            "gc.disable()\n"              # no automatic collection: only the script's own
+            "from phasekit.cli.main import console\n"
+            "class Cycle:\n"
+            "    def __init__(self):\n"
+            "        self.me = self\n"
+            "    def __del__(self):\n"
+            f"        with open({str(marker)!r}, 'w') as f:\n"
+            "            f.write('finalised')\n"
+            "Cycle()\n"                                 # garbage at once, only in a cycle
+            "sys.exit(console(sys.argv[1:]))\n")
+    ok = subprocess.run([sys.executable, "-c", code, "presets"], capture_output=True,
+                        text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "fig1" in ok.stdout
+    assert marker.read_text() == "finalised"
+    bad = subprocess.run([sys.executable, "-c", code, "run", "--set", "sweep.sedes=2"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("phasekit: error:") and "'seeds'" in bad.stderr
+
+
+def test_main_leaves_the_collector_alone(capsys):
+    """Only the script's end freezes the collector; ``main`` called in a test or a
+    notebook does not, so repeated calls are collected as usual."""
+    import gc
+
+    from phasekit.cli.main import main
+    threshold = gc.get_threshold()
+    assert main(["presets"]) == 0
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == threshold

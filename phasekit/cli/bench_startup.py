@@ -34,7 +34,7 @@ _WARM = ("import sys, time\n"
          "start = time.perf_counter()\n"
          "assert not main([*args, '-o', out + '.2'])\n"
          "print(time.perf_counter() - start)\n")
-_WHOLE = "import sys\nfrom phasekit.cli.main import main\nsys.exit(main())\n"
+_WHOLE = "import sys\nfrom phasekit.cli.main import console\nsys.exit(console())\n"
 
 
 def _wall(argv: list[str]) -> float:
