@@ -8,10 +8,12 @@ For the loss ``L = 1/(2D) sum_a (z_a - y_a)^2`` of docs/theory.md §1,
 a Gauss-Newton part, whose non-zero eigenvalues are the NTK's (eq. 4: ``J^T J / D``
 and ``J J^T / D`` share them), plus a functional part that is indefinite.  Neither
 is ever formed: :func:`lanczos_top` runs the Lanczos iteration on any batched
-symmetric operator, and :func:`hessian_max` feeds it the model's Hessian-vector
-products (:meth:`phasekit.model.Model.loss_hvp`, by default reverse-over-reverse
-autograd of the model's forward pass), one ``(G, P)`` batch of products per
-iteration for every row of ``theta`` at once.
+symmetric operator (the package's one Lanczos: the NTK's sharpness solver,
+:func:`phasekit.engine.spectrum.lanczos_max`, runs it on dense matrices), and
+:func:`hessian_max` feeds it the model's Hessian-vector products
+(:meth:`phasekit.model.Model.loss_hvp`, by default reverse-over-reverse autograd of
+the model's forward pass), one ``(G, P)`` batch of products per iteration for every
+row of ``theta`` at once.
 
 Convergence, per row: after ``k`` iterations the top Ritz pair ``(t_1, y)`` has
 residual ``r = |A y - t_1 y| = beta_k |e_k . s|``, and for a symmetric ``A`` an
@@ -83,7 +85,8 @@ def lanczos_top(operator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     which of the ``G`` operators each row belongs to: rows leave the batch as they
     converge.  Any symmetric operator serves -- loss Hessians (:func:`hessian_max`),
     Gauss-Newton or NTK-vector products without a Jacobian
-    (:func:`gauss_newton_operator`).  ``start`` (G, P) holds unit start vectors.
+    (:func:`gauss_newton_operator`), dense NTK matrices
+    (:func:`phasekit.engine.spectrum.lanczos_max`).  ``start`` (G, P) holds unit start vectors.
     """
     G, P = start.shape
     dtype, device = start.dtype, start.device

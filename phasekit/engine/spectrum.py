@@ -5,14 +5,22 @@ Two solvers, chosen by ``sweep.sharpness_solver``:
 
 * ``eigvalsh``: the full symmetric eigendecomposition, O(D^3) per grid point;
 * ``lanczos``: batched Lanczos iteration on the matrix-vector products ``H q``,
-  O(k D^2) per grid point for k iterations, with full reorthogonalisation.  A
-  run stops iterating once its top Ritz pair ``(theta_1, y)`` has residual
-  ``r = |H y - theta_1 y| = beta_k |e_k . s|`` at most ``rtol * theta_1``; then
-  an eigenvalue of H lies within ``r`` of theta_1 (for a symmetric matrix the
-  residual bounds the distance to the spectrum), and theta_1 <= lambda_max since
-  Ritz values are Rayleigh quotients.  A matrix that has not met the tolerance
-  after ``min(D, max_iter)`` iterations falls back to ``eigvalsh``; after D
-  iterations the Krylov space is the whole space and Lanczos is exact.
+  O(k D^2) per grid point for k iterations, with full reorthogonalisation: the
+  one Lanczos of the package, :func:`phasekit.engine.hessian.lanczos_top`, on the
+  operator ``q -> H q / max|H_ij|`` (scaled so that no norm under- or overflows)
+  from a fixed start vector.  A run stops iterating once its top Ritz pair
+  ``(theta_1, y)`` has residual ``r = |H y - theta_1 y| = beta_k |e_k . s|`` at most
+  ``rtol * max_i |theta_i|`` (:data:`LANCZOS_RTOL`); then an eigenvalue of H lies
+  within ``r`` of theta_1 (for a symmetric matrix the residual bounds the distance
+  to the spectrum), and theta_1 <= lambda_max since Ritz values are Rayleigh
+  quotients.  For an NTK, which is positive semi-definite, every Ritz value lies in
+  ``[0, theta_1]``, so ``max_i |theta_i| = theta_1`` and the test is ``r <= rtol *
+  theta_1``, a relative accuracy of lambda_max itself (rounding can move a Ritz
+  value below 0, but only by the order of ``eps ||H|| = eps lambda_max``, while
+  ``theta_1`` is within ``rtol`` of lambda_max when the test passes).  A matrix
+  that has not met the tolerance after ``min(D, max_iter)`` iterations falls back
+  to ``eigvalsh``; after D iterations the Krylov space is the whole space and
+  Lanczos is exact.
 * ``auto``: ``eigvalsh`` for D <= :data:`LANCZOS_ABOVE_D`, else ``lanczos``.
 
 ``lambda0 = lambda_max(H_0)``, which sets every learning rate (eta = c / lambda0),
@@ -35,7 +43,7 @@ import torch
 
 from phasekit.config.resolve import LANCZOS_ABOVE_D
 from phasekit.engine.batched import matvec
-from phasekit.engine.hessian import top_eigenvalue
+from phasekit.engine.hessian import lanczos_top, top_eigenvalue
 
 #: relative residual at which a Lanczos Ritz value counts as converged, per dtype
 LANCZOS_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -61,9 +69,24 @@ def _start_vector(G: int, D: int, dtype, device) -> torch.Tensor:
     return q.expand(G, D).clone()
 
 
+def _dense_operator(A: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The operator ``(v, rows) -> A[rows] v`` of :func:`phasekit.engine.hessian.lanczos_top`
+    for the matrices ``A`` (G, D, D); ``A[rows]`` is copied once each time the rows
+    change (as runs converge), not at every product."""
+    held: dict[str, torch.Tensor] = {}
+
+    def operator(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if held.get("rows") is not rows:
+            held["rows"], held["A"] = rows, (A if rows.shape[0] == A.shape[0] else A[rows])
+        return matvec(held["A"], v)
+
+    return operator
+
+
 def lanczos_max(H: torch.Tensor, rtol: float | None = None,
                 max_iter: int = LANCZOS_MAX_ITER) -> tuple[torch.Tensor, torch.Tensor]:
-    """lambda_max of each symmetric matrix of ``H`` (G, D, D) by batched Lanczos.
+    """lambda_max of each symmetric matrix of ``H`` (G, D, D) by batched Lanczos
+    (:func:`phasekit.engine.hessian.lanczos_top` on the products ``H q``).
 
     Returns ``(lambda_max, iterations)``: the top Ritz value of each matrix (see the
     module docstring for the residual test and the eigvalsh fallback) and the number
@@ -71,51 +94,16 @@ def lanczos_max(H: torch.Tensor, rtol: float | None = None,
     """
     G, D, _ = H.shape
     rtol = LANCZOS_RTOL.get(H.dtype, 1e-10) if rtol is None else rtol
-    out = torch.full((G,), math.nan, dtype=H.dtype, device=H.device)
-    iters = torch.zeros(G, dtype=torch.int64)
-    todo = torch.arange(G, device=H.device)                    # matrices still iterating
     # iterate on H / max|H_ij| (no under- or overflow in the norms); results are scaled back
     scale = H.abs().amax(dim=(-1, -2))
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    A = H / scale[:, None, None]
-    q = _start_vector(G, D, H.dtype, H.device)
-    basis = [q]
-    alphas: list[torch.Tensor] = []
-    betas: list[torch.Tensor] = []
-    steps = min(D, max_iter)
-    for k in range(steps):
-        w = matvec(A, q)                                                   # A q_k
-        alpha = (q * w).sum(-1)
-        V = torch.stack(basis, dim=-1)                                     # (g, D, k+1)
-        for _ in range(2):                                     # full reorthogonalisation, twice
-            coef = torch.matmul(w.unsqueeze(-2), V)                        # (g, 1, k+1)
-            w = w - torch.matmul(coef, V.transpose(-1, -2)).squeeze(-2)
-        beta = torch.linalg.vector_norm(w, dim=-1)
-        alphas.append(alpha)
-        # the tridiagonal T_k = V^T H V and its top Ritz pair
-        T = torch.diag_embed(torch.stack(alphas, -1))
-        if betas:
-            off = torch.stack(betas, -1)
-            T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-        theta, S = torch.linalg.eigh(T)
-        top = theta[:, -1]
-        residual = beta * S[:, k, -1].abs()                    # |H y - theta y| (exact arithmetic)
-        done = (residual <= rtol * top.abs()) | (k + 1 == D)
-        if bool(done.any()):
-            out[todo[done]] = top[done] * scale[done]
-            iters[todo[done].cpu()] = k + 1
-            keep = ~done
-            if not bool(keep.any()):
-                return out, iters
-            todo, A, scale = todo[keep], A[keep], scale[keep]
-            basis = [v[keep] for v in basis]
-            alphas = [a[keep] for a in alphas]
-            betas = [b[keep] for b in betas]
-            w, beta = w[keep], beta[keep]
-        betas.append(beta)
-        q = w / beta.clamp_min(torch.finfo(H.dtype).tiny)[:, None]
-        basis.append(q)
-    out[todo] = eigvalsh_max(H[todo])                          # not converged: exact fallback
+    res = lanczos_top(_dense_operator(H / scale[:, None, None]),
+                      _start_vector(G, D, H.dtype, H.device), rtol, max_iter)
+    out = res.value * scale
+    iters = torch.where(res.converged, res.iterations, 0)
+    missing = ~res.converged.to(H.device)
+    if bool(missing.any()):
+        out[missing] = eigvalsh_max(H[missing])                # not converged: exact fallback
     return out, iters
 
 
