@@ -8,11 +8,11 @@ import pytest
 
 from phasekit import api
 from phasekit.analysis.boundary import (
-    _bracket,
     _next_points,
-    _not_converged,
     _Search,
+    bracket,
     find_boundary,
+    not_converged,
 )
 from phasekit.analysis.report import boundary_report
 from phasekit.cli.analysis import main as analysis_main
@@ -36,10 +36,10 @@ def fig1(width=None, **sweep_kw) -> dict:
 def test_bracket_is_below_the_first_failure():
     ev = {1.0: "converged", 3.0: "converged", 3.5: "diverged", 3.7: "converged",
           4.0: "diverged"}
-    assert _bracket(ev, _not_converged) == (3.0, 3.5)      # 3.7 converges, but above 3.5
-    assert _bracket({1.0: "converged"}, _not_converged) == (1.0, None)
-    assert _bracket({5.0: "diverged"}, _not_converged) == (None, 5.0)
-    assert _bracket({1.0: "converged", 2.0: "max_steps"}, _not_converged) == (1.0, 2.0)
+    assert bracket(ev, not_converged) == (3.0, 3.5)      # 3.7 converges, but above 3.5
+    assert bracket({1.0: "converged"}, not_converged) == (1.0, None)
+    assert bracket({5.0: "diverged"}, not_converged) == (None, 5.0)
+    assert bracket({1.0: "converged", 2.0: "max_steps"}, not_converged) == (1.0, 2.0)
 
 
 def _search_with(ev: dict) -> _Search:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from phasekit.analysis.boundary import _bracket, _not_converged, _trivial
+from phasekit.analysis.boundary import bracket, ended_trivial, not_converged
 from phasekit.analysis.phases import (
     add_critical,
     add_phases,
@@ -252,12 +252,12 @@ def test_c_max_and_c_trivial_follow_the_boundary_bracket_on_every_pattern():
     crit = critical_rates(ds)
     for s, pattern in enumerate(patterns):
         ev = {c: st for c, st in zip(cs, pattern, strict=True) if st != "pending"}
-        lo, hi = _bracket(ev, _not_converged)
+        lo, hi = bracket(ev, not_converged)
         want_max = NAN if hi is None or lo is None else lo
         assert np.array_equal(crit["c_max"].values[s], want_max, equal_nan=True), pattern
         assert np.array_equal(crit["c_fail"].values[s], NAN if hi is None else hi,
                               equal_nan=True), pattern
-        tlo, thi = _bracket(ev, _trivial)
+        tlo, thi = bracket(ev, ended_trivial)
         assert np.array_equal(crit["c_trivial"].values[s], NAN if thi is None else thi,
                               equal_nan=True), pattern
         assert np.array_equal(crit["c_trivial_below"].values[s],

@@ -14,10 +14,10 @@ from phasekit.analysis.phases import add_critical
 from phasekit.cli.dryrun import (
     Linear,
     StepCosts,
-    _variant,
     calibrate,
     chunk_seconds,
     dry_run_report,
+    engine_variant,
     linear_stop,
     pilot,
 )
@@ -286,7 +286,7 @@ def test_pilot_predicts_the_steps_each_run_takes(planned, manager):
 
 def test_pilot_caps_predictions_at_max_steps(planned):
     config, data, engine, chunks, prepared, costs = planned
-    capped = _variant(engine, max_steps=25)
+    capped = engine_variant(engine, max_steps=25)
     short = pilot(capped, chunks, prepared, costs, 0.0)
     assert short.steps.max() == 25 and short.at_max >= 1        # c = 0.2 takes 38
 

@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from phasekit.analysis.phases import _onset, _status, early_thresholds, require, sweep_axes
+from phasekit.analysis.phases import checked_status, early_thresholds, onset, require, sweep_axes
 from phasekit.errors import ConfigError, SweepFileError
 
 #: the values ``average`` takes (``None``: per seed, :func:`critical_rates`)
@@ -86,7 +86,7 @@ def mean_flags(ds: xr.Dataset, thresholds: dict) -> xr.Dataset:
     ``diverged`` (some seed diverged); the first two only where ``ds`` records the
     trajectory and the window.  ``thresholds`` as :func:`early_thresholds` returns them.
     ``phasekit boundary --average seeds`` bisects on these flags."""
-    status = _status(ds, "the seed-averaged critical learning rates")
+    status = checked_status(ds, "the seed-averaged critical learning rates")
     out = {"diverged": (status == "diverged").any("seed")}
     rise, drop = thresholds["loss_rise"], thresholds["sharpness_drop"]
     for flag, var, hit in (("loss_rose", "loss", lambda m: m > 1 + rise),
@@ -124,12 +124,12 @@ def seed_averaged_rates(ds: xr.Dataset, early_window: int | None = None,
                         f"by t)")):
         if MEAN_FLAGS[name] not in flags:
             continue
-        first, below = _onset(flags[MEAN_FLAGS[name]], ran)
+        first, below = onset(flags[MEAN_FLAGS[name]], ran)
         out[name] = (first, {"long_name": f"{name} of the seed-averaged trajectories",
                              "definition": text, **common, **th})
         out[f"{name}_below"] = (below, {"long_name": f"largest evaluated c below {name} of "
                                         f"the seed-averaged trajectories", **common})
-    fail, c_max = _onset(flags[MEAN_FLAGS["c_max"]], ran)
+    fail, c_max = onset(flags[MEAN_FLAGS["c_max"]], ran)
     out["c_max"] = (c_max, {
         "long_name": "largest c at which the seed-averaged trajectory stays finite",
         "definition": "largest evaluated c below c_fail, the smallest evaluated c at which "

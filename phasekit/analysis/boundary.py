@@ -80,7 +80,7 @@ DEFAULT_C_FLOOR = 1e-3
 DEFAULT_MAX_ROUNDS = 60
 
 
-def _bracket(evaluated: Mapping[float, Any], fails: Callable[[Any], bool]
+def bracket(evaluated: Mapping[float, Any], fails: Callable[[Any], bool]
              ) -> tuple[float | None, float | None]:
     """``(lo, hi)``: ``hi`` the smallest c that fails, ``lo`` the largest c < hi that passes.
 
@@ -94,11 +94,13 @@ def _bracket(evaluated: Mapping[float, Any], fails: Callable[[Any], bool]
     return lo, hi
 
 
-def _not_converged(status: str) -> bool:
+def not_converged(status: str) -> bool:
+    """The ``fails`` of :func:`bracket` for ``c_max``: a run that did not converge."""
     return status != "converged"
 
 
-def _trivial(status: str) -> bool:
+def ended_trivial(status: str) -> bool:
+    """The ``fails`` of :func:`bracket` for ``c_trivial``: a run that ended trivial."""
     return status == "trivial"
 
 
@@ -179,7 +181,7 @@ def _refine(ev: Mapping[float, Any], fails: Callable[[Any], bool], tol: float, p
             c_limit: float, c_floor: float, what: str) -> tuple[set[float], str | None]:
     """Trial points that narrow the bracket of ``fails`` (stage 2 or 3), and why the
     search cannot go on (``None`` while it can)."""
-    lo, hi = _bracket(ev, fails)
+    lo, hi = bracket(ev, fails)
     if hi is None:                                     # nothing has it yet: go up
         top = max(ev)
         if top * 2 <= c_limit:
@@ -212,11 +214,11 @@ def _next_points(search: _Search, cell: int, tol: float, points: int, c_limit: f
     ev = search.evaluated[cell]
     if not ev:
         return []
-    todo, why = _refine(ev, _not_converged, tol, points, c_limit, c_floor, "failed to converge")
+    todo, why = _refine(ev, not_converged, tol, points, c_limit, c_floor, "failed to converge")
     if why is not None:
         search.unbounded[cell] = why.replace("no run failed to converge", "every run converged")
-    if any(_trivial(s) for s in ev.values()):
-        tlo, thi = _bracket(ev, _trivial)
+    if any(ended_trivial(s) for s in ev.values()):
+        tlo, thi = bracket(ev, ended_trivial)
         if tlo is not None and thi - tlo > tol:
             todo.update(_interior(tlo, thi, points))
     return sorted(c for c in todo if c not in ev)
@@ -308,7 +310,7 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
     """
     from phasekit.io.netcdf import build_dataset
 
-    _check_search(tol, points, c_floor, c_limit)
+    check_search(tol, points, c_floor, c_limit)
     check_average(average)
     manager = manager or get_plugin_manager()
     config, _ = resolve_config(raw_config, manager)
@@ -350,7 +352,7 @@ def find_boundary(raw_config: Mapping[str, Any], manager: PluginManager | None =
                      build_dataset=build_dataset)
 
 
-def _check_search(tol, points, c_floor, c_limit) -> None:
+def check_search(tol, points, c_floor, c_limit) -> None:
     """The search's own options (the config is checked by ``resolve_config``)."""
     if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
         raise ConfigError(f"--tol must be a positive number, got {tol!r}")
@@ -399,7 +401,7 @@ def _round_line(search: _Search, engines: PointEngines, round_: int, trial, earl
     parts = []
     for k, ev in enumerate(search.diverged if averaged else search.evaluated):
         p, si = (k, None) if averaged else divmod(k, len(search.seeds))
-        lo, hi = _bracket(ev, _true if averaged else _not_converged)
+        lo, hi = bracket(ev, _true if averaged else not_converged)
         where = describe_point(engines.points[p])
         label = "seed-averaged" if averaged else f"seed {search.seeds[si]}"
         parts.append(f"{where + ', ' if where else ''}{label}: "
@@ -463,16 +465,16 @@ def _onsets(search: _Search) -> dict[str, np.ndarray]:
     values = {name: np.full(cells, np.nan) for name in names}
     fail_status = np.full(cells, "none", dtype=object)
     for k, ev in enumerate(search.evaluated):
-        lo, hi = _bracket(ev, _not_converged)
+        lo, hi = bracket(ev, not_converged)
         if lo is not None and hi is not None:
             values["c_max"][k], values["c_fail"][k] = lo, hi
             fail_status[k] = ev[hi]
         elif hi is None and ev:
             values["c_max"][k] = max(ev)     # never failed: a lower limit, flagged below
-        if any(_trivial(s) for s in ev.values()):
-            values["c_trivial"][k] = _bracket(ev, _trivial)[1]
+        if any(ended_trivial(s) for s in ev.values()):
+            values["c_trivial"][k] = bracket(ev, ended_trivial)[1]
         for name, per_cell in search.early.items():
-            lo, hi = _bracket(per_cell[k], _true)
+            lo, hi = bracket(per_cell[k], _true)
             if hi is not None:
                 values[name][k] = hi
             if lo is not None and hi is not None:
@@ -506,7 +508,7 @@ def _mean_onsets(search: _Search, config: ResolvedConfig, tol: float
             (name, search.early[name], name) for name in search.early]:
         lo, hi = np.full(search.units, np.nan), np.full(search.units, np.nan)
         for u, ev in enumerate(units):
-            b = _bracket(ev, _true)
+            b = bracket(ev, _true)
             hi[u] = np.nan if b[1] is None else b[1]
             lo[u] = np.nan if b[0] is None or b[1] is None else b[0]
         flag = MEAN_FLAGS[name]

@@ -97,7 +97,7 @@ def require(ds: xr.Dataset, *names: str, purpose: str) -> None:
                                  f"lambda_0 of a sweep must be a finite number")
 
 
-def _status(ds: xr.Dataset, purpose: str) -> xr.DataArray:
+def checked_status(ds: xr.Dataset, purpose: str) -> xr.DataArray:
     """``status`` as strings, checked for values phasekit does not know."""
     status = ds["status"].astype(str)
     unknown = sorted(set(np.unique(status.values)) - set(STATUS_TO_PHASE) - {CONVERGED})
@@ -128,7 +128,7 @@ def classify(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_FACTOR) -
     if not (np.isfinite(catapult_factor) and catapult_factor > 1):
         raise ValueError(f"catapult_factor must be a number above 1, got {catapult_factor!r}")
     require(ds, "status", "loss", "final_loss", purpose="phase classification")
-    status = _status(ds, "phase classification")
+    status = checked_status(ds, "phase classification")
     ratio = loss_peak_ratio(ds).transpose(*status.dims)
     phase = np.empty(status.shape, dtype=object)
     for stat, ph in STATUS_TO_PHASE.items():
@@ -229,12 +229,12 @@ def early_thresholds(ds: xr.Dataset, early_window: int | None = None,
             "loss_rise": float(rise)}
 
 
-def _onset(hit: xr.DataArray, ran: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+def onset(hit: xr.DataArray, ran: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     """``(first, below)`` over ``eta_lambda0``: the smallest evaluated ``c`` where ``hit``
     holds, and the largest evaluated ``c`` below it (NaN where there is none).
 
     With ``hit`` = "did not converge" this is the bracket rule of ``phasekit
-    boundary`` (``phasekit.analysis.boundary._bracket``): ``below`` = ``c_max``, ``first`` =
+    boundary`` (``phasekit.analysis.boundary.bracket``): ``below`` = ``c_max``, ``first`` =
     ``c_fail``; every evaluated ``c`` below ``first`` lacks the property.
     """
     c = ran["eta_lambda0"]
@@ -270,7 +270,7 @@ def early_flags(ds: xr.Dataset, early_window: int | None = None,
     ``c_loss`` and ``c_sharp`` (thresholds as in :func:`critical_rates`)."""
     th = early_thresholds(ds, early_window, sharpness_drop, loss_rise)
     window = th["early_window"]
-    status = _status(ds, "the early-training criteria")
+    status = checked_status(ds, "the early-training criteria")
     out = {}
     early = _early(ds, "loss", window) if "loss" in ds.variables else None
     if early is not None:
@@ -326,7 +326,7 @@ def critical_rates(ds: xr.Dataset, early_window: int | None = None,
     require(ds, "status", "steps", purpose=purpose)
     th = early_thresholds(ds, early_window, sharpness_drop, loss_rise)
     axes = sweep_axes(ds)
-    status = _status(ds, purpose).transpose(*axes, "seed", "eta_lambda0")
+    status = checked_status(ds, purpose).transpose(*axes, "seed", "eta_lambda0")
     ran = status != "pending"
     flags = early_flags(ds, th["early_window"], th["sharpness_drop"], th["loss_rise"])
     out = {**_early_onsets(flags, ran, th), **_status_onsets(status, ran)}
@@ -350,7 +350,7 @@ def _early_onsets(flags: xr.Dataset, ran: xr.DataArray, th: dict
              f"(t <= steps)")
     out: dict[str, tuple[xr.DataArray, dict]] = {}
     if "loss_rose" in flags:
-        first, below = _onset(flags["loss_rose"], ran)
+        first, below = onset(flags["loss_rose"], ran)
         loss_th = {"early_window": window, "loss_rise": rise}
         out["c_loss"] = (first, _grid_attrs(
             "smallest c at which the training loss rises above its initial value "
@@ -360,7 +360,7 @@ def _early_onsets(flags: xr.Dataset, ran: xr.DataArray, th: dict
         out["c_loss_below"] = (below, {"long_name": "largest evaluated c below c_loss (lower "
                                        "end of its bracket)", "units": "1"})
     if "sharpness_fell" in flags:
-        first, below = _onset(flags["sharpness_fell"], ran)
+        first, below = onset(flags["sharpness_fell"], ran)
         out["c_sharp"] = (first, _grid_attrs(
             "smallest c at which the sharpness eta lambda_max(H_t) decreases in "
             "early training",
@@ -377,7 +377,7 @@ def _status_onsets(status: xr.DataArray, ran: xr.DataArray
     """``c_max`` with ``c_fail``, and ``c_trivial`` with its bracket, from the statuses
     (:func:`critical_rates`), and their attributes."""
     out: dict[str, tuple[xr.DataArray, dict]] = {}
-    fail, c_max = _onset(status != CONVERGED, ran)
+    fail, c_max = onset(status != CONVERGED, ran)
     out["c_max"] = (c_max, _grid_attrs(
         "largest c that converged, below the first c that did not converge",
         "c_fail = smallest evaluated c whose run did not converge (diverged, trivial or "
@@ -387,7 +387,7 @@ def _status_onsets(status: xr.DataArray, ran: xr.DataArray
         "grid resolution: the largest convergent c lies in [c_max, c_fail)"))
     out["c_fail"] = (fail, {"long_name": "smallest evaluated c whose run did not converge "
                             "(upper end of the c_max bracket)", "units": "1"})
-    first, below = _onset(status == "trivial", ran)
+    first, below = onset(status == "trivial", ran)
     out["c_trivial"] = (first, _grid_attrs(
         "smallest c whose run ended trivial (dead network)",
         "smallest evaluated c with status trivial; NaN if none", _BRACKET.format("c_trivial")))
@@ -468,7 +468,7 @@ def critical_summary(ds: xr.Dataset, catapult_factor: float = DEFAULT_CATAPULT_F
     axes = sweep_axes(ds)
     for name in _refined(ds):
         res[name] = ds[name].astype(float).transpose(*axes, "seed")
-    cat, _ = _onset(phase == "catapult", phase != "pending")
+    cat, _ = onset(phase == "catapult", phase != "pending")
     res["c_catapult"] = cat.transpose(*axes, "seed").assign_attrs(
         long_name="smallest c whose run was classified catapult", units="1",
         catapult_factor=catapult_factor)

@@ -258,11 +258,11 @@ def cmd_boundary(args) -> int:
 def _boundary_dry_run(args, raw, manager) -> int:
     """``phasekit boundary --dry-run``: the search's options and the config checked as
     the search checks them, then the estimate; no output touched."""
-    from phasekit.analysis.boundary import DEFAULT_C_FLOOR, DEFAULT_C_LIMIT, _check_search
+    from phasekit.analysis.boundary import DEFAULT_C_FLOOR, DEFAULT_C_LIMIT, check_search
     from phasekit.cli.boundary_dryrun import boundary_dry_run
     from phasekit.config.resolve import resolve_config
 
-    _check_search(args.tol, args.points, DEFAULT_C_FLOOR, DEFAULT_C_LIMIT)
+    check_search(args.tol, args.points, DEFAULT_C_FLOOR, DEFAULT_C_LIMIT)
     config, _ = resolve_config(raw, manager)
     print(boundary_dry_run(config, manager, tol=args.tol, points=args.points,
                            early=args.early, average=args.average))

@@ -34,18 +34,18 @@ import dataclasses
 
 import numpy as np
 
-from phasekit.analysis.boundary import _bracket, _not_converged, _trivial
+from phasekit.analysis.boundary import bracket, ended_trivial, not_converged
 from phasekit.cli.dryrun import (
     PILOT_BUDGET,
     PointPlan,
-    _fmt_time,
-    _startup_seconds,
-    _variant,
     axes_text,
     calibrate,
     chunk_seconds,
+    engine_variant,
     finishing_seconds,
+    fmt_time,
     plan_points,
+    startup_seconds,
 )
 from phasekit.config.registry import PluginManager
 from phasekit.config.resolve import ResolvedConfig
@@ -83,7 +83,7 @@ def _bracket_rounds(ev: dict[float, str], fails, tol: float, points: int
     """Rounds after the grid for the pilot's statuses ``ev``, the bracket whose ends'
     steps a trial takes on average (``None``: none; the slowest run then) and the
     bracket in words."""
-    lo, hi = _bracket(ev, fails)
+    lo, hi = bracket(ev, fails)
     if hi is None:
         top = max(ev)
         return 1 + rounds_to(top, tol, points), None, f"none in the grid: doubling from {top:g}"
@@ -142,12 +142,12 @@ def _point_search(engines: PointEngines, i: int, plan: PointPlan, opts: SearchOp
         if rounds:
             out["c_max"].add(rounds, rounds * opts.points * seeds, rounds * sum(
                 chunk_seconds(np.concatenate(b), plan.schedule, cost) for b in blocks))
-    for name, fails in () if opts.average else (("c_max", _not_converged),
-                                                ("c_trivial", _trivial)):
+    for name, fails in () if opts.average else (("c_max", not_converged),
+                                                ("c_trivial", ended_trivial)):
         cells = []
         for s in range(seeds):
             ev = dict(zip(rates, status[s % len(status)], strict=True))
-            if name == "c_trivial" and not any(_trivial(v) for v in ev.values()):
+            if name == "c_trivial" and not any(ended_trivial(v) for v in ev.values()):
                 cells.append((0, 0))
                 continue
             rounds, at, why = _bracket_rounds(ev, fails, opts.tol, opts.points)
@@ -175,7 +175,7 @@ def _early_search(engines: PointEngines, i: int, plan: PointPlan, opts: SearchOp
     sweep = engines.config.sweep
     window = sweep["early_window"]
     seeds, together = len(sweep["seeds"]), engines.seeds_per_batch(i)
-    short = _variant(engines[i], max_steps=window, tol=0.0)
+    short = engine_variant(engines[i], max_steps=window, tol=0.0)
     short.observables = []
     chunk = Chunk(0, sweep["seeds"][0], list(range(len(rates))), rates, i)
     costs = calibrate(short, chunk, engines.prepared(i, sweep["seeds"][0]), together)
@@ -213,7 +213,7 @@ def boundary_dry_run(config: ResolvedConfig, manager: PluginManager, *, tol: flo
              f"{tol:g}, {points} point(s) per bracket and round"
              + (", seed-averaged trajectories (every seed runs every trial rate)"
                 if average else "")]
-    startup = _startup_seconds()
+    startup = startup_seconds()
     preparing, stand_ins = 0.0, []
     for i, plan in enumerate(plan_points(engines, budget)):
         stand_ins += plan.stand_ins
@@ -233,7 +233,7 @@ def _quantity_lines(out: dict[str, Quantity], window: int, early: bool,
     grid, grid_early = out["grid"], out["grid early"]
     lines = [f"grid (round 0): {grid.runs} whole run(s) (c_max, c_trivial)"
              + (f" and {grid_early.runs} early-window run(s) of {window} steps (c_loss, "
-                f"c_sharp)" if early else "") + f": {_fmt_time(grid.seconds)}"]
+                f"c_sharp)" if early else "") + f": {fmt_time(grid.seconds)}"]
     for name in ("c_max", "c_trivial", "c_loss", "c_sharp"):
         if name not in out:
             lines.append(f"{name}: not searched (--no-early)")
@@ -245,7 +245,7 @@ def _quantity_lines(out: dict[str, Quantity], window: int, early: bool,
                          else "c_trivial: not searched (--average seeds)")
             continue
         lines.append(f"{name}: up to {q.rounds} round(s) after the grid (bracket: {q.why}): "
-                     f"{q.runs} {kind} run(s), {_fmt_time(q.seconds)}")
+                     f"{q.runs} {kind} run(s), {fmt_time(q.seconds)}")
     return lines
 
 
@@ -256,12 +256,12 @@ def _total_lines(out: dict[str, Quantity], startup: float | None, preparing: flo
     short = sum(out[n].runs for n in ("grid early", "c_loss", "c_sharp") if n in out)
     training = sum(q.seconds for q in out.values())
     total = training + preparing + finishing + (startup or 0.0)
-    parts = ([f"{_fmt_time(startup)} start-up"] if startup is not None else []) + [
-        f"{_fmt_time(preparing)} preparing seeds", f"{_fmt_time(training)} training",
-        f"{_fmt_time(finishing)} assembling the dataset"]
+    parts = ([f"{fmt_time(startup)} start-up"] if startup is not None else []) + [
+        f"{fmt_time(preparing)} preparing seeds", f"{fmt_time(training)} training",
+        f"{fmt_time(finishing)} assembling the dataset"]
     return [f"rounds: up to {rounds} (the grid, then until every bracket is narrower than "
             f"tol)",
             f"runs: {whole} whole" + (f" and {short} early-window run(s)" if "c_loss" in out
                                       else " run(s)"),
-            f"estimated time: {_fmt_time(total)} in one process ({', '.join(parts)}; "
+            f"estimated time: {fmt_time(total)} in one process ({', '.join(parts)}; "
             f"writing the output not modelled); nothing was written"]

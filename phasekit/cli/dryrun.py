@@ -71,7 +71,8 @@ CALIBRATION_RATE = 0.01
 CALIBRATION_SECONDS = 0.2
 
 
-def _fmt_time(s: float) -> str:
+def fmt_time(s: float) -> str:
+    """A duration in seconds for an estimate: ``95.0 s``, ``3.5 min``, ``2.1 h``."""
     if s < 120:
         return f"{s:.1f} s"
     if s < 7200:
@@ -79,7 +80,7 @@ def _fmt_time(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _startup_seconds() -> float | None:
+def startup_seconds() -> float | None:
     """Seconds since this process started, when it is the ``phasekit`` command (Linux
     ``/proc``); None otherwise (a library call: its process did other things)."""
     if Path(sys.argv[0]).name != "phasekit":
@@ -94,7 +95,7 @@ def _startup_seconds() -> float | None:
     return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
 
 
-def _variant(engine: Engine, schedule: np.ndarray | None = None, **sweep) -> Engine:
+def engine_variant(engine: Engine, schedule: np.ndarray | None = None, **sweep) -> Engine:
     """``engine`` with some ``[sweep]`` values replaced and, optionally, its own record
     schedule (the model, data and observables are shared, not rebuilt)."""
     out = copy.copy(engine)
@@ -260,7 +261,7 @@ def _step_times(engine: Engine, chunks: list[Chunk], prepared, recorded: int, pl
     last = recorded + plain + 1
     # Step 0 is recorded too, untimed: the batch's first evaluation pays one-off costs
     # (a network's copy of the test split per row, say) that the run pays once a batch.
-    calib = _variant(engine, schedule=np.array([*range(recorded + 1), last]),
+    calib = engine_variant(engine, schedule=np.array([*range(recorded + 1), last]),
                      max_steps=last, tol=0.0)
     clock = _StepClock()
     calib.run_batch(chunks, clock, prepared=[prepared] * len(chunks))
@@ -282,7 +283,7 @@ def calibrate(engine: Engine, chunk: Chunk, prepared, seeds: int = 1) -> StepCos
     full = [dataclasses.replace(chunk, seed_index=k, c_values=[c] * len(chunk.c_values))
             for k in range(seeds)]
     one = dataclasses.replace(chunk, c_index=chunk.c_index[:1], c_values=[c])
-    _variant(engine, max_steps=2, tol=0.0).run_chunk(one, prepared=prepared)      # warm-up
+    engine_variant(engine, max_steps=2, tol=0.0).run_chunk(one, prepared=prepared)      # warm-up
     rec_g, plain_g, m_g, n_g = _time_steps(engine, full, prepared, *CALIBRATION_FULL)
     g = len(chunk.c_values) * seeds
     plain, recorded = [(g, plain_g, n_g)], [(g, rec_g - plain_g, m_g)]
@@ -440,7 +441,7 @@ def _pilot_chunk(engine: Engine, chunk: Chunk, seeds: list, costs: StepCosts, sh
         if length and fit < 2 * length:
             break
         length = max(fit, MIN_PILOT_STEPS)
-        run = _variant(engine, schedule=np.union1d(schedule[schedule < length], [length]),
+        run = engine_variant(engine, schedule=np.union1d(schedule[schedule < length], [length]),
                        max_steps=length)
         if len(schedule) == 0:
             run.observables = []
@@ -624,7 +625,7 @@ def estimate_run(config: ResolvedConfig, data: Data | None, manager: PluginManag
         f"grid: {axes + ' x ' if axes else ''}{n_seeds} seed(s) x {n_rates} learning rates "
         f"= {len(engines) * n_seeds * n_rates} runs",
     ]
-    startup = _startup_seconds()
+    startup = startup_seconds()
     plans = list(plan_points(engines, budget))
     for plan in plans:
         lines += plan.lines
@@ -651,13 +652,13 @@ def dry_run_report(config: ResolvedConfig, data: Data | None, manager: PluginMan
     estimated time of the whole sweep and its worst case."""
     est = estimate_run(config, data, manager, budget)
     startup = est.startup
-    parts = ([f"{_fmt_time(startup)} start-up"] if startup is not None else []) + [
-        f"{_fmt_time(est.preparing)} preparing seeds", f"{_fmt_time(est.training)} training",
-        f"{_fmt_time(est.finishing)} assembling the dataset"]
+    parts = ([f"{fmt_time(startup)} start-up"] if startup is not None else []) + [
+        f"{fmt_time(est.preparing)} preparing seeds", f"{fmt_time(est.training)} training",
+        f"{fmt_time(est.finishing)} assembling the dataset"]
     return "\n".join(est.lines + [
-        f"estimated time: {_fmt_time(est.total)} in one process ({', '.join(parts)}; the "
+        f"estimated time: {fmt_time(est.total)} in one process ({', '.join(parts)}; the "
         f"seeds beyond the piloted ones assumed to take their steps)",
-        f"at most {_fmt_time(est.worst + est.finishing + (startup or 0.0))} if every run "
+        f"at most {fmt_time(est.worst + est.finishing + (startup or 0.0))} if every run "
         f"went to max_steps = {config.sweep['max_steps']}",
     ])
 
@@ -728,7 +729,7 @@ def _point_lines(engines: PointEngines, i: int, plan: PointPlan, size: int, toge
            f"{pil.at_max} of them to reach max_steps")
         + f"; steps per run: median {int(np.median(pil.by_seed))}, max "
           f"{int(pil.by_seed.max())} of {sweep['max_steps']}",
-        f"  estimate: {_fmt_time(plan.training())} of training in {len(plan.batches)} "
+        f"  estimate: {fmt_time(plan.training())} of training in {len(plan.batches)} "
         f"batch(es): {counts.steps:,} batch steps, {counts.run_steps:,} run-steps, "
         f"{counts.recorded:,} recorded steps evaluating {counts.recorded_runs:,} runs",
     ]
