@@ -816,3 +816,49 @@ def test_the_seed_averaged_cells_fill_what_a_column_did_not_evaluate():
     cells = np.ma.getdata(mesh.get_array()).reshape(ds.sizes["eta_lambda0"], 4)
     assert np.isfinite(cells).all()
     assert cells[10, 1] in (cells[9, 1], cells[11, 1])
+
+
+def _final_axis(fig, letter: str):
+    (ax,) = [ax for ax in fig.axes if ax.get_title(loc="left").startswith(f"({letter})")]
+    return ax
+
+
+def test_a_geometric_grid_of_rates_and_values_over_decades_are_drawn_on_log_axes():
+    """Rates spanning a factor of 100 or more (a geometric grid) are drawn on a log c
+    axis, each rate's phase span running to the geometric midpoints of its neighbours;
+    a panel of positive values over three decades or more gets a log y axis.  The
+    paper's linear grids and values near 1 stay linear."""
+    cs = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
+    kinds = [["converged_lazy"] * 2 + ["converged_catapult"] * 6 + ["diverged"]] * 2
+    ds = synthetic_sweep(kinds, cs)
+    growth = np.asarray(cs)[None, :] ** 3                          # 1 ... 1.7e7
+    ds["final_weight_norm"] = ds["final_weight_norm"] * growth
+    fig = plot_sweep(ds, panels="d,e")
+    sharp_ax, norm_ax = _final_axis(fig, "d"), _final_axis(fig, "e")
+    assert sharp_ax.get_xscale() == norm_ax.get_xscale() == "log"
+    lo, hi = sharp_ax.get_xlim()
+    assert lo < 1.0 and hi > 256.0 and hi / 256.0 == pytest.approx(1.0 / lo)
+    assert norm_ax.get_yscale() == "log" and sharp_ax.get_yscale() == "linear"
+    spans = sorted((round(box.x0, 6), round(box.x1, 6)) for box in
+                   (p.get_path().transformed(p.get_patch_transform()).get_extents()
+                    for p in sharp_ax.patches))
+    assert len(spans) == len(cs)
+    for (x0, x1), c in zip(spans, cs, strict=True):
+        assert x0 == pytest.approx(c / np.sqrt(2)) and x1 == pytest.approx(c * np.sqrt(2))
+    linear = plot_sweep(synthetic_sweep(kinds, [0.1 * k for k in range(1, 61, 7)]),
+                        panels="d,e")
+    for letter in "de":
+        ax = _final_axis(linear, letter)
+        assert ax.get_xscale() == "linear" and ax.get_yscale() == "linear"
+
+
+def test_a_trajectory_panel_over_decades_is_drawn_on_a_log_y_axis():
+    """A weight norm that grows by 1e6 in a run that did not diverge puts the
+    weight-norm trajectories on a log y axis; without it they stay linear."""
+    kinds = [["converged_lazy", "converged_catapult", "converged_catapult"]] * 2
+    ds = synthetic_sweep(kinds, [1.0, 2.5, 3.0])
+    assert _final_axis(plot_sweep(ds, panels="b"), "b").get_yscale() == "linear"
+    weight = ds["weight_norm"].values.copy()
+    weight[:, 2, 5:] *= 1e6
+    ds["weight_norm"] = (ds["weight_norm"].dims, weight)
+    assert _final_axis(plot_sweep(ds, panels="b"), "b").get_yscale() == "log"

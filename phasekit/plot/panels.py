@@ -83,6 +83,38 @@ LEVELS = {"c": (2.0, r"(c) $\eta\,\lambda_{\max}(H_t) = 2$: edge of stability"),
 
 # -- choosing what to draw ---------------------------------------------------------
 
+#: a c axis whose evaluated rates span this factor or more is drawn logarithmic (a
+#: geometric grid such as 1.25 ... 256 would otherwise crowd its first decade
+#: into a sliver); the paper's linear grids (0.1 ... 6, a factor of 60) stay linear
+LOG_C_SPAN = 100.0
+#: a panel of positive values spanning this factor or more is drawn on a log y axis
+#: (a run whose weight norm grew by 1e13 would otherwise flatten every other curve)
+LOG_Y_SPAN = 1e3
+
+
+def log_c_axis(cs: np.ndarray) -> bool:
+    """Whether the rates ``cs`` are drawn on a logarithmic c axis (:data:`LOG_C_SPAN`)."""
+    return bool(cs.size and cs.min() > 0 and cs.max() >= LOG_C_SPAN * cs.min())
+
+
+def _log_values(values: np.ndarray) -> bool:
+    """Whether positive ``values`` span :data:`LOG_Y_SPAN` or more (any value <= 0: no)."""
+    values = values[np.isfinite(values)]
+    return bool(values.size and values.min() > 0 and values.max() >= LOG_Y_SPAN * values.min())
+
+
+def _span_edges(cs: np.ndarray, log: bool) -> np.ndarray:
+    """The edges of the span each rate of ``cs`` owns on the c axis: midpoints between
+    neighbours (geometric ones on a log axis), half a step beyond the ends."""
+    x = np.log(cs) if log else cs
+    if len(x) > 1:
+        edges = np.concatenate([[x[0] - (x[1] - x[0]) / 2], (x[1:] + x[:-1]) / 2,
+                                [x[-1] + (x[-1] - x[-2]) / 2]])
+    else:
+        edges = np.array([x[0] - (0.1 if log else 0.5), x[0] + (0.1 if log else 0.5)])
+    return np.exp(edges) if log else edges
+
+
 def parse_panels(panels: str | Sequence[str] | None, ds: xr.Dataset | None = None) -> list[str]:
     """Panel letters from ``"a,b,c"`` or a sequence (aliases allowed); default: a-e plus
     f and g when the sweep records what they need."""
@@ -371,6 +403,13 @@ def _trajectory_ylim(ax, panel: str, ok: np.ndarray) -> None:
         if pos.size:
             ax.set_ylim(max(pos.min() / 3, 1e-300), pos.max() * 30)
         return
+    if _log_values(ok):
+        ax.set_yscale("log")
+        lo, hi = float(ok.min()), float(ok.max())
+        if panel == "c":
+            lo, hi = min(lo, 2.0), max(hi, 2.0)
+        ax.set_ylim(lo / 3, hi * 3)
+        return
     if ok.size:
         lo, hi = float(ok.min()), float(ok.max())
         if panel == "c":
@@ -400,9 +439,7 @@ def _shade_phases(ax, ds: xr.Dataset, handles: dict) -> None:
     counts = phase_counts(classify(ds), "seed").transpose("phase", "eta_lambda0").values
     major, _ = majority(counts)
     tie = tied(counts)
-    edges = np.concatenate([[cs[0] - (cs[1] - cs[0]) / 2 if len(cs) > 1 else cs[0] - 0.5],
-                            (cs[1:] + cs[:-1]) / 2,
-                            [cs[-1] + (cs[-1] - cs[-2]) / 2 if len(cs) > 1 else cs[-1] + 0.5]])
+    edges = _span_edges(cs, ax.get_xscale() == "log")
     for j, name in enumerate(major):
         if tie[j]:
             ax.axvspan(edges[j], edges[j + 1], lw=0, zorder=0, **TIE_STYLE)
@@ -441,6 +478,9 @@ def _final_series(ds: xr.Dataset, values: xr.DataArray
 def _final_panel(ax, ds: xr.Dataset, panel: str, status, handles: dict) -> None:
     values, ylabel = _final_values(ds, panel)
     cs = ds["eta_lambda0"].values
+    evaluated = (status != "pending").any(axis=0)
+    span = cs[evaluated] if evaluated.any() else cs
+    _c_axis(ax, span)
     if "loss" in ds.variables and "final_loss" in ds.variables:
         _shade_phases(ax, ds, handles)
     series, values, extra = _final_series(ds, values)
@@ -467,13 +507,33 @@ def _final_panel(ax, ds: xr.Dataset, panel: str, status, handles: dict) -> None:
     _status_markers(ax, values, extra, cs, status, handles)
     if panel == "f":
         ax.set_ylim(-0.02, 1.02)
-    evaluated = (status != "pending").any(axis=0)
-    span = cs[evaluated] if evaluated.any() else cs
-    pad = 0.03 * (span.max() - span.min() if span.max() > span.min() else 1.0)
-    ax.set_xlim(span.min() - pad, span.max() + pad)
+    elif _log_values(_drawn(values, extra, status)):
+        ax.set_yscale("log")
     ax.set_xlabel(c_label(ds))
     ax.set_ylabel(ylabel)
     ax.set_title(TITLES[panel], loc="left")
+
+
+def _drawn(values: xr.DataArray, extra: list[str], status: np.ndarray) -> np.ndarray:
+    """The values a panel against c draws at their height: every run that ran and did
+    not diverge (diverged runs are marked along the bottom edge)."""
+    flat = values.transpose("seed", "eta_lambda0", *extra).values
+    shown = (status != "diverged") & (status != "pending")
+    return flat[shown].ravel()
+
+
+def _c_axis(ax, span: np.ndarray) -> None:
+    """The c axis of a panel against c: over the evaluated rates ``span`` with a 3 %
+    margin, logarithmic (with plain-number ticks) where they span
+    :data:`LOG_C_SPAN` or more."""
+    if log_c_axis(span):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        margin = (span.max() / span.min()) ** 0.03
+        ax.set_xlim(span.min() / margin, span.max() * margin)
+        return
+    pad = 0.03 * (span.max() - span.min() if span.max() > span.min() else 1.0)
+    ax.set_xlim(span.min() - pad, span.max() + pad)
 
 
 def _status_markers(ax, values: xr.DataArray, extra: list[str], cs: np.ndarray, status,
