@@ -862,3 +862,19 @@ def test_a_trajectory_panel_over_decades_is_drawn_on_a_log_y_axis():
     weight[:, 2, 5:] *= 1e6
     ds["weight_norm"] = (ds["weight_norm"].dims, weight)
     assert _final_axis(plot_sweep(ds, panels="b"), "b").get_yscale() == "log"
+
+
+def test_diagram_ticks_read_as_numbers_a_reader_writes():
+    """x ticks of a ratio axis are fractions (``1/128``, not ``0.00781``), whole numbers
+    stay whole, other values keep three digits; a log c axis is labelled 1, 2, 5, 10,
+    ... as plain numbers."""
+    from phasekit.plot.diagram import tick_label
+
+    assert [tick_label(v) for v in (2 / 256, 4 / 128, 1 / 8, 64.0, 0.3, 2.5)] == [
+        "1/128", "1/32", "1/8", "64", "0.3", "2.5"]
+    ds = axis_sweep(depths=(0, 2), widths=(64, 256), seeds=1)
+    (ax,), _ = panels_of(plot_sweep(ds, x="(hidden_layers+2)/width", ylog=True))
+    FigureCanvasAgg(ax.figure).draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1/128", "1/64", "1/32", "1/16"]
+    shown = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert shown and all(float(text) > 0 for text in shown)

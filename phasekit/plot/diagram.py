@@ -21,7 +21,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from phasekit.analysis.averaged import mean_phase, stored_seed_averaged
 from phasekit.analysis.phases import (
@@ -357,6 +357,17 @@ def _bounds(ax, ds: xr.Dataset, pts: _Points, cs: np.ndarray, x_axes: tuple[str,
                                                   **bar))
 
 
+def tick_label(value: float) -> str:
+    """An x value as a reader writes it: ``256``, ``1/128`` (a ratio such as depth over
+    width is the reciprocal of a whole number), else three significant digits."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e7:
+        return f"{value:.0f}"
+    if 0 < value < 1 and abs(1 / value - round(1 / value)) < 1e-9 * (1 / value):
+        return f"1/{round(1 / value)}"
+    return f"{value:.3g}"
+
+
 def _frame(ax, ds: xr.Dataset, pts: _Points, cs: np.ndarray, x_axes: tuple[str, ...]) -> None:
     """Scales, limits, ticks at the x values (up to 12, or 6 for a ratio) and labels."""
     ax.set_xscale("log" if pts.log_x else "linear")
@@ -370,9 +381,11 @@ def _frame(ax, ds: xr.Dataset, pts: _Points, cs: np.ndarray, x_axes: tuple[str, 
     elif len(pts.ux) <= (12 if len(x_axes) == 1 else 6):     # ratios crowd: default ticks
         ax.xaxis.set_major_locator(FixedLocator(pts.ux))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([f"{v:.0f}" if float(v).is_integer() and abs(v) < 1e7
-                            else f"{v:.3g}" for v in pts.ux],
-                           rotation=45 if len(x_axes) > 1 else 0)
+        labels = [tick_label(v) for v in pts.ux]
+        ax.set_xticklabels(labels, rotation=45 if max(map(len, labels)) > 5 else 0)
+    if pts.log_y:                                   # 0.5, 1, 2, 5, 10, 20, ... as numbers
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     label = (plain(axes_text(ds, list(x_axes))) if getattr(x_axes, "expression", None) is None
              else plain(x_axes.text))
     ax.set_xlabel(label)
