@@ -518,12 +518,26 @@ class _Rows:
         self.args, self.wanted, self.dtypes = args, wanted, dtypes
         self.manager, self.no_device = manager, no_device
 
-    def workloads(self) -> None:
-        """W1-W3: phasekit's run-steps/s against the per-run loop, and the step's rate."""
+    def measured(self, row: str, measure, width: int = 8):
+        """``(dtype, measure(dtype))`` for each dtype of the bench; where there is no
+        device, or the images a workload needs are not installed, a ``skipped`` line
+        for the row instead (``width``: the row column's width)."""
         from phasekit_plugins.images import DataFilesMissing
 
-        args, wanted, dtypes, manager, no_device = (self.args, self.wanted, self.dtypes,
-                                                    self.manager, self.no_device)
+        for dtype in self.dtypes:
+            if self.no_device:
+                print(f"{row:{width}} {dtype:8} skipped: {self.no_device}")
+                continue
+            try:
+                result = measure(dtype)
+            except DataFilesMissing as exc:                     # the images are not here
+                print(f"{row:{width}} {dtype:8} skipped: {missing_dataset(exc)}")
+                continue
+            yield dtype, result
+
+    def workloads(self) -> None:
+        """W1-W3: phasekit's run-steps/s against the per-run loop, and the step's rate."""
+        args, wanted, manager = self.args, self.wanted, self.manager
         header = (f"{'workload':8} {'dtype':8} {'threads':>7} {'phasekit run-steps/s':>20} "
                   f"{'baseline run-steps/s':>20} {'ratio':>8} {'step GFLOP/s':>12} "
                   f"{'matmul peak':>11} {'% peak':>7}")
@@ -532,16 +546,11 @@ class _Rows:
         for work in workloads(args.quick):
             if work.name.split("-")[0] not in wanted:
                 continue
-            for dtype in dtypes:
-                if no_device:
-                    print(f"{work.name:8} {dtype:8} skipped: {no_device}")
-                    continue
-                try:
-                    threads = args.threads or work.threads or os.cpu_count() or 1
-                    r = bench_one(work, dtype, manager, threads, args.device)
-                except DataFilesMissing as exc:                 # the images are not here
-                    print(f"{work.name:8} {dtype:8} skipped: {missing_dataset(exc)}")
-                    continue
+            threads = args.threads or work.threads or os.cpu_count() or 1
+            def measure(dtype, work=work, threads=threads):
+                return bench_one(work, dtype, manager, threads, args.device)
+
+            for _, r in self.measured(work.name, measure):
                 print(f"{r['workload']:8} {r['dtype']:8} {threads:>7} {r['phasekit']:>20,.0f} "
                       f"{r['baseline']:>20,.1f} {r['ratio']:>7.1f}x {r['gflops']:>12.1f} "
                       f"{r['peak']:>11.1f} {100 * r['gflops'] / r['peak']:>6.1f}%")
@@ -549,24 +558,14 @@ class _Rows:
 
     def presets(self) -> None:
         """Whole presets, end to end in process."""
-        from phasekit_plugins.images import DataFilesMissing
-
-        args, wanted, dtypes, manager, no_device = (self.args, self.wanted, self.dtypes,
-                                                    self.manager, self.no_device)
+        args, wanted, manager = self.args, self.wanted, self.manager
         presets = [p for p in PRESET_ROWS if f"P-{p}" in wanted or "presets" in wanted]
         if presets:
             print("whole presets, end to end in process (resolve, train to convergence, assemble)")
             print(f"{'preset':10} {'dtype':8} {'wall s':>9} {'run-steps':>11} {'run-steps/s':>12}")
             for name in presets:
-                for dtype in dtypes:
-                    if no_device:
-                        print(f"{name:10} {dtype:8} skipped: {no_device}")
-                        continue
-                    try:
-                        r = preset_times(name, args.quick, dtype, manager, args.device)
-                    except DataFilesMissing as exc:             # the images are not here
-                        print(f"{name:10} {dtype:8} skipped: {missing_dataset(exc)}")
-                        continue
+                for dtype, r in self.measured(name, lambda dtype, name=name: preset_times(
+                        name, args.quick, dtype, manager, args.device), width=10):
                     cap = f" (max_steps {PRESET_ROWS[name]}, --quick)" if r["capped"] else ""
                     print(f"{name:10} {dtype:8} {r['wall']:>9.2f} {r['run_steps']:>11,} "
                           f"{r['rate']:>12,.0f}{cap}")
@@ -574,10 +573,7 @@ class _Rows:
 
     def w5(self) -> None:
         """W5: one run's steps/s and FLOPs against the matmul peak."""
-        from phasekit_plugins.images import DataFilesMissing
-
-        args, wanted, dtypes, manager, no_device = (self.args, self.wanted, self.dtypes,
-                                                    self.manager, self.no_device)
+        args, wanted, manager = self.args, self.wanted, self.manager
         if "W5" in wanted:
             steps = W5_STEPS[1] if args.quick else W5_STEPS[0]
             print(f"W5: one grid point (c = 1), two-layer ReLU, width 1024, 128 two-class "
@@ -585,16 +581,9 @@ class _Rows:
             print(f"{'workload':8} {'dtype':8} {'threads':>7} {'run-steps/s':>11} {'wall s':>7} "
                   f"{'recorded':>8} {'MFLOP plain':>11} {'MFLOP rec.':>10} {'MFLOP avg':>9} "
                   f"{'GFLOP/s':>8} {'matmul peak':>11} {'% peak':>7}")
-            for dtype in dtypes:
-                if no_device:
-                    print(f"{'W5':8} {dtype:8} skipped: {no_device}")
-                    continue
-                threads = args.threads or os.cpu_count() or 1
-                try:
-                    r = single_run_times(args.quick, dtype, manager, threads, args.device)
-                except DataFilesMissing as exc:                 # the images are not here
-                    print(f"{'W5':8} {dtype:8} skipped: {missing_dataset(exc)}")
-                    continue
+            threads = args.threads or os.cpu_count() or 1
+            for dtype, r in self.measured("W5", lambda dtype: single_run_times(
+                    args.quick, dtype, manager, threads, args.device)):
                 print(f"{'W5':8} {dtype:8} {threads:>7} {r['rate']:>11,.1f} {r['wall']:>7.2f} "
                       f"{r['recorded']:>8} {r['plain'] / 1e6:>11,.1f} "
                       f"{r['recorded_flops'] / 1e6:>10,.1f} {r['average'] / 1e6:>9,.1f} "
@@ -605,9 +594,8 @@ class _Rows:
     def modules(self) -> None:
         """M: the nets as torch.nn.Modules against the built-ins and the per-rate loop."""
         from phasekit.cli.bench_module import STEPS, WIDTH, module_rows
-        from phasekit_plugins.images import DataFilesMissing
 
-        args, dtypes, no_device = self.args, self.dtypes, self.no_device
+        args = self.args
         if "M" not in self.wanted:
             return
         print(f"M: uv and ReLU nets as torch.nn.Modules (ModuleModel), width {WIDTH}, 128 "
@@ -615,17 +603,9 @@ class _Rows:
               f"against the closed-form built-ins, M-loop against a per-rate autograd loop")
         print(f"{'workload':8} {'dtype':8} {'threads':>7} {'module run-steps/s':>18} "
               f"{'other run-steps/s':>17} {'ratio':>8}")
-        for dtype in dtypes:
-            if no_device:
-                print(f"{'M':8} {dtype:8} skipped: {no_device}")
-                continue
-            threads = args.threads or os.cpu_count() or 1
-            try:
-                found = module_rows(args.quick, dtype, threads, args.device,
-                                    sys.modules[__name__])
-            except DataFilesMissing as exc:                     # the images are not here
-                print(f"{'M':8} {dtype:8} skipped: {missing_dataset(exc)}")
-                continue
+        threads = args.threads or os.cpu_count() or 1
+        for dtype, found in self.measured("M", lambda dtype: module_rows(
+                args.quick, dtype, threads, args.device, sys.modules[__name__])):
             for r in found:
                 print(f"{r['row']:8} {dtype:8} {threads:>7} {r['module']:>18,.2f} "
                       f"{r['other']:>17,.2f} {r['ratio']:>7.2f}x")
@@ -633,19 +613,15 @@ class _Rows:
 
     def w4(self) -> None:
         """W4: one sweep with a width axis against five separate sweeps."""
-        args, wanted, dtypes, manager, no_device = (self.args, self.wanted, self.dtypes,
-                                                    self.manager, self.no_device)
+        args, wanted, manager = self.args, self.wanted, self.manager
         if "W4" in wanted:
             print(f"W4: uv model (homogeneous a_+ = a_- = 1) on toy data, width axis "
                   f"{W4_WIDTHS}, 2 seeds x 16 rates, whole sweeps in process")
             print(f"{'workload':8} {'dtype':8} {'threads':>7} {'axis sweep s':>13} "
                   f"{'5 separate s':>13} {'separate/axis':>13}")
-            for dtype in dtypes:
-                if no_device:
-                    print(f"{'W4':8} {dtype:8} skipped: {no_device}")
-                    continue
-                threads = args.threads or 1
-                r = axis_sweep_times(args.quick, dtype, manager, threads, args.device)
+            threads = args.threads or 1
+            for dtype, r in self.measured("W4", lambda dtype: axis_sweep_times(
+                    args.quick, dtype, manager, threads, args.device)):
                 print(f"{'W4':8} {dtype:8} {threads:>7} {r['axis']:>13.2f} {r['separate']:>13.2f} "
                       f"{r['ratio']:>12.2f}x")
                 sys.stdout.flush()
